@@ -1,0 +1,1 @@
+"""The command line (click). Only this layer prints or exits."""

@@ -1,0 +1,68 @@
+"""``mediasec`` entry point: the verbs of shared/CLI.md, one error-to-exit mapping.
+
+Each verb lives in its own module and registers itself on ``cli``; ``main()`` runs
+the group and turns every exception into one line on stderr and a documented exit
+code (``mediasec.cli.exits``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mediasec import __version__
+from mediasec.cli.exits import CANNOT, report_error
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mediasec")
+@click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """DICOM secure media: protect files, build and verify File-sets and discs."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    if verbose:
+        import logging
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+
+
+def _register() -> None:
+    # verbs register themselves on import
+    from mediasec.cli import cmd_cms  # noqa: F401
+    for optional in ("cmd_build",):
+        try:
+            __import__(f"mediasec.cli.{optional}")
+        except ModuleNotFoundError as exc:  # a verb module not written yet
+            if exc.name != f"mediasec.cli.{optional}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register()
+    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    try:
+        rv = cli.main(args=argv, prog_name="mediasec", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("mediasec: aborted", file=sys.stderr)
+        return CANNOT
+    except click.exceptions.ClickException as exc:
+        print(f"mediasec: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        return exc.exit_code if exc.exit_code else CANNOT
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mediasec: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - the one place that maps everything
+        if isinstance(exc, SystemExit):
+            return int(exc.code or 0)
+        return report_error(exc, verbose=verbose)
+    return int(rv or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""EnvelopedData (RFC 5652 §6): framing, exact sizes, streaming encryption and decryption.
+
+The outer layer of a Secure DICOM File is ``ContentInfo(envelopedData)``. We write its
+small parts with asn1crypto (DER) and frame the ciphertext ourselves, either definite
+(``[0] IMPLICIT`` primitive, the whole file then being DER) or indefinite BER with
+fixed-size pieces. ``EnvelopeLayout`` knows every byte before and after the ciphertext,
+so ``size()`` is exact before any byte is written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from asn1crypto import algos as aalgos
+from asn1crypto import cms as acms
+from asn1crypto import core as acore
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from mediasec.cms import oids
+from mediasec.cms._ber import (ByteStream, EOC, Header, der_len, expect, is_eoc_next,
+                               iter_octets, octets_size, read_element, read_header, skip_eoc,
+                               tlv, write_octets_header)
+from mediasec.cms.keys import block_cipher, block_size
+from mediasec.errors import DecryptionError, InputError, MalformedError, NotCMSError
+from mediasec.policy import CIPHERS
+
+__all__ = ["EnvelopeLayout", "EnvelopedHead", "read_enveloped_head", "decrypt_chunks",
+           "ciphertext_size", "ENVELOPED_PREFIXES", "looks_enveloped"]
+
+_OID_ENVELOPED = bytes.fromhex("06092a864886f70d010703")
+
+
+def looks_enveloped(first: bytes) -> bool:
+    """PS3.10 §7.4 detection: a SEQUENCE (any length form) then the envelopedData OID."""
+    if len(first) < 2 or first[0] != 0x30:
+        return False
+    n = first[1]
+    if n == 0x80:
+        skip = 2
+    elif 0x81 <= n <= 0x84:
+        skip = 2 + (n & 0x7F)
+    elif n < 0x80:
+        skip = 2
+    else:
+        return False
+    return first[skip:skip + len(_OID_ENVELOPED)] == _OID_ENVELOPED
+
+
+ENVELOPED_PREFIXES = ("30 80", "30 81..84")
+
+
+def ciphertext_size(plain: int, cipher: str) -> int:
+    bs = block_size(cipher)
+    return (plain // bs + 1) * bs
+
+
+def _version(infos: list[acms.RecipientInfo]) -> str:
+    if any(ri.name in ("pwri", "ori") for ri in infos):
+        return "v3"
+    if any(ri.chosen["version"].native != "v0" for ri in infos):
+        return "v2"
+    return "v0"
+
+
+@dataclass(frozen=True)
+class EnvelopeLayout:
+    """Everything of the outer layer but the ciphertext itself."""
+
+    prefix: bytes        # up to the first ciphertext byte (definite) / first piece (BER)
+    suffix: bytes        # after the ciphertext
+    ciphertext_len: int
+    chunk: int | None    # BER piece size, None for definite framing
+
+    @classmethod
+    def build(cls, *, recipient_infos: list[acms.RecipientInfo], inner_type: str,
+              cipher: str, iv: bytes, plain_len: int, chunk: int | None) -> "EnvelopeLayout":
+        if chunk is not None and chunk % block_size(cipher):
+            raise ValueError("the BER piece size must be a multiple of the block size")
+        ct_len = ciphertext_size(plain_len, cipher)
+        version = acms.CMSVersion(_version(recipient_infos)).dump()
+        ris = acms.RecipientInfos(recipient_infos).dump()
+        ctype = acms.ContentType(inner_type).dump()
+        alg = aalgos.EncryptionAlgorithm({"algorithm": oids.CIPHER[cipher],
+                                          "parameters": acore.OctetString(iv)}).dump()
+        body = octets_size(ct_len, chunk=chunk, tag=0x80)
+        if chunk is None:
+            eci_len = len(ctype) + len(alg) + body
+            eci_head = b"\x30" + der_len(eci_len) + ctype + alg
+            env_len = len(version) + len(ris) + len(eci_head) + body
+            env_head = b"\x30" + der_len(env_len) + version + ris
+            explicit_len = len(env_head) + len(eci_head) + body
+            ci_inner = _OID_ENVELOPED + b"\xa0" + der_len(explicit_len)
+            prefix = (b"\x30" + der_len(len(ci_inner) + explicit_len) + ci_inner + env_head
+                      + eci_head + write_octets_header(ct_len, chunk=None, tag=0x80))
+            suffix = b""
+        else:
+            prefix = (b"\x30\x80" + _OID_ENVELOPED + b"\xa0\x80" + b"\x30\x80" + version + ris
+                      + b"\x30\x80" + ctype + alg + b"\xa0\x80")
+            # ends of: encryptedContent [0], encryptedContentInfo, EnvelopedData, [0], ContentInfo
+            suffix = EOC * 5
+        return cls(prefix, suffix, ct_len, chunk)
+
+    def size(self) -> int:
+        if self.chunk is None:
+            return len(self.prefix) + self.ciphertext_len
+        # prefix ends with the constructed [0] header and suffix starts with its EOC, both
+        # of which octets_size counts too
+        return (len(self.prefix) + octets_size(self.ciphertext_len, chunk=self.chunk) - 4
+                + len(self.suffix))
+
+    def piece_header(self, n: int) -> bytes:
+        return b"\x04" + der_len(n)
+
+
+class Encryptor:
+    """CBC encryption of a plaintext produced in ``chunk``-sized, block-aligned pieces."""
+
+    def __init__(self, cipher: str, key: bytes, iv: bytes):
+        self._enc = Cipher(block_cipher(cipher, key), modes.CBC(iv)).encryptor()
+        self.bs = block_size(cipher)
+
+    def update_into(self, data, out) -> int:
+        return self._enc.update_into(data, out)
+
+    def final_block(self, tail) -> bytes:
+        """Encrypt the last partial input with PKCS#7 padding (1..bs bytes)."""
+        pad = self.bs - (len(tail) % self.bs)
+        return self._enc.update(bytes(tail) + bytes((pad,)) * pad) + self._enc.finalize()
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EnvelopedHead:
+    version: int
+    recipient_infos: acms.RecipientInfos
+    content_type: str          # dotted OID of the encrypted content
+    cipher: str                # name in policy.CIPHERS
+    iv: bytes
+    framing: str               # "der" (all definite) or "ber"
+    content_header: Header     # the encryptedContent [0] header
+    eci_header: Header
+    env_header: Header
+    explicit_header: Header
+    ci_header: Header
+    has_originator_info: bool
+
+
+def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
+    """Parse the outer layer up to the first ciphertext byte."""
+    first = s.peek(16)
+    if not looks_enveloped(first):
+        if len(first) >= 2 and first[0] == 0x30:
+            raise NotCMSError("not a Secure DICOM File: a CMS/DER structure, but not "
+                              "EnvelopedData", code="CMS_OUTER_TYPE")
+        raise NotCMSError("not a Secure DICOM File (no CMS EnvelopedData at the start)")
+    ci = read_header(s)
+    s.read(len(_OID_ENVELOPED))
+    explicit = expect(s, 0xA0, "[0] EXPLICIT content")
+    env = expect(s, 0x30, "EnvelopedData")
+    version = acore.Integer.load(read_element(s, cap=16)).native
+    originator = False
+    h = read_header(s)
+    if h.tag == 0xA0:  # originatorInfo: not used by the profile; skip it
+        read_element(s, h)
+        originator = True
+        h = read_header(s)
+    if h.tag != 0x31:
+        raise MalformedError(f"expected RecipientInfos SET at byte {h.offset}")
+    try:
+        ris = acms.RecipientInfos.load(read_element(s, h, cap=4 << 20))
+        ris.native  # force a full parse now, so damage is reported as such
+    except (ValueError, TypeError) as exc:
+        raise MalformedError(f"RecipientInfos do not parse: {exc}") from exc
+    eci = expect(s, 0x30, "EncryptedContentInfo")
+    try:
+        ctype = acms.ContentType.load(read_element(s, cap=64)).dotted
+        alg = aalgos.EncryptionAlgorithm.load(read_element(s, cap=4096))
+        alg_oid = alg["algorithm"].dotted
+        cipher = oids.CIPHER_NAME.get(alg_oid)
+        if cipher is None:
+            raise InputError(f"content cipher {alg_oid} is not AES-CBC or 3DES-CBC "
+                             "(PS3.15 D.1)", code="CMS_ALG_UNSUPPORTED")
+        iv = alg["parameters"].native
+    except (ValueError, TypeError) as exc:
+        raise MalformedError(f"EncryptedContentInfo does not parse: {exc}") from exc
+    if not isinstance(iv, bytes) or len(iv) != block_size(cipher):
+        raise MalformedError("the content cipher has no valid IV")
+    content = read_header(s)
+    if content.tag not in (0x80, 0xA0):
+        raise MalformedError("no encryptedContent (detached EnvelopedData is not a Secure "
+                             "DICOM File)", code="CMS_DETACHED")
+    definite = all(x.length is not None for x in (ci, explicit, env, eci, content))
+    return EnvelopedHead(version, ris, ctype, cipher, iv, "der" if definite else "ber",
+                         content, eci, env, explicit, ci, originator)
+
+
+def _finish_outer(s: ByteStream, head: EnvelopedHead) -> None:
+    skip_eoc(s, head.eci_header)
+    if head.env_header.length is None:
+        if not is_eoc_next(s):
+            h = read_header(s)
+            if h.tag != 0xA1:
+                raise MalformedError(f"unexpected element {h.tag:#04x} at byte {h.offset}")
+            read_element(s, h)   # unprotectedAttrs: allowed, ignored
+    elif s.pos < head.env_header.end:
+        h = read_header(s)
+        if h.tag != 0xA1:
+            raise MalformedError(f"unexpected element {h.tag:#04x} at byte {h.offset}")
+        read_element(s, h)
+    skip_eoc(s, head.env_header)
+    skip_eoc(s, head.explicit_header)
+    skip_eoc(s, head.ci_header)
+    if not s.at_end():
+        raise MalformedError(f"trailing bytes after the CMS structure at byte {s.pos}",
+                             code="CMS_TRAILING_DATA")
+
+
+def decrypt_chunks(s: ByteStream, head: EnvelopedHead, cek: bytes, *,
+                   piece: int = 1 << 20) -> Iterator[memoryview]:
+    """Yield the plaintext (padding removed) and then check the rest of the outer layer.
+
+    Views are valid until the next step. Bad padding or a ragged ciphertext length is a
+    ``DecryptionError`` (damaged file), never "wrong key".
+    """
+    bs = block_size(head.cipher)
+    if len(cek) != CIPHERS[head.cipher]:
+        raise DecryptionError("content key of the wrong length")
+    dec = Cipher(block_cipher(head.cipher, cek), modes.CBC(head.iv)).decryptor()
+    out = bytearray(piece + 2 * bs)
+    held = b""
+    total = 0
+    for ct in iter_octets(s, head.content_header, piece=piece):
+        total += len(ct)
+        if len(ct) > piece:  # cannot happen (iter_octets caps pieces), keep buffers safe
+            raise MalformedError("ciphertext piece over the buffer size")
+        n = dec.update_into(ct, out)
+        if n == 0:
+            continue
+        if held:
+            yield memoryview(held)
+        if n > bs:
+            yield memoryview(out)[:n - bs]
+        held = bytes(out[n - bs:n])
+    if total == 0 or total % bs:
+        raise DecryptionError(f"ciphertext of {total} bytes is not a whole number of "
+                              f"{bs}-byte blocks (damaged file)")
+    dec.finalize()
+    pad = held[-1]
+    if not 1 <= pad <= bs or held[-pad:] != bytes((pad,)) * pad:
+        raise DecryptionError("bad padding after decryption (damaged file)")
+    if bs - pad:
+        yield memoryview(held)[:bs - pad]
+    _finish_outer(s, head)

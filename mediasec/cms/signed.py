@@ -1,0 +1,481 @@
+"""SignedData and DigestedData with encapsulated content (RFC 5652 §5, §7).
+
+Writing: ``InnerLayout`` gives the bytes before the content (``head``), and after it
+(``tail(digest)``), whose length is fixed in advance: the signature of an RSA key is
+always the modulus length, and signedAttrs have fixed-length values. Content is framed
+definite (DER) or as indefinite BER pieces of ``chunk`` bytes.
+
+Reading: ``read_inner`` streams the encapsulated content to a sink while hashing it,
+then checks digests and signatures against the *original* bytes (signedAttrs are
+verified as received, with the SET tag, never re-encoded).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Callable
+
+from asn1crypto import algos as aalgos
+from asn1crypto import cms as acms
+from asn1crypto import core as acore
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from mediasec.cms import oids
+from mediasec.cms._ber import (ByteStream, EOC, der_len, expect, iter_octets, octets_size,
+                               read_element, read_header, skip_eoc, write_octets_header)
+from mediasec.cms.keys import HASHES, Signer
+from mediasec.errors import (InputError, IntegrityError, InternalError, MalformedError,
+                             SignatureError)
+from mediasec.pki import certs as pcerts
+
+__all__ = ["InnerLayout", "InnerResult", "SignerResult", "read_inner"]
+
+_OID_DATA = acms.ContentType("data").dump()
+
+
+def _digest_alg(name: str) -> aalgos.DigestAlgorithm:
+    return aalgos.DigestAlgorithm({"algorithm": name})
+
+
+def _signing_time(t: _dt.datetime) -> acms.Time:
+    t = t.astimezone(_dt.timezone.utc).replace(microsecond=0)
+    return acms.Time(name="utc_time" if 1950 <= t.year < 2050 else "general_time", value=t)
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InnerLayout:
+    """The integrity layer around ``content_len`` bytes: SignedData or DigestedData."""
+
+    kind: str                         # "signedData" | "digestedData"
+    head: bytes
+    content_len: int
+    chunk: int | None
+    digest: str
+    tail_len: int
+    _make_tail: Callable = field(repr=False)
+
+    @property
+    def content_type(self) -> str:
+        return oids.SIGNED_DATA if self.kind == "signedData" else oids.DIGESTED_DATA
+
+    def size(self) -> int:
+        if self.chunk is None:
+            return len(self.head) + self.content_len + self.tail_len
+        # head ends with the constructed OCTET STRING header, tail starts with its EOC
+        return len(self.head) + octets_size(self.content_len, chunk=self.chunk) - 4 \
+            + self.tail_len
+
+    def tail(self, digest_value: bytes) -> bytes:
+        t = self._make_tail(digest_value)
+        if len(t) != self.tail_len:
+            raise InternalError(f"planned {self.tail_len}-byte trailer, made {len(t)}")
+        return t
+
+    @classmethod
+    def digested(cls, content_len: int, *, digest: str = "sha256",
+                 chunk: int | None = None) -> "InnerLayout":
+        version = acms.CMSVersion("v0").dump()
+        alg = _digest_alg(digest).dump()
+        dlen = HASHES[digest].digest_size
+
+        def make_tail(value: bytes) -> bytes:
+            return (EOC * 3 if chunk is not None else b"") + acore.OctetString(value).dump() \
+                + (EOC if chunk is not None else b"")
+
+        tail_len = len(make_tail(bytes(dlen)))
+        head = _encap_head(version + alg, content_len, chunk, tail_len)
+        return cls("digestedData", head, content_len, chunk, digest, tail_len, make_tail)
+
+    @classmethod
+    def signed(cls, content_len: int, signers: list[Signer], *,
+               signing_time: _dt.datetime | None, chunk: int | None = None) -> "InnerLayout":
+        if not signers:
+            raise ValueError("SignedData needs at least one signer")
+        digests = sorted({s.digest for s in signers}, key=list(oids.DIGEST).index)
+        if len(digests) != 1:
+            raise ValueError("all signers of one file use the same digest")
+        digest = digests[0]
+        version = acms.CMSVersion("v1").dump()
+        algs = acms.DigestAlgorithms([_digest_alg(d) for d in digests]).dump()
+        seen, certs = set(), []
+        for s in signers:
+            for c in (s.certificate, *s.chain):
+                der = c.public_bytes(Encoding.DER)
+                if der not in seen:
+                    seen.add(der)
+                    certs.append(acms.CertificateChoices(name="certificate",
+                                                         value=pcerts.to_asn1(c)))
+        cert_set = acms.CertificateSet(certs).dump()
+        cert_field = b"\xa0" + cert_set[1:]  # SET OF -> [0] IMPLICIT
+
+        def signed_attrs(value: bytes) -> acms.CMSAttributes:
+            attrs = [acms.CMSAttribute({"type": "content_type", "values": ["data"]})]
+            if signing_time is not None:
+                attrs.append(acms.CMSAttribute({"type": "signing_time",
+                                                "values": [_signing_time(signing_time)]}))
+            attrs.append(acms.CMSAttribute({"type": "message_digest", "values": [value]}))
+            return acms.CMSAttributes(attrs)
+
+        def signer_info(s: Signer, value: bytes, signature: bytes) -> acms.SignerInfo:
+            sa = signed_attrs(value)
+            sig_alg = ({"algorithm": "rsassa_pss", "parameters": aalgos.RSASSAPSSParams({
+                "hash_algorithm": {"algorithm": s.digest},
+                "mask_gen_algorithm": {"algorithm": "mgf1",
+                                       "parameters": {"algorithm": s.digest}},
+                "salt_length": HASHES[s.digest].digest_size})}
+                if s.pss else {"algorithm": f"{s.digest}_rsa"})
+            return acms.SignerInfo({
+                "version": "v1",
+                "sid": acms.SignerIdentifier(name="issuer_and_serial_number",
+                                             value=pcerts.issuer_and_serial(s.certificate)),
+                "digest_algorithm": _digest_alg(s.digest),
+                "signed_attrs": sa,
+                "signature_algorithm": sig_alg,
+                "signature": signature})
+
+        def make_tail(value: bytes, *, dry: bool = False) -> bytes:
+            infos = []
+            for s in signers:
+                if dry:
+                    sig = bytes(s.signature_size)
+                else:
+                    sig = s.sign(signed_attrs(value).dump())
+                infos.append(signer_info(s, value, sig))
+            body = cert_field + acms.SignerInfos(infos).dump()
+            return (EOC * 3 + body + EOC) if chunk is not None else body
+
+        tail_len = len(make_tail(bytes(HASHES[digest].digest_size), dry=True))
+        head = _encap_head(version + algs, content_len, chunk, tail_len)
+        return cls("signedData", head, content_len, chunk, digest, tail_len, make_tail)
+
+
+def _encap_head(prefix_fields: bytes, n: int, chunk: int | None, tail_len: int) -> bytes:
+    """SEQUENCE { prefix_fields, EncapsulatedContentInfo { id-data, [0] { OCTETS... """
+    if chunk is None:
+        octets_hdr = write_octets_header(n, chunk=None)
+        explicit = b"\xa0" + der_len(len(octets_hdr) + n)
+        encap_len = len(_OID_DATA) + len(explicit) + len(octets_hdr) + n
+        encap = b"\x30" + der_len(encap_len) + _OID_DATA + explicit + octets_hdr
+        outer_len = len(prefix_fields) + len(encap) + n + tail_len
+        return b"\x30" + der_len(outer_len) + prefix_fields + encap
+    return b"\x30\x80" + prefix_fields + b"\x30\x80" + _OID_DATA + b"\xa0\x80\x24\x80"
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SignerResult:
+    subject: str | None
+    certificate: object | None        # cryptography certificate when found
+    digest: str
+    signature_algorithm: str
+    signing_time: _dt.datetime | None
+    key_bits: int | None
+    intact: bool                      # messageDigest matches the content
+    valid: bool                       # the signature verifies
+    error: SignatureError | IntegrityError | None
+    findings: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {"subject": self.subject, "digest": self.digest,
+                "signature_algorithm": self.signature_algorithm,
+                "signing_time": self.signing_time.isoformat() if self.signing_time else None,
+                "key_bits": self.key_bits, "intact": self.intact, "valid": self.valid}
+
+
+@dataclass(frozen=True)
+class InnerResult:
+    kind: str                         # signedData | digestedData | data
+    wrapped: bool                     # OpenSSL-style ContentInfo inside the envelope
+    framing: str                      # der | ber
+    content_length: int
+    digests: dict                     # name -> value computed over the content
+    signers: tuple[SignerResult, ...] = ()
+    certificates: tuple = ()          # cryptography certificates carried
+    digest_ok: bool | None = None     # DigestedData
+    head: bytes = b""                 # the first 132 content bytes (preamble + DICM)
+    findings: tuple = ()              # (code, message) legacy / form notes
+
+
+class _Sink:
+    """Feeds content views to the digests, the payload sniffer and the caller's sink."""
+
+    def __init__(self, digest_names, sink):
+        self.hashes = {n: hashlib.new(n) for n in digest_names}
+        self.sink = sink
+        self.head = bytearray()
+        self.length = 0
+
+    def feed(self, mv) -> None:
+        for h in self.hashes.values():
+            h.update(mv)
+        if len(self.head) < 132:
+            self.head += mv[:132 - len(self.head)]
+        self.length += len(mv)
+        if self.sink is not None:
+            self.sink(mv)
+
+
+def _stream_encap(s: ByteStream, digest_names, sink) -> tuple[str, _Sink, bool]:
+    encap = expect(s, 0x30, "EncapsulatedContentInfo")
+    etype = acms.ContentType.load(read_element(s, cap=64)).dotted
+    feeder = _Sink(digest_names, sink)
+    ber = encap.length is None
+    has_content = (encap.length is None and s.peek(2) != EOC) or \
+        (encap.length is not None and s.pos < encap.end)
+    if not has_content:
+        raise MalformedError("the content is detached (no eContent): not a Secure DICOM "
+                             "File", code="CMS_DETACHED")
+    explicit = expect(s, 0xA0, "[0] EXPLICIT eContent")
+    octets = read_header(s)
+    if octets.tag & 0xDF != 0x04:
+        raise MalformedError(f"eContent is not an OCTET STRING (byte {octets.offset})")
+    ber = ber or explicit.length is None or octets.constructed
+    for mv in iter_octets(s, octets):
+        feeder.feed(mv)
+    skip_eoc(s, explicit)
+    skip_eoc(s, encap)
+    return etype, feeder, ber
+
+
+def _digest_names(algs) -> list[str]:
+    names = []
+    for a in algs:
+        oid = a["algorithm"].dotted
+        name = oids.DIGEST_NAME.get(oid)
+        if name is None:
+            raise InputError(f"digest algorithm {oid} is not SHA-1/SHA-2 (PS3.15 D.1)",
+                             code="CMS_ALG_UNSUPPORTED")
+        if name not in names:
+            names.append(name)
+    if len(names) > 4:
+        raise MalformedError("more than four digest algorithms")
+    return names
+
+
+def read_inner(s: ByteStream, content_type: str, *, sink=None) -> InnerResult:
+    """Read the integrity layer from the decrypted stream, streaming its content to ``sink``.
+
+    Returns what was found; digest/signature *verification* is done by ``verify_inner``.
+    """
+    findings = []
+    first = s.peek(12)
+    if len(first) < 2:
+        raise MalformedError("the decrypted content is empty", code="CMS_INNER_TYPE")
+    outer = read_header(s)
+    if outer.tag != 0x30:
+        if content_type == oids.DATA:
+            raise MalformedError("the envelope holds the bare file with no integrity layer "
+                                 "(not conformant to PS3.15 D.1)", code="CMS_INNER_TYPE")
+        raise MalformedError("the decrypted content does not parse", code="CMS_INNER_TYPE")
+    wrapped = False
+    nxt = s.peek(1)
+    seq = outer
+    if nxt == b"\x06":
+        # OpenSSL-CLI style: ContentInfo(SignedData) as id-data plaintext
+        ctype = acms.ContentType.load(read_element(s, cap=64)).dotted
+        explicit = expect(s, 0xA0, "[0] EXPLICIT content")
+        seq = expect(s, 0x30, "SignedData or DigestedData")
+        wrapped = True
+        findings.append(("CMS_INNER_WRAPPED", "the integrity layer is wrapped in a ContentInfo "
+                         "(OpenSSL command-line style), not the literal PS3.15 D.1 nesting"))
+        if content_type not in (oids.DATA, ctype):
+            raise MalformedError("inner content types disagree", code="CMS_INNER_TYPE")
+        content_type = ctype
+    elif content_type == oids.DATA:
+        raise MalformedError("the envelope holds the bare file with no integrity layer "
+                             "(not conformant to PS3.15 D.1)", code="CMS_INNER_TYPE")
+    if content_type == oids.DIGESTED_DATA:
+        result = _read_digested(s, seq, sink)
+    elif content_type == oids.SIGNED_DATA:
+        result = _read_signed(s, seq, sink)
+    else:
+        raise MalformedError(f"inner content type {content_type} is not SignedData or "
+                             "DigestedData", code="CMS_INNER_TYPE")
+    if wrapped:
+        skip_eoc(s, explicit)
+        skip_eoc(s, outer)
+    if not s.at_end():
+        raise MalformedError(f"trailing bytes after the integrity layer (byte {s.pos})",
+                             code="CMS_TRAILING_DATA")
+    framing = "ber" if (outer.length is None or result["ber"]) else "der"
+    return InnerResult(kind=result["kind"], wrapped=wrapped, framing=framing,
+                       content_length=result["feeder"].length,
+                       digests={n: h.digest() for n, h in result["feeder"].hashes.items()},
+                       signers=result.get("signers", ()),
+                       certificates=result.get("certificates", ()),
+                       digest_ok=result.get("digest_ok"),
+                       head=bytes(result["feeder"].head),
+                       findings=tuple(findings) + tuple(result.get("findings", ())))
+
+
+def _read_digested(s: ByteStream, seq, sink) -> dict:
+    acore.Integer.load(read_element(s, cap=16))
+    alg = aalgos.DigestAlgorithm.load(read_element(s, cap=256))
+    names = _digest_names([alg])
+    etype, feeder, ber = _stream_encap(s, names, sink)
+    digest = acore.OctetString.load(read_element(s, cap=256)).native
+    skip_eoc(s, seq)
+    findings = []
+    if names[0] == "sha1":
+        findings.append(("ALG_LEGACY", "SHA-1 digest"))
+    if etype != oids.DATA:
+        findings.append(("CMS_ECONTENT_TYPE", f"eContentType is {etype}, not id-data"))
+    ok = hmac.compare_digest(digest, feeder.hashes[names[0]].digest())
+    return {"kind": "digestedData", "feeder": feeder, "ber": ber or seq.length is None,
+            "digest_ok": ok, "findings": findings}
+
+
+def _read_signed(s: ByteStream, seq, sink) -> dict:
+    acore.Integer.load(read_element(s, cap=16))
+    algs = acms.DigestAlgorithms.load(read_element(s, cap=4096))
+    names = _digest_names(algs)
+    etype, feeder, ber = _stream_encap(s, names, sink)
+    cert_raw = crl_raw = None
+    h = read_header(s)
+    if h.tag == 0xA0:
+        cert_raw = read_element(s, h)
+        h = read_header(s)
+    if h.tag == 0xA1:
+        crl_raw = read_element(s, h)  # noqa: F841 - revocation lists are not used
+        h = read_header(s)
+    if h.tag != 0x31:
+        raise MalformedError(f"expected SignerInfos at byte {h.offset}")
+    try:
+        infos = acms.SignerInfos.load(read_element(s, h))
+        infos.native
+    except (ValueError, TypeError) as exc:
+        raise MalformedError(f"SignerInfos do not parse: {exc}") from exc
+    skip_eoc(s, seq)
+    certificates = []
+    if cert_raw is not None:
+        try:
+            cs = acms.CertificateSet.load(b"\x31" + cert_raw[1:])
+            for choice in cs:
+                if choice.name == "certificate":
+                    certificates.append(pcerts.from_asn1(choice.chosen))
+        except (ValueError, TypeError) as exc:
+            raise MalformedError(f"the certificates do not parse: {exc}") from exc
+    digests = {n: h.digest() for n, h in feeder.hashes.items()}
+    signers = tuple(_check_signer(si, etype, digests, certificates) for si in infos)
+    if not signers:
+        raise MalformedError("SignedData without signers", code="SIG_NO_SIGNER")
+    return {"kind": "signedData", "feeder": feeder, "ber": ber or seq.length is None,
+            "signers": signers, "certificates": tuple(certificates)}
+
+
+def _find_cert(sid, certificates):
+    for c in certificates:
+        if sid.name == "issuer_and_serial_number":
+            ias = pcerts.issuer_and_serial(c)
+            if (ias["serial_number"].native == sid.chosen["serial_number"].native
+                    and ias["issuer"] == sid.chosen["issuer"]):
+                return c
+        elif pcerts.subject_key_id(c) == sid.chosen.native:
+            return c
+    return None
+
+
+def _check_signer(si: acms.SignerInfo, etype: str, digests: dict, certificates) -> SignerResult:
+    findings = []
+    dname = oids.DIGEST_NAME.get(si["digest_algorithm"]["algorithm"].dotted, "?")
+    sig_alg = si["signature_algorithm"]
+    sig_oid = sig_alg["algorithm"].dotted
+    cert = _find_cert(si["sid"], certificates)
+    subject = pcerts.describe(cert) if cert is not None else None
+    bits = None
+    signing_time = None
+    if dname == "sha1":
+        findings.append(("ALG_LEGACY", "SHA-1 signature digest"))
+
+    def result(intact, valid, error):
+        return SignerResult(subject, cert, dname, _sig_alg_name(sig_oid), signing_time, bits,
+                            intact, valid, error, tuple(findings))
+
+    if dname not in digests:
+        return result(False, False, IntegrityError(
+            "a signer's digest algorithm is not among SignedData.digestAlgorithms"))
+    computed = digests[dname]
+    sa = si["signed_attrs"]
+    if sa.contents is not None and len(sa):
+        values = {}
+        for attr in sa:
+            values.setdefault(attr["type"].dotted, []).extend(attr["values"])
+        md = values.get(oids.ATTR_MESSAGE_DIGEST, [])
+        ct = values.get(oids.ATTR_CONTENT_TYPE, [])
+        st = values.get(oids.ATTR_SIGNING_TIME, [])
+        if st:
+            signing_time = st[0].native
+        if len(md) != 1 or len(ct) != 1:
+            return result(False, False, SignatureError(
+                "signedAttrs lack exactly one contentType and messageDigest",
+                code="SIG_ATTRS"))
+        if ct[0].dotted != etype:
+            return result(False, False, SignatureError(
+                "the signed contentType does not match the eContentType", code="SIG_ATTRS"))
+        intact = hmac.compare_digest(md[0].native, computed)
+        signed_bytes = b"\x31" + der_len(len(sa.contents)) + sa.contents
+        prehashed = False
+    else:
+        intact = True  # checked by the signature itself
+        signed_bytes = computed
+        prehashed = True
+    if cert is None:
+        err = SignatureError("the signer's certificate is not in the file",
+                             code="SIG_CERT_MISSING")
+        if not intact:
+            err = IntegrityError("the content does not match the signed messageDigest")
+        return result(intact, False, err)
+    pub = cert.public_key()
+    if not isinstance(pub, rsa.RSAPublicKey):
+        return result(intact, False, SignatureError("the signer's key is not RSA",
+                                                    code="SIG_ALG_UNSUPPORTED"))
+    bits = pub.key_size
+    if bits < 2048:
+        findings.append(("ALG_LEGACY", f"RSA-{bits} signer key"))
+    try:
+        pad, hash_alg = _signature_padding(sig_alg, dname)
+    except InputError as exc:
+        return result(intact, False, SignatureError(exc.message, code="SIG_ALG_UNSUPPORTED"))
+    try:
+        pub.verify(si["signature"].native, signed_bytes, pad,
+                   Prehashed(hash_alg) if prehashed else hash_alg)
+        valid = True
+    except InvalidSignature:
+        valid = False
+    if not intact:
+        return result(False, valid, IntegrityError(
+            "the content does not match the signed messageDigest (tampered)"))
+    if not valid:
+        return result(True, False, SignatureError("the signature does not verify (tampered "
+                                                  "signed attributes or signature)"))
+    return result(True, True, None)
+
+
+def _sig_alg_name(oid: str) -> str:
+    for name, o in oids.SHA_WITH_RSA.items():
+        if o == oid:
+            return f"{name}WithRSAEncryption"
+    return {oids.RSA_ENCRYPTION: "rsaEncryption", oids.RSASSA_PSS: "RSASSA-PSS"}.get(oid, oid)
+
+
+def _signature_padding(sig_alg, dname: str):
+    oid = sig_alg["algorithm"].dotted
+    if oid == oids.RSA_ENCRYPTION or oid in oids.SHA_WITH_RSA.values():
+        if oid != oids.RSA_ENCRYPTION and oids.SHA_WITH_RSA.get(dname) != oid:
+            raise InputError("the signature algorithm's hash differs from the digest algorithm")
+        return padding.PKCS1v15(), HASHES[dname]()
+    if oid == oids.RSASSA_PSS:
+        params = sig_alg["parameters"]
+        h = HASHES[params["hash_algorithm"]["algorithm"].native]()
+        mgf_h = HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
+        return padding.PSS(mgf=padding.MGF1(mgf_h), salt_length=params["salt_length"].native), h
+    raise InputError(f"signature algorithm {oid} is not RSA")

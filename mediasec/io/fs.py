@@ -1,0 +1,204 @@
+"""Atomic outputs and contained paths.
+
+``AtomicOutput`` writes a file so that the target path either holds the complete
+result or nothing at all:
+
+* ``secret=True`` (plaintext of protected content): the data goes into an *anonymous*
+  ``O_TMPFILE`` inode in the target's folder, which has no name until ``commit()``
+  links it in; a crash or ``kill -9`` frees it and leaves nothing behind. Where the
+  file system has no ``O_TMPFILE``, ``AnonymousUnsupported`` is raised *before* any
+  byte is written, so the caller can verify first and write afterwards.
+* otherwise a named temp file ``.NAME.partial-XXXX`` beside the target.
+
+``commit()`` fsyncs, renames over the target (``os.replace``) and fsyncs the folder;
+leaving the ``with`` block without ``commit()`` (an error) removes everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+
+from mediasec.errors import EnvironmentFailure, UsageError
+
+__all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "env_error"]
+
+
+class AnonymousUnsupported(EnvironmentFailure):
+    code = "ENV_NO_TMPFILE"
+
+
+def env_error(exc: OSError, path: str | os.PathLike | None = None) -> EnvironmentFailure:
+    """Translate an OSError into our EnvironmentFailure, one line, with the file."""
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        code = "ENV_DISK_FULL"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        code = "ENV_PERMISSION"
+    else:
+        code = "ENV_IO"
+    err = EnvironmentFailure(what, path=os.fspath(path or exc.filename or "") or None, code=code)
+    err.errno = exc.errno
+    return err
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_target(target: str) -> None:
+    if os.path.isdir(target):
+        raise UsageError("is a directory; give a file name for the output", path=target,
+                         code="USAGE_OUTPUT_IS_DIR")
+    parent = os.path.dirname(target) or "."
+    if not os.path.isdir(parent):
+        raise UsageError("output folder does not exist", path=target, code="USAGE_NO_OUTPUT_DIR")
+
+
+class AtomicOutput:
+    """A writable binary file that appears at ``target`` only on ``commit()``."""
+
+    def __init__(self, target: str | os.PathLike, *, secret: bool = False, mode: int = 0o644):
+        self.target = os.path.abspath(os.fspath(target))
+        self.secret = secret
+        self.mode = 0o600 if secret else mode
+        self._fd: int | None = None
+        self._tmpname: str | None = None
+        self._file = None
+        self.committed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self):
+        _check_target(self.target)
+        parent = os.path.dirname(self.target)
+        try:
+            if self.secret:
+                flag = getattr(os, "O_TMPFILE", None)
+                if flag is None:
+                    raise AnonymousUnsupported("no O_TMPFILE on this platform", path=self.target)
+                try:
+                    self._fd = os.open(parent, flag | os.O_WRONLY, self.mode)
+                except OSError as exc:
+                    if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                        raise AnonymousUnsupported("file system has no O_TMPFILE",
+                                                   path=self.target) from exc
+                    raise
+            else:
+                base = os.path.basename(self.target)
+                for _ in range(16):
+                    name = os.path.join(parent, f".{base}.partial-{secrets.token_hex(4)}")
+                    try:
+                        self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
+                    except FileExistsError:
+                        continue
+                    self._tmpname = name
+                    break
+        except OSError as exc:
+            raise env_error(exc, self.target) from exc
+        self._file = os.fdopen(self._fd, "wb", buffering=0, closefd=False)
+        return self._file
+
+    @property
+    def fileno(self) -> int:
+        assert self._fd is not None
+        return self._fd
+
+    def commit(self) -> None:
+        assert self._fd is not None
+        parent = os.path.dirname(self.target)
+        try:
+            os.fsync(self._fd)
+            if self.secret:
+                # give the anonymous inode a hidden name, then rename it over the target
+                for _ in range(16):
+                    name = os.path.join(parent,
+                                        f".{os.path.basename(self.target)}.partial-"
+                                        f"{secrets.token_hex(4)}")
+                    try:
+                        os.link(f"/proc/self/fd/{self._fd}", name, follow_symlinks=True)
+                    except FileExistsError:
+                        continue
+                    self._tmpname = name
+                    break
+            os.replace(self._tmpname, self.target)
+            self._tmpname = None
+            fsync_dir(parent)
+        except OSError as exc:
+            raise env_error(exc, self.target) from exc
+        self.committed = True
+        self._close()
+
+    def abort(self) -> None:
+        self._close()
+        if self._tmpname is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmpname)
+            self._tmpname = None
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None or not self.committed:
+            self.abort()
+        return False
+
+
+class StagingDir:
+    """A folder built as ``.NAME.partial-XXXX`` beside ``target`` and renamed on ``commit()``.
+
+    The target must not exist (we never merge into or delete a user's folder).
+    """
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = os.path.abspath(os.fspath(target))
+        self.path: str | None = None
+        self.committed = False
+
+    def __enter__(self) -> str:
+        if os.path.lexists(self.target):
+            raise UsageError("output already exists; choose a new path", path=self.target,
+                             code="USAGE_OUTPUT_EXISTS")
+        parent = os.path.dirname(self.target)
+        if not os.path.isdir(parent):
+            raise UsageError("output folder does not exist", path=self.target,
+                             code="USAGE_NO_OUTPUT_DIR")
+        name = os.path.join(parent, f".{os.path.basename(self.target)}.partial-"
+                                    f"{secrets.token_hex(4)}")
+        try:
+            os.mkdir(name, 0o755)
+        except OSError as exc:
+            raise env_error(exc, self.target) from exc
+        self.path = name
+        return name
+
+    def commit(self) -> None:
+        assert self.path is not None
+        try:
+            os.rename(self.path, self.target)
+            fsync_dir(os.path.dirname(self.target))
+        except OSError as exc:
+            raise env_error(exc, self.target) from exc
+        self.path = None
+        self.committed = True
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.path is not None and not self.committed:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+        return False

@@ -1,0 +1,1 @@
+"""Certificates, keys and trust (chain and key-usage checks against a TrustContext)."""

@@ -1,0 +1,106 @@
+"""Loading certificates and keys; the one place that converts asn1crypto <-> cryptography.
+
+Everything here takes bytes (the edge reads the files). Errors are ``InputError`` with
+a one-line message; callers attach the file name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from asn1crypto import cms as acms
+from asn1crypto import x509 as ax509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from mediasec.errors import InputError
+
+__all__ = ["load_certificates", "load_private_key", "to_asn1", "from_asn1",
+           "issuer_and_serial", "subject_key_id", "describe", "rsa_bits"]
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """All certificates in PEM (one or more) or DER ``data``."""
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        raise InputError("not a PEM or DER X.509 certificate", code="PKI_BAD_CERT") from exc
+    if not certs:
+        raise InputError("no certificate found", code="PKI_BAD_CERT")
+    return certs
+
+
+def load_private_key(data: bytes, password: bytes | None = None):
+    """An RSA private key (and any certificate bundled with it) from PEM, DER or PKCS#12.
+
+    Returns ``(key, cert_or_None)``.
+    """
+    cert = None
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=password)
+        else:
+            try:
+                key, cert, _extra = pkcs12.load_key_and_certificates(data, password)
+            except ValueError:
+                key = serialization.load_der_private_key(data, password=password)
+    except TypeError as exc:
+        # encrypted without a password, or a password for an unencrypted key
+        if password is None:
+            raise InputError("the private key is encrypted; give its passphrase with "
+                             "--key-password-env VAR or at the prompt",
+                             code="KEY_NEEDS_PASSWORD") from exc
+        raise InputError("the private key is not encrypted, but a passphrase was given",
+                         code="KEY_BAD_PASSWORD") from exc
+    except ValueError as exc:
+        if password is not None:
+            raise InputError("cannot decrypt the private key: wrong passphrase or not a key",
+                             code="KEY_BAD_PASSWORD") from exc
+        raise InputError("not a PEM, DER or PKCS#12 private key", code="KEY_BAD") from exc
+    if key is None:
+        raise InputError("no private key in the file", code="KEY_BAD")
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise InputError(f"a {type(key).__name__.removeprefix('_')} key; "
+                         "the Basic DICOM Media Security Profile uses RSA", code="KEY_NOT_RSA")
+    return key, cert
+
+
+def to_asn1(cert: x509.Certificate) -> ax509.Certificate:
+    return ax509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+
+
+def from_asn1(cert: ax509.Certificate) -> x509.Certificate:
+    return x509.load_der_x509_certificate(cert.dump())
+
+
+def issuer_and_serial(cert: x509.Certificate) -> acms.IssuerAndSerialNumber:
+    a = to_asn1(cert)
+    return acms.IssuerAndSerialNumber({"issuer": a.issuer, "serial_number": a.serial_number})
+
+
+def subject_key_id(cert: x509.Certificate) -> bytes:
+    """The certificate's SKI extension, or (RFC 5280 method 1) SHA-1 of the public key bits."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        spki = to_asn1(cert).public_key
+        return hashlib.sha1(spki["public_key"].contents[1:]).digest()
+
+
+def rsa_bits(cert: x509.Certificate) -> int:
+    key = cert.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise InputError("the certificate's key is not RSA", code="PKI_NOT_RSA")
+    return key.key_size
+
+
+def describe(cert: x509.Certificate) -> str:
+    """A short, PHI-free description: subject CN (or whole subject) and serial."""
+    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = cns[0].value if cns else cert.subject.rfc4514_string()
+    return f"{name} (serial {cert.serial_number:x})"

@@ -1,0 +1,71 @@
+"""Signer certificate checks against a caller-given ``TrustContext``.
+
+Path building and validation are done by ``cryptography``'s X.509 verifier (RFC 5280
+path validation, CA constraints via its Web PKI CA policy); the end-entity policy is
+relaxed to what a document signer needs (no SAN or EKU requirement), and the key usage
+is checked here: a signer's certificate must allow digitalSignature or nonRepudiation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from cryptography import x509
+from cryptography.x509 import verification as xv
+
+from mediasec.errors import SignatureError
+from mediasec.policy import TrustContext
+
+__all__ = ["check_signer_certificate"]
+
+
+def _check_time(cert: x509.Certificate, at: _dt.datetime) -> None:
+    if at < cert.not_valid_before_utc:
+        raise SignatureError(f"the signer's certificate is not valid before "
+                             f"{cert.not_valid_before_utc:%Y-%m-%d} (checked at {at:%Y-%m-%d})",
+                             code="SIG_CERT_NOT_YET_VALID")
+    if at > cert.not_valid_after_utc:
+        raise SignatureError(f"the signer's certificate expired on "
+                             f"{cert.not_valid_after_utc:%Y-%m-%d} (checked at {at:%Y-%m-%d})",
+                             code="SIG_CERT_EXPIRED")
+
+
+def _check_key_usage(cert: x509.Certificate) -> None:
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not (ku.digital_signature or ku.content_commitment):
+        raise SignatureError("the signer's certificate does not allow digitalSignature or "
+                             "nonRepudiation (key usage)", code="SIG_KEYUSAGE")
+
+
+def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: TrustContext,
+                             signing_time: _dt.datetime | None = None) -> list[x509.Certificate]:
+    """Validate ``cert`` to one of ``trust.anchors``; return the chain or raise SignatureError.
+
+    The check time is ``trust.at``, else the signature's signingTime, else now.
+    """
+    at = trust.at or signing_time or _dt.datetime.now(_dt.timezone.utc)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=_dt.timezone.utc)
+    _check_key_usage(cert)
+    _check_time(cert, at)
+    if not trust.anchors:
+        raise SignatureError("no trust anchor given (--trust CA.pem)", code="SIG_NO_TRUST_ANCHOR")
+    intermediates = [c for c in (*carried, *trust.intermediates) if c != cert]
+    builder = (xv.PolicyBuilder().store(xv.Store(list(trust.anchors)))
+               .time(at.astimezone(_dt.timezone.utc).replace(tzinfo=None))
+               .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(),
+                                   ee_policy=xv.ExtensionPolicy.permit_all()))
+    try:
+        chain = builder.build_client_verifier().verify(cert, intermediates).chain
+    except xv.VerificationError as exc:
+        text = " ".join(str(exc).split())
+        if "expired" in text or "not yet valid" in text:
+            code = "SIG_CHAIN_EXPIRED"
+        else:
+            code = "SIG_CHAIN_UNTRUSTED"
+        raise SignatureError(f"the signer's certificate does not chain to a trust anchor: "
+                             f"{text}", code=code) from exc
+    return list(chain)

@@ -1,0 +1,77 @@
+"""Shared test helpers: peer tools, fixture paths, running the CLI."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+PKI = FIXTURES / "pki"
+DICOM = FIXTURES / "dicom"
+
+REQUIRE_PEERS = os.environ.get("MEDIASEC_REQUIRE_PEERS", "") not in ("", "0")
+
+
+def peer(name: str) -> str:
+    """Path of peer tool ``name``; skip the test if absent, fail if MEDIASEC_REQUIRE_PEERS."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"peer tool {name!r} is not installed"
+        if REQUIRE_PEERS:
+            pytest.fail(msg + " and MEDIASEC_REQUIRE_PEERS is set")
+        pytest.skip(msg)
+    return path
+
+
+def run_peer(args: list[str], *, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a peer tool (``args[0]`` resolved with ``peer``), capturing output."""
+    exe = peer(args[0])
+    proc = subprocess.run([exe, *args[1:]], capture_output=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args[0]} exited {proc.returncode}: "
+                             f"{proc.stderr.decode(errors='replace')[-2000:]}")
+    return proc
+
+
+class CLIResult:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def __repr__(self) -> str:
+        return f"<CLIResult {self.code} stderr={self.stderr!r}>"
+
+
+def run_cli(*args, env: dict | None = None, input: bytes | None = None,
+            cwd: str | os.PathLike | None = None) -> CLIResult:
+    """Run ``mediasec`` as a user would: a fresh process, text on stdout/stderr, an exit code."""
+    full_env = dict(os.environ)
+    full_env.pop("MEDIASEC_TEST_PASSWORD", None)
+    if env:
+        full_env.update(env)
+    proc = subprocess.run([sys.executable, "-m", "mediasec.cli.main", *map(str, args)],
+                          capture_output=True, text=True, env=full_env, input=input, cwd=cwd)
+    return CLIResult(proc)
+
+
+def assert_one_line_error(res: CLIResult, code: int, *needles: str) -> None:
+    """A user error: the documented exit code, one line on stderr, no traceback."""
+    assert res.code == code, res
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("mediasec: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture
+def cli():
+    return run_cli
