@@ -56,7 +56,7 @@ def run_cli(*args, env: dict | None = None, input: bytes | None = None,
     full_env.pop("MEDIASEC_TEST_PASSWORD", None)
     if env:
         full_env.update(env)
-    proc = subprocess.run([sys.executable, "-m", "mediasec.cli.main", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "mediasec", *map(str, args)],
                           capture_output=True, text=True, env=full_env, input=input, cwd=cwd)
     return CLIResult(proc)
 

@@ -43,7 +43,8 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _register()
-    verbose = "--verbose" in (argv or sys.argv[1:]) or "-v" in (argv or sys.argv[1:])
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args or "-v" in args
     try:
         rv = cli.main(args=argv, prog_name="mediasec", standalone_mode=False)
     except click.exceptions.Abort:
@@ -64,5 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     return int(rv or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as the package module, not as a second copy of this one
+    from mediasec.cli.main import main as _main
+    sys.exit(_main())

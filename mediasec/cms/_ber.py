@@ -152,13 +152,15 @@ class ByteStream:
     def peek(self, n: int) -> bytes:
         """Up to ``n`` bytes without consuming them (to look at a type's first octets)."""
         while len(self._buf) - self._off < n:
+            # copy what is left *before* pulling: the producer may reuse its buffer
+            rest = bytes(self._buf[self._off:])
+            self._buf, self._off = memoryview(rest), 0
             nxt = self._next_chunk()
             if nxt is None:
                 break
-            need = n - (len(self._buf) - self._off)
+            need = n - len(rest)
             # glue only the few bytes needed; the rest of the chunk waits in _pending
-            self._buf = memoryview(bytes(self._buf[self._off:]) + bytes(nxt[:need]))
-            self._off = 0
+            self._buf = memoryview(rest + bytes(nxt[:need]))
             if need < len(nxt):
                 self._pending = nxt[need:]
         return bytes(self._buf[self._off:self._off + n])

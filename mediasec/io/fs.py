@@ -17,6 +17,7 @@ leaving the ``with`` block without ``commit()`` (an error) removes everything.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import secrets
@@ -29,6 +30,23 @@ __all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "e
 
 class AnonymousUnsupported(EnvironmentFailure):
     code = "ENV_NO_TMPFILE"
+
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+_libc = None
+
+
+def _link_fd(fd: int, name: str) -> None:
+    """linkat(2) an O_TMPFILE descriptor to ``name`` (os.link would link the /proc symlink)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    rc = _libc.linkat(_AT_FDCWD, f"/proc/self/fd/{fd}".encode(), _AT_FDCWD,
+                      os.fsencode(name), _AT_SYMLINK_FOLLOW)
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), name)
 
 
 def env_error(exc: OSError, path: str | os.PathLike | None = None) -> EnvironmentFailure:
@@ -122,7 +140,7 @@ class AtomicOutput:
                                         f".{os.path.basename(self.target)}.partial-"
                                         f"{secrets.token_hex(4)}")
                     try:
-                        os.link(f"/proc/self/fd/{self._fd}", name, follow_symlinks=True)
+                        _link_fd(self._fd, name)
                     except FileExistsError:
                         continue
                     self._tmpname = name

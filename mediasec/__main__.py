@@ -1,0 +1,7 @@
+"""``python -m mediasec`` is the ``mediasec`` command."""
+
+import sys
+
+from mediasec.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,332 @@
+"""``protect``, ``unprotect`` and ``inspect``: one Secure DICOM File at a time."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from mediasec.cli.main import cli
+from mediasec.cli.render import warn, write_json
+from mediasec.cms.envelope import looks_enveloped
+from mediasec.cms.keys import (KeyDecrypter, KeyTransportRecipient, PasswordDecrypter,
+                               PasswordRecipient, RSASigner)
+from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_secure_file,
+                                 open_secure_file, raise_for_failures)
+from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
+                             VerificationError)
+from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, env_error
+from mediasec.io.keys import file_chunks, read_certificates, read_password, read_private_key
+from mediasec.policy import CIPHERS, AlgorithmPolicy, TrustContext
+from mediasec.report import Outcome
+
+__all__ = []
+
+
+def _open_input(path: str):
+    try:
+        return open(path, "rb", buffering=0)
+    except FileNotFoundError as exc:
+        raise UsageError("no such file", path=path, code="USAGE_NO_SUCH_FILE") from exc
+    except IsADirectoryError as exc:
+        raise UsageError("is a directory, not a file", path=path,
+                         code="USAGE_NO_SUCH_FILE") from exc
+    except OSError as exc:
+        raise env_error(exc, path) from exc
+
+
+def _sniff(f) -> bytes:
+    head = f.read(132)
+    f.seek(0)
+    return head
+
+
+def _trust(paths) -> TrustContext:
+    anchors = []
+    for p in paths:
+        anchors += read_certificates(p, "trust anchor file")
+    return TrustContext(anchors=tuple(anchors))
+
+
+def _decrypters(key, cert, key_password_env, password_env, ask_password):
+    out = []
+    if key:
+        k, bundled = read_private_key(key, password_env=key_password_env)
+        c = read_certificates(cert)[0] if cert else bundled
+        try:
+            out.append(KeyDecrypter(k, c))
+        except MediasecError as exc:
+            raise exc.with_path(cert or key)
+    elif cert:
+        raise UsageError("--cert needs --key", code="USAGE")
+    pw = read_password(password_env, prompt=ask_password)
+    if pw is not None:
+        try:
+            out.append(PasswordDecrypter(pw))
+        except MediasecError as exc:
+            raise exc.with_path(password_env or "password")
+    return out
+
+
+key_options = [
+    click.option("--key", type=click.Path(dir_okay=False), help="Recipient private key "
+                 "(PEM, DER or PKCS#12)."),
+    click.option("--cert", type=click.Path(dir_okay=False), help="The key's certificate, to "
+                 "pick the matching recipient."),
+    click.option("--key-password-env", metavar="VAR", help="Environment variable holding "
+                 "the key file's passphrase (else a prompt)."),
+    click.option("--password-env", metavar="VAR", help="Environment variable holding the "
+                 "media password."),
+    click.option("--password-prompt", "ask_password", is_flag=True, help="Ask for the media "
+                 "password on the terminal."),
+    click.option("--trust", multiple=True, type=click.Path(dir_okay=False),
+                 help="Trust anchor certificate(s) for signers (repeatable)."),
+]
+
+
+def with_options(options):
+    def deco(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return deco
+
+
+# -- protect ---------------------------------------------------------------------------------
+
+@cli.command("protect")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="The Secure DICOM File to write.")
+@click.option("--encrypt-to", multiple=True, type=click.Path(dir_okay=False),
+              help="Recipient certificate (repeatable).")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding a "
+              "password recipient's password.")
+@click.option("--password-prompt", "ask_password", is_flag=True,
+              help="Ask for a password recipient's password on the terminal.")
+@click.option("--sign-key", type=click.Path(dir_okay=False), help="Signer private key.")
+@click.option("--sign-cert", type=click.Path(dir_okay=False), help="Signer certificate.")
+@click.option("--sign-chain", type=click.Path(dir_okay=False),
+              help="Intermediate certificates to carry with the signature.")
+@click.option("--key-password-env", metavar="VAR", help="Environment variable holding the "
+              "signing key's passphrase.")
+@click.option("--cipher", type=click.Choice(list(CIPHERS)), default="aes-256",
+              show_default=True)
+@click.option("--digest", type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
+              default="sha256", show_default=True)
+@click.option("--oaep", is_flag=True, help="RSAES-OAEP key transport (not named by PS3.15 "
+              "D.1; readers may not support it).")
+@click.option("--recipient-id", type=click.Choice(["issuer-serial", "ski"]),
+              default="issuer-serial", show_default=True)
+@click.option("--framing", type=click.Choice(["ber", "der"]), default="ber", show_default=True,
+              help="ber: indefinite lengths, chunked content; der: definite lengths.")
+@click.option("--pbkdf2-iterations", type=click.IntRange(1, 10_000_000), default=600_000,
+              show_default=True)
+@click.option("--allow-legacy", is_flag=True, help="Allow 3DES, SHA-1 and RSA under 2048 bits.")
+@click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
+def protect(src, out, encrypt_to, password_env, ask_password, sign_key, sign_cert, sign_chain,
+            key_password_env, cipher, digest, oaep, recipient_id, framing, pbkdf2_iterations,
+            allow_legacy, json_out):
+    """Turn one DICOM file into a Secure DICOM File (signed or digested, then enveloped)."""
+    policy = AlgorithmPolicy(allow_legacy=allow_legacy)
+    try:
+        policy.check_cipher(cipher)
+        policy.check_digest(digest)
+    except MediasecError as exc:
+        raise exc.with_path(src)
+    recipients = []
+    for p in encrypt_to:
+        for c in read_certificates(p, "recipient certificate"):
+            try:
+                recipients.append(KeyTransportRecipient(c, oaep=oaep,
+                                                        use_ski=recipient_id == "ski",
+                                                        policy=policy))
+            except MediasecError as exc:
+                raise exc.with_path(p)
+    pw = read_password(password_env, prompt=ask_password, confirm=True)
+    if pw is not None:
+        try:
+            recipients.append(PasswordRecipient(pw, iterations=pbkdf2_iterations,
+                                                policy=policy))
+        except MediasecError as exc:
+            raise exc.with_path(password_env or "password")
+    if not recipients:
+        raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
+                         code="USAGE_NO_RECIPIENT")
+    signers = []
+    if sign_key or sign_cert:
+        if not (sign_key and sign_cert):
+            raise UsageError("--sign-key and --sign-cert go together", code="USAGE")
+        key, _ = read_private_key(sign_key, password_env=key_password_env)
+        cert = read_certificates(sign_cert, "signer certificate")[0]
+        chain = read_certificates(sign_chain, "chain file") if sign_chain else ()
+        try:
+            signers.append(RSASigner(key, cert, chain, digest=digest, policy=policy))
+        except MediasecError as exc:
+            raise exc.with_path(sign_key)
+    f = _open_input(src)
+    with f:
+        head = _sniff(f)
+        if looks_enveloped(head):
+            raise InputError("already a Secure DICOM File", path=src, code="INPUT_ALREADY_SECURE")
+        if len(head) < 132 or head[128:132] != b"DICM":
+            raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)", path=src)
+        size = os.fstat(f.fileno()).st_size
+        try:
+            producer = SecureFileProducer(size, recipients=recipients, signers=signers,
+                                          options=ProtectOptions(cipher=cipher, framing=framing,
+                                                                 digest=digest),
+                                          policy=policy)
+        except MediasecError as exc:
+            raise exc.with_path(src)
+        target = AtomicOutput(out)
+        with target as dst:
+            try:
+                producer.write_to(f, dst)
+            except OSError as exc:
+                raise env_error(exc, out) from exc
+            except MediasecError as exc:
+                raise exc.with_path(src)
+            target.commit()
+    write_json(json_out, "mediasec.protect/1", {
+        "input": src, "output": out, "size": producer.size, "cipher": cipher,
+        "integrity": "signedData" if signers else "digestedData", "framing": framing,
+        "recipients": len(recipients)})
+
+
+# -- unprotect -------------------------------------------------------------------------------
+
+def _open_report(src, decrypters, trust, sink):
+    f = _open_input(src)
+    with f:
+        try:
+            return open_secure_file(file_chunks(f), decrypters=decrypters, sink=sink,
+                                    trust=trust)
+        except OSError as exc:
+            raise env_error(exc, src) from exc
+        except MediasecError as exc:
+            raise exc.with_path(src)
+
+
+@cli.command("unprotect")
+@click.argument("src", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="The plain DICOM file to write.")
+@with_options(key_options)
+@click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
+def unprotect(src, out, key, cert, key_password_env, password_env, ask_password, trust,
+              json_out):
+    """Decrypt a Secure DICOM File and check its digest or signatures.
+
+    The plain file appears at OUT only when every check passed; until then it has no
+    name on disk.
+    """
+    decrypters = _decrypters(key, cert, key_password_env, password_env, ask_password)
+    if not decrypters:
+        raise UsageError("give --key (and --cert) or --password-env VAR to decrypt",
+                         code="USAGE_NO_KEY")
+    tc = _trust(trust)
+    target = AtomicOutput(out, secret=True)
+    try:
+        dst = target.open()
+    except AnonymousUnsupported:
+        dst = None
+    try:
+        if dst is not None:
+            report = _open_report(src, decrypters, tc, _writer(dst, out))
+            raise_on(report, src)
+            target.commit()
+        else:
+            # no anonymous temp files here: check everything first, then write
+            raise_on(_open_report(src, decrypters, tc, None), src)
+            target = AtomicOutput(out)
+            with target as dst2:
+                report = _open_report(src, decrypters, tc, _writer(dst2, out))
+                raise_on(report, src)
+                target.commit()
+    finally:
+        if not target.committed:
+            target.abort()
+    for f in report.findings:
+        if f.outcome in (Outcome.WARNING, Outcome.INDETERMINATE):
+            warn(src, f.message)
+    write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
+                                                   **report.to_dict()})
+
+
+def _writer(dst, out):
+    def write(mv):
+        try:
+            while mv:
+                n = dst.write(mv)
+                mv = mv[n:]
+        except OSError as exc:
+            raise env_error(exc, out) from exc
+    return write
+
+
+def raise_on(report, src):
+    try:
+        raise_for_failures(report)
+    except VerificationError as exc:
+        raise exc.with_path(src)
+
+
+# -- inspect ---------------------------------------------------------------------------------
+
+@cli.command("inspect")
+@click.argument("src", type=click.Path(dir_okay=False))
+@with_options(key_options)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def inspect(src, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+    """Show a file's CMS structure (and, with a key, check it) or its DICOM basics."""
+    f = _open_input(src)
+    with f:
+        head = _sniff(f)
+    if not looks_enveloped(head):
+        if len(head) >= 132 and head[128:132] == b"DICM":
+            body = {"file": src, "kind": "plain DICOM Part 10 file"}
+            if as_json:
+                write_json("-", "mediasec.inspect/1", body)
+            else:
+                click.echo(f"{src}: plain DICOM Part 10 file (not protected)")
+            return 0
+        raise NotCMSError("neither a Secure DICOM File nor a DICOM Part 10 file", path=src)
+    decrypters = _decrypters(key, cert, key_password_env, password_env, ask_password)
+    if decrypters:
+        report = _open_report(src, decrypters, _trust(trust), None)
+    else:
+        f = _open_input(src)
+        with f:
+            try:
+                report = inspect_secure_file(file_chunks(f))
+            except MediasecError as exc:
+                raise exc.with_path(src)
+    body = {"file": src, "kind": "Secure DICOM File", **report.to_dict()}
+    if as_json:
+        write_json("-", "mediasec.inspect/1", body)
+    else:
+        click.echo(_inspect_text(src, body))
+    return 1 if report.failures() else 0
+
+
+def _inspect_text(src, body) -> str:
+    env = body["envelope"]
+    lines = [f"{src}: Secure DICOM File",
+             f"  envelope: ContentInfo(envelopedData) v{env['version']}, {env['framing']} "
+             f"framing, content {env['content_type']}, cipher {env['cipher']}"]
+    for r in env["recipients"]:
+        desc = ", ".join(f"{k}={v}" for k, v in r.items() if k != "kind")
+        lines.append(f"  recipient: {r['kind']} ({desc})")
+    inner = body.get("inner")
+    if inner:
+        lines.append(f"  inner: {inner['type']}{' (wrapped in ContentInfo)' if inner['wrapped'] else ''}"
+                     f", {inner['framing']} framing, {inner['content_length']} content bytes")
+        for s in inner["signers"]:
+            lines.append(f"  signer: {s['subject']}, {s['signature_algorithm']}, "
+                         f"signed {s['signing_time']}, valid={s['valid']}, "
+                         f"trusted={s.get('trusted')}")
+    for fd in body["findings"]:
+        lines.append(f"  [{fd['outcome']}] {fd['code']}: {fd['message']}")
+    return "\n".join(lines)
