@@ -9,7 +9,6 @@ so ``size()`` is exact before any byte is written.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Iterator
 

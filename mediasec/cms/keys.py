@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import secrets
 from dataclasses import dataclass, field
 
 from asn1crypto import algos as aalgos
@@ -134,7 +134,7 @@ def _kek_wrap(kek_cipher: str, kek: bytes, iv: bytes, cek: bytes) -> bytes:
     bs = block_size(kek_cipher)
     body = bytes((len(cek),)) + bytes(b ^ 0xFF for b in cek[:3]) + cek
     total = max(2 * bs, -(-len(body) // bs) * bs)
-    body += os.urandom(total - len(body))
+    body += secrets.token_bytes(total - len(body))
     enc = Cipher(block_cipher(kek_cipher, kek), modes.CBC(iv)).encryptor()
     first = enc.update(body)
     enc2 = Cipher(block_cipher(kek_cipher, kek), modes.CBC(first[-bs:])).encryptor()
@@ -174,7 +174,7 @@ class PasswordRecipient:
     password: bytes
     iterations: int = 600_000
     prf: str = "sha256"
-    salt: bytes = field(default_factory=lambda: os.urandom(16))
+    salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     policy: AlgorithmPolicy = AlgorithmPolicy()
     _keks: dict = field(default_factory=dict, repr=False)
 
@@ -192,7 +192,7 @@ class PasswordRecipient:
         return self._keks[kek_cipher]
 
     def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
-        iv = os.urandom(block_size(content_cipher))
+        iv = secrets.token_bytes(block_size(content_cipher))
         wrapped = _kek_wrap(content_cipher, self._kek(content_cipher), iv, cek)
         kdf_params = {"salt": aalgos.Pbkdf2Salt(name="specified", value=self.salt),
                       "iteration_count": self.iterations}

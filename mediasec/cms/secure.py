@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import os
+import secrets
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -57,7 +57,7 @@ class SecureFileProducer:
     def __init__(self, content_len: int, *, recipients: Iterable, signers: Iterable[Signer] = (),
                  options: ProtectOptions = ProtectOptions(),
                  policy: AlgorithmPolicy = AlgorithmPolicy(),
-                 rng: Callable[[int], bytes] = os.urandom):
+                 rng: Callable[[int], bytes] = secrets.token_bytes):
         recipients = list(recipients)
         signers = list(signers)
         if not recipients:
