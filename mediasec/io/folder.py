@@ -1,0 +1,162 @@
+"""Folders at the edge: collecting an input pile, resolving File IDs, and ``FolderSink``.
+
+* ``collect_inputs(paths)`` walks files and folders recursively (sorted, symlinked folders
+  not followed, each real file once) and yields ``(path, size)`` without opening anything.
+* ``open_input`` / ``resolve_file_id`` are the opener and resolver ``media.build`` takes;
+  a File ID resolves only inside the DICOMDIR's folder, case-insensitively (``;1`` and a
+  trailing ``.`` tolerated), never through ``..`` or a symlink leaving that folder.
+* ``FolderSink(target)`` fills a ``StagingDir`` beside the target (files 0644, folders
+  0755) and renames it into place on ``commit()``; on error nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from typing import BinaryIO, Iterable, Iterator
+
+from mediasec.dicom.fileid import FileId, match_component, validate_file_id
+from mediasec.errors import EnvironmentFailure, InputError, UsageError
+from mediasec.io.fs import StagingDir, env_error
+
+__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink"]
+
+
+def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
+    """All regular files under ``paths`` as ``(absolute path, size)``, sorted per folder."""
+    out: list[tuple[str, int]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def add(path: str, st: os.stat_result) -> None:
+        key = (st.st_dev, st.st_ino)
+        if key not in seen:
+            seen.add(key)
+            out.append((path, st.st_size))
+
+    def walk(folder: str) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+        for e in entries:
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path)
+                elif e.is_file():
+                    add(e.path, e.stat())
+            except OSError as exc:
+                raise env_error(exc, e.path) from exc
+
+    for p in paths:
+        path = os.path.abspath(os.fspath(p))
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise UsageError("no such file or folder", path=os.fspath(p),
+                             code="USAGE_NO_INPUT") from None
+        except OSError as exc:
+            raise env_error(exc, path) from exc
+        if stat.S_ISDIR(st.st_mode):
+            walk(path)
+        elif stat.S_ISREG(st.st_mode):
+            add(path, st)
+        else:
+            raise UsageError("not a regular file or folder", path=os.fspath(p),
+                             code="USAGE_BAD_INPUT")
+    return out
+
+
+def open_input(path: str) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise env_error(exc, path) from exc
+
+
+def resolve_file_id(dicomdir_path: str, file_id: FileId) -> tuple[str, int] | None:
+    """The file a DICOMDIR record names, inside the DICOMDIR's folder, or None."""
+    try:
+        validate_file_id(file_id)
+    except InputError:
+        return None
+    base = os.path.realpath(os.path.dirname(dicomdir_path))
+    here = base
+    for comp in file_id:
+        try:
+            names = os.listdir(here)
+        except OSError:
+            return None
+        name, _exact = match_component(comp, names)
+        if name is None:
+            return None
+        here = os.path.join(here, name)
+    real = os.path.realpath(here)
+    if os.path.commonpath([base, real]) != base or not os.path.isfile(real):
+        return None
+    return real, os.path.getsize(real)
+
+
+class FolderSink:
+    """A File-set folder that appears atomically at ``target`` on ``commit()``."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = os.path.abspath(os.fspath(target))
+        self._staging = StagingDir(self.target)
+        self._root: str | None = None
+        self._dirs: set[str] = set()
+
+    def __enter__(self) -> "FolderSink":
+        self._root = self._staging.__enter__()
+        os.chmod(self._root, 0o755)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return self._staging.__exit__(exc_type, exc, tb)
+
+    def _mkdirs(self, parts: tuple[str, ...]) -> str:
+        assert self._root is not None
+        here = self._root
+        for p in parts:
+            here = os.path.join(here, p)
+            if here not in self._dirs:
+                try:
+                    os.mkdir(here, 0o755)
+                    os.chmod(here, 0o755)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise env_error(exc, os.path.join(self.target, *parts)) from exc
+                self._dirs.add(here)
+        return here
+
+    @contextlib.contextmanager
+    def open_file(self, file_id: FileId, size: int) -> Iterator[BinaryIO]:
+        validate_file_id(file_id)
+        folder = self._mkdirs(tuple(file_id[:-1]))
+        path = os.path.join(folder, file_id[-1])
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.fchmod(fd, 0o644)
+        except OSError as exc:
+            raise env_error(exc, os.path.join(self.target, *file_id)) from exc
+        with os.fdopen(fd, "wb") as f:
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                raise env_error(exc, os.path.join(self.target, *file_id)) from exc
+        if os.path.getsize(path) != size:
+            raise EnvironmentFailure(f"wrote {os.path.getsize(path)} bytes, planned {size}",
+                                     path=os.path.join(self.target, *file_id))
+
+    def commit(self) -> None:
+        assert self._root is not None
+        for d in sorted(self._dirs, key=len, reverse=True):
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._staging.commit()

@@ -1,0 +1,301 @@
+"""``MediumPlan``: every output file with its File ID, its producer and its exact size,
+plus the encoded DICOMDIR - all decided before the first byte is written.
+
+A *producer* makes one output file's bytes: ``size`` is exact and known up front, and
+``chunks()`` yields exactly that many bytes (checked by ``write_producer``). This issue has
+
+* ``CopyProducer``      - the source file, byte for byte;
+* ``ConvertProducer``   - implicit VR LE or deflated source -> Explicit VR LE (streamed);
+* ``BytesProducer``     - bytes held by the plan (the DICOMDIR).
+
+A protection step (Secure DICOM Files, the next issue) wraps producers: ``plan_medium``
+takes ``protect=callable(PlannedFile) -> Producer``, applied to every DICOM file
+including the DICOMDIR, whose size must again be computable in advance (CMS framing of
+a known plaintext length). A secure profile without ``protect`` is a ``UsageError``.
+
+The DICOMDIR is encoded from the *plaintext* records (offsets refer to the decrypted
+DICOMDIR for a secure File-set; 1510/1511/1512 describe the inner file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterator, Protocol, runtime_checkable
+
+from mediasec._data import MediaProfile, media_profiles, transfer_syntax_name
+from mediasec.dicom.dicomdir import DirRecord, encode_dicomdir
+from mediasec.dicom.fileid import DICOMDIR, FileId, FileIdAllocator, validate_file_id
+from mediasec.dicom.part10 import CHUNK, CONVERTIBLE, converted_size, iter_converted
+from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile
+from mediasec.errors import InputError, InternalError, UsageError
+from mediasec.media.fileset import Entity, FileSetModel, Instance
+
+__all__ = ["Producer", "CopyProducer", "ConvertProducer", "BytesProducer", "write_producer",
+           "PlannedFile", "MediumPlan", "plan_medium", "check_transfer_syntaxes",
+           "suggest_profile"]
+
+Opener = Callable[[str], BinaryIO]
+
+
+@runtime_checkable
+class Producer(Protocol):
+    """Makes one output file: exactly ``size`` bytes from ``chunks()``."""
+
+    kind: str
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
+@dataclass(frozen=True)
+class CopyProducer:
+    source: str
+    size: int
+    opener: Opener = field(repr=False, compare=False)
+    kind: str = "copy"
+
+    def chunks(self) -> Iterator[bytes]:
+        with self.opener(self.source) as f:
+            left = self.size
+            while left:
+                data = f.read(min(left, CHUNK))
+                if not data:
+                    break
+                left -= len(data)
+                yield data
+            if left or f.read(1):
+                raise InputError("file changed while the File-set was being written",
+                                 path=self.source, code="INPUT_CHANGED")
+
+
+@dataclass(frozen=True)
+class ConvertProducer:
+    scanned: ScannedFile = field(repr=False)
+    opener: Opener = field(repr=False, compare=False)
+    kind: str = "convert"
+
+    @property
+    def source(self) -> str:
+        return self.scanned.source
+
+    @property
+    def size(self) -> int:
+        return converted_size(self.scanned)
+
+    def chunks(self) -> Iterator[bytes]:
+        with self.opener(self.scanned.source) as f:
+            yield from iter_converted(f, self.scanned)
+
+
+@dataclass(frozen=True)
+class BytesProducer:
+    data: bytes = field(repr=False)
+    kind: str = "bytes"
+    source: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def chunks(self) -> Iterator[bytes]:
+        for i in range(0, len(self.data), CHUNK):
+            yield self.data[i:i + CHUNK]
+
+
+def write_producer(producer: Producer, out: BinaryIO,
+                   on_bytes: Callable[[int], None] | None = None) -> int:
+    """Stream ``producer`` into ``out``; a byte count off the plan is an ``InternalError``."""
+    done = 0
+    expected = producer.size
+    for chunk in producer.chunks():
+        done += len(chunk)
+        if done > expected:
+            raise InternalError(f"{getattr(producer, 'source', None) or producer.kind}: "
+                                f"producer wrote more than the planned {expected} bytes")
+        out.write(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+    if done != expected:
+        raise InternalError(f"{getattr(producer, 'source', None) or producer.kind}: producer "
+                            f"wrote {done} bytes, planned {expected}")
+    return done
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    file_id: FileId
+    producer: Producer = field(repr=False)
+    role: str                          # "dicomdir" | "instance"
+    source: str | None = None
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    transfer_syntax: str | None = None  # of the written (inner) file
+    record_type: str | None = None
+
+    @property
+    def size(self) -> int:
+        return self.producer.size
+
+    def to_dict(self) -> dict:
+        d = {"file_id": "/".join(self.file_id), "role": self.role, "size": self.size,
+             "producer": self.producer.kind}
+        if self.source is not None:
+            d["source"] = self.source
+        if self.record_type:
+            d["record_type"] = self.record_type
+            d["sop_instance_uid"] = self.sop_instance_uid
+            d["transfer_syntax"] = self.transfer_syntax
+        return d
+
+
+@dataclass(frozen=True)
+class MediumPlan:
+    profile: MediaProfile
+    fileset_id: str
+    fileset_uid: str
+    files: tuple[PlannedFile, ...]
+    directory: tuple[DirRecord, ...] = field(repr=False)
+    model: FileSetModel = field(repr=False)
+    converted: tuple[dict, ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def dicomdir(self) -> PlannedFile:
+        return next(f for f in self.files if f.role == "dicomdir")
+
+    def tree(self) -> list[dict]:
+        """The DICOMDIR hierarchy for reports: types, File IDs and UIDs (no names/IDs)."""
+        def node(r: DirRecord) -> dict:
+            d: dict = {"type": r.type}
+            if r.file_id is not None:
+                d["file_id"] = "/".join(r.file_id)
+                d["sop_class_uid"] = r.sop_class_uid
+                d["sop_instance_uid"] = r.sop_instance_uid
+            for tag, name in ((0x0020000D, "study_uid"), (0x0020000E, "series_uid")):
+                hit = next((v for t, _, v in r.keys if t == tag), None)
+                if hit is not None:
+                    d[name] = hit.decode("ascii").rstrip("\0 ")
+            if r.children:
+                d["children"] = [node(c) for c in r.children]
+            return d
+        return [node(r) for r in self.directory]
+
+
+def suggest_profile(transfer_syntaxes: set[str], current: MediaProfile) -> MediaProfile | None:
+    """A profile allowing every syntax in ``transfer_syntaxes``: same family and security
+    first, then any non-secure one with the same security setting."""
+    candidates = [p for p in media_profiles().values()
+                  if p.secure == current.secure
+                  and all(p.allows(ts) or ts in CONVERTIBLE for ts in transfer_syntaxes)]
+    if not candidates:
+        return None
+    order = {"usb": 0, "dvd": 1, "bd": 2, "cd": 3, "dvd-ram": 4}
+    return min(candidates, key=lambda p: (p.family != current.family,
+                                          order.get(p.family, 9)))
+
+
+def check_transfer_syntaxes(scans: list[ScannedFile], profile: MediaProfile) -> None:
+    """Refuse syntaxes the profile forbids (listing the files, suggesting a profile)."""
+    refused: dict[str, list[str]] = {}
+    for s in scans:
+        ts = s.transfer_syntax
+        if profile.allows(ts) or (ts in CONVERTIBLE and profile.allows(TS_EXPLICIT_LE)):
+            continue
+        refused.setdefault(ts, []).append(s.source)
+    if not refused:
+        return
+    files = sorted(f for fs in refused.values() for f in fs)
+    names = ", ".join(f"{transfer_syntax_name(ts)} ({len(fs)} file{'s' * (len(fs) > 1)})"
+                      for ts, fs in sorted(refused.items()))
+    listed = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    better = suggest_profile(set(refused), profile)
+    hint = (f"profile {better.id} allows them" if better is not None
+            else "no general-purpose profile allows them")
+    err = InputError(f"{profile.id} does not allow {names}: {listed}", path=files[0],
+                     code="PROFILE_TS_REFUSED", hint=hint)
+    err.files = files
+    raise err
+
+
+def _record(inst: Instance, file_id: FileId, written_ts: str) -> DirRecord:
+    return DirRecord(inst.record_type, inst.keys, (), file_id, inst.scanned.sop_class_uid,
+                     inst.scanned.sop_instance_uid, written_ts)
+
+
+def plan_medium(model: FileSetModel, *, profile: MediaProfile, fileset_uid: str,
+                fileset_id: str = "", opener: Opener,
+                protect: Callable[[PlannedFile], Producer] | None = None) -> MediumPlan:
+    """Allocate File IDs, choose producers, encode the DICOMDIR and check capacity."""
+    if profile.secure and protect is None:
+        raise UsageError(f"{profile.id} is a secure profile: secure profiles need "
+                         "--encrypt-to or --password-env", code="USAGE_SECURE_NEEDS_RECIPIENT")
+    if fileset_id:
+        if len(fileset_id) > 16 or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
+                                       for c in fileset_id):
+            raise UsageError(f"File-set ID {fileset_id!r} must be 0-16 characters of "
+                             "A-Z 0-9 _ (PS3.3 F.3.2.1)", code="USAGE_FILESET_ID")
+    alloc = FileIdAllocator()
+    files: list[PlannedFile] = []
+    converted: list[dict] = []
+
+    def place(inst: Instance, file_id: FileId) -> DirRecord:
+        s = inst.scanned
+        if s.transfer_syntax in CONVERTIBLE:
+            producer: Producer = ConvertProducer(s, opener,
+                                                 kind="inflate" if s.transfer_syntax.endswith(
+                                                     ".99") else "convert-vr")
+            ts = TS_EXPLICIT_LE
+            converted.append({"source": s.source, "file_id": "/".join(file_id),
+                              "from": s.transfer_syntax, "to": ts,
+                              "from_name": transfer_syntax_name(s.transfer_syntax),
+                              "size_before": s.size, "size_after": producer.size})
+        else:
+            producer, ts = CopyProducer(s.source, s.size, opener), s.transfer_syntax
+        files.append(PlannedFile(validate_file_id(file_id), producer, "instance", s.source,
+                                 s.sop_class_uid, s.sop_instance_uid, ts, inst.record_type))
+        return _record(inst, file_id, ts)
+
+    records: list[DirRecord] = []
+    for p in model.patients:
+        p_id = alloc.patient()
+        studies = []
+        for st in p.children:
+            st_id = alloc.study(p_id)
+            series = []
+            for se in st.children:
+                se_id = alloc.series(st_id)
+                leaves = tuple(place(inst, alloc.instance(se_id)) for inst in se.children)
+                series.append(DirRecord("SERIES", se.keys, leaves))
+            studies.append(DirRecord("STUDY", st.keys, tuple(series)))
+        records.append(DirRecord("PATIENT", p.keys, tuple(studies)))
+    for inst in model.root_objects:
+        records.append(place(inst, alloc.root_object()))
+    if not files:
+        raise InputError("no DICOM instance to put on the medium", code="FILESET_EMPTY")
+
+    dicomdir = encode_dicomdir(records, fileset_uid=fileset_uid, fileset_id=fileset_id)
+    files.insert(0, PlannedFile((DICOMDIR,), BytesProducer(dicomdir), "dicomdir",
+                                sop_class_uid="1.2.840.10008.1.3.10",
+                                sop_instance_uid=fileset_uid, transfer_syntax=TS_EXPLICIT_LE))
+    if protect is not None:
+        files = [PlannedFile(f.file_id, protect(f), f.role, f.source, f.sop_class_uid,
+                             f.sop_instance_uid, f.transfer_syntax, f.record_type)
+                 for f in files]
+    plan = MediumPlan(profile, fileset_id, fileset_uid, tuple(files), tuple(records), model,
+                      tuple(converted))
+    if profile.max_file_bytes is not None:
+        big = [f for f in files if f.size > profile.max_file_bytes]
+        if big:
+            raise InputError(f"{len(big)} file(s) exceed the {profile.filesystem} limit of "
+                             f"{profile.max_file_bytes} bytes per file", path=big[0].source,
+                             code="PLAN_FILE_TOO_LARGE")
+    if profile.capacity_bytes is not None and plan.total_bytes > profile.capacity_bytes:
+        raise InputError(f"{plan.total_bytes} bytes do not fit on one {profile.medium} "
+                         f"({profile.capacity_bytes} bytes); split the input into several "
+                         "File-sets", code="PLAN_CAPACITY")
+    return plan

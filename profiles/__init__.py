@@ -1,0 +1,1 @@
+"""Package data of mediasec (installed as ``mediasec.profiles``); read via ``mediasec._data``."""
