@@ -1,12 +1,20 @@
-"""``mediasec build SRC... -o OUT``: a pile of DICOM files -> a conformant File-set folder.
+"""``mediasec build SRC... -o OUT``: a pile of DICOM files -> a File-set folder or disc image.
 
-Profile default: ``STD-GEN-USB-JPEG`` for a folder (a USB stick's content: FAT32 rules,
-Explicit VR LE plus the JPEG syntaxes). ISO output and the secure profiles arrive with the
-secure-disc work and are refused with a usage error for now.
+* ``-o NAME.iso``: an ISO 9660 image (Level 1 names; a UDF 2.60 bridge for DVD and BD
+  profiles), written in one pass: the layout comes from the planned (protected) sizes and
+  every file is encrypted straight into the image.
+* ``-o DIR``: a folder (a USB stick's content), built beside the target, renamed at the end.
+
+Profiles: ``--profile`` wins; else STD-GEN-CD (or STD-GEN-SEC-CD with recipients) for an
+image and STD-GEN-USB-JPEG (or STD-GEN-SEC-USB-JPEG) for a folder. With a secure profile
+every DICOM file, the DICOMDIR included, is a Secure DICOM File; a non-secure profile with
+recipients is refused (PS3.11: the secure format only on secure profiles).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import json
 import os
 import sys
@@ -15,29 +23,52 @@ import uuid
 
 import click
 
+from mediasec import __version__
 from mediasec._data import media_profile
+from mediasec.cli._protection import load_protection, protection_options
 from mediasec.cli.main import cli
-from mediasec.errors import UsageError
+from mediasec.cli.render import write_json
+from mediasec.cms.secure import ProtectOptions
+from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
-from mediasec.io.fs import AtomicOutput
-from mediasec.media.build import BuildResult, plan_build, scan_inputs, write_plan
+from mediasec.io.fs import AtomicOutput, env_error
+from mediasec.io.iso import IsoFile, write_iso
+from mediasec.media.build import BuildResult, ScanResult, plan_build, scan_inputs
+from mediasec.media.disc import (MANIFEST_NAME, BytesFile, Placeholder, TeeProducer, disc_bytes,
+                                 label_data, manifest_bytes, manifest_line_size, pdi_files,
+                                 split_for_media)
+from mediasec.media.secure import make_protector
 
 DEFAULT_FOLDER_PROFILE = "STD-GEN-USB-JPEG"
+DEFAULT_ISO_PROFILE = "STD-GEN-CD"
 
 
 class _Progress:
-    """JSON lines on stderr, at most 10 a second (the last one always)."""
+    """Progress for people (a bar on a terminal) or robots (JSON lines, at most 10/s)."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, mode: str | None):
+        self.json = mode == "json"
+        self.bar = mode is None and sys.stderr.isatty()
         self.last = 0.0
         self.pending: dict | None = None
+        self.total = 0
+        self.done = 0
 
-    def __call__(self, event: dict) -> None:
-        if not self.enabled or event.get("event") != "progress":
+    def start(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+    def bytes(self, n: int, name: str) -> None:
+        self.done += n
+        if self.json or self.bar:
+            self.event({"event": "progress", "done_bytes": self.done,
+                        "total_bytes": self.total, "file": name})
+
+    def event(self, event: dict) -> None:
+        if not (self.json or self.bar) or event.get("event") != "progress":
             return
         now = time.monotonic()
-        if now - self.last >= 0.1:
+        if now - self.last >= 0.1 or event.get("done_bytes") == event.get("total_bytes"):
             self._emit(event)
             self.last = now
             self.pending = None
@@ -45,79 +76,262 @@ class _Progress:
             self.pending = event
 
     def _emit(self, event: dict) -> None:
-        sys.stderr.write(json.dumps(event) + "\n")
+        if self.json:
+            sys.stderr.write(json.dumps(event) + "\n")
+        else:
+            total = event.get("total_bytes") or 1
+            frac = min(1.0, event["done_bytes"] / total)
+            width = 30
+            fill = int(frac * width)
+            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% "
+                             f"{event['done_bytes'] / 1e6:9.1f}/{total / 1e6:.1f} MB "
+                             f"{event.get('file', '')[:40]:<40}")
         sys.stderr.flush()
 
     def finish(self, result: dict) -> None:
-        if not self.enabled:
-            return
         if self.pending is not None:
             self._emit(self.pending)
-        self._emit({"event": "result", **result})
+        if self.bar:
+            sys.stderr.write("\n")
+        if self.json:
+            sys.stderr.write(json.dumps({"event": "result", **result}) + "\n")
+        sys.stderr.flush()
 
 
-def _write_json(target: str, doc: dict) -> None:
-    text = json.dumps(doc, indent=2) + "\n"
-    if target == "-":
-        click.echo(text, nl=False)
-        return
-    out = AtomicOutput(target)
-    with out as f:
-        f.write(text.encode())
-        out.commit()
+def _choose_profile(name: str | None, *, iso: bool, secure: bool, output: str):
+    if name:
+        profile = media_profile(name)
+    else:
+        base = DEFAULT_ISO_PROFILE if iso else DEFAULT_FOLDER_PROFILE
+        profile = media_profile(base.replace("STD-GEN-", "STD-GEN-SEC-") if secure else base)
+    if secure and not profile.secure:
+        raise UsageError(f"{profile.id} is not a secure profile, and PS3.11 allows Secure DICOM "
+                         f"Files only on secure ones; use "
+                         f"{profile.id.replace('STD-GEN-', 'STD-GEN-SEC-')}", path=output,
+                         code="USAGE_PROFILE_NOT_SECURE")
+    if iso and profile.family == "usb":
+        raise UsageError(f"{profile.id} is a USB profile; give a folder, or a CD/DVD/BD profile "
+                         "for an image", path=output, code="USAGE_PROFILE_MEDIUM")
+    return profile
+
+
+def _check_output(path: str) -> None:
+    if os.path.lexists(path):
+        raise UsageError("output already exists; choose a new path", path=path,
+                         code="USAGE_OUTPUT_EXISTS")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError("output folder does not exist", path=path, code="USAGE_NO_OUTPUT_DIR")
+
+
+def _disc_names(output: str, n: int, iso: bool) -> list[str]:
+    if n == 1:
+        return [output]
+    stem, ext = (output[:-4], output[-4:]) if iso else (output.rstrip("/"), "")
+    return [f"{stem}-{i}{ext}" for i in range(1, n + 1)]
+
+
+@dataclasses.dataclass
+class _Disc:
+    """One medium being written: its plan, its files with hashing tees, its extras."""
+
+    plan: object
+    files: list            # [(components, TeeProducer|Placeholder|BytesFile, role)]
+    manifest_paths: list   # components of every file the manifest covers, in order
+
+    def manifest(self) -> bytes:
+        digests = []
+        for comps, prod, _role in self.files:
+            if comps in self.manifest_paths:
+                if prod.sha256 is None:
+                    raise EnvironmentFailure("a file was not written before the manifest")
+                digests.append(("/".join(comps), prod.sha256))
+        return manifest_bytes(digests)
 
 
 @cli.command("build")
 @click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "output", required=True, type=click.Path(),
-              help="Output folder (must not exist). An .iso name is refused for now.")
+              help="NAME.iso for a disc image, else a folder (must not exist).")
 @click.option("--profile", "profile_name", default=None,
-              help=f"Media application profile (default for a folder: {DEFAULT_FOLDER_PROFILE}).")
+              help="Media application profile (default: STD-GEN-CD for an image, "
+                   f"{DEFAULT_FOLDER_PROFILE} for a folder; their -SEC- variants with "
+                   "recipients).")
+@protection_options
+@click.option("--span", is_flag=True, help="Split a job too big for one medium over several "
+              "images/folders at study (else series) boundaries, each a complete File-set.")
+@click.option("--capacity", type=click.IntRange(1 << 20), default=None, metavar="BYTES",
+              help="Override the medium capacity of the profile (e.g. 650 MB CDs).")
+@click.option("--pdi", is_flag=True, help="IHE PDI content: README.TXT, INDEX.HTM, IHE_PDI/.")
+@click.option("--pdi-institution", default="", help="Institution named in README.TXT.")
+@click.option("--pdi-contact", default="", help="Contact named in README.TXT.")
+@click.option("--no-manifest", is_flag=True, help="Do not put MANIFEST.SHA on the medium.")
+@click.option("--label", "label_target", default=None, metavar="FILE",
+              help="Write label data (patient, study dates, disc n of m) as JSON; it holds "
+                   "patient data.")
 @click.option("--fill-missing", is_flag=True,
               help="Make up missing Type 1 directory keys (consistently; each one reported).")
 @click.option("--json", "json_target", default=None, metavar="FILE|-",
               help="Write the mediasec.build/1 result as JSON to FILE or stdout.")
-@click.option("--fileset-id", default="", help="File-set ID (0-16 of A-Z 0-9 _).")
+@click.option("--fileset-id", default=None, help="File-set ID (0-16 of A-Z 0-9 _); the "
+              "volume identifier of an image (default for images: DICOM).")
 @click.option("--fileset-uid", default=None,
               help="File-set UID for (0002,0003) of the DICOMDIR (default: a new 2.25 UID).")
 @click.option("--progress", type=click.Choice(["json"]), default=None,
-              help="Progress as JSON lines on stderr.")
-def build_cmd(sources, output, profile_name, fill_missing, json_target, fileset_id,
-              fileset_uid, progress):
-    """Build a DICOM File-set (DICOMDIR + files) from SRC files and folders."""
-    if output.lower().endswith(".iso"):
-        raise UsageError("ISO output arrives with the secure-disc work; give a folder",
-                         path=output, code="USAGE_ISO_NOT_YET")
-    profile = media_profile(profile_name or DEFAULT_FOLDER_PROFILE)
-    if profile.secure:
-        raise UsageError(f"{profile.id}: secure profiles need --encrypt-to or --password-env",
-                         path=output, code="USAGE_SECURE_NEEDS_RECIPIENT")
-    if os.path.lexists(output):
-        raise UsageError("output already exists; choose a new path", path=output,
-                         code="USAGE_OUTPUT_EXISTS")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise UsageError("output folder does not exist", path=output,
-                         code="USAGE_NO_OUTPUT_DIR")
-    fileset_uid = fileset_uid or f"2.25.{uuid.uuid4().int}"
-    reporter = _Progress(progress == "json")
+              help="Progress as JSON lines on stderr (default: a bar on a terminal).")
+def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
+              pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
+              fileset_uid, progress, cipher, digest, framing, **flags):
+    """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
+    iso = output.lower().endswith(".iso")
+    policy, recipients, signers = load_protection(subject=output, cipher=cipher,
+                                                  digest=digest, **flags)
+    profile = _choose_profile(profile_name, iso=iso, secure=bool(recipients or signers),
+                              output=output)
+    if profile.secure and not recipients:
+        raise UsageError(f"{profile.id} is a secure profile: give --encrypt-to CERT and/or "
+                         "--password-env VAR", path=output, code="USAGE_SECURE_NEEDS_RECIPIENT")
+    _check_output(output)
+    if fileset_id is None:
+        fileset_id = "DICOM" if iso else ""
+    base_uid = fileset_uid or f"2.25.{uuid.uuid4().int}"
+    reporter = _Progress(progress)
+    protect = (make_protector(recipients=recipients, signers=signers, policy=policy,
+                              options=ProtectOptions(cipher=cipher, framing=framing,
+                                                     digest=digest))
+               if profile.secure else None)
+    cap = capacity or profile.capacity_bytes
+    unbounded = dataclasses.replace(profile, capacity_bytes=None)
 
     inputs = collect_inputs(sources)
     scan = scan_inputs(inputs, profile=profile, opener=open_input, resolve=resolve_file_id,
-                       on_progress=reporter)
-    plan = plan_build(scan, profile=profile, opener=open_input, fileset_uid=fileset_uid,
-                      fileset_id=fileset_id, fill_missing=fill_missing)
-    with FolderSink(output) as sink:
-        write_plan(plan, sink, on_progress=reporter)
-    result = BuildResult(plan=plan, scan=scan, output=os.path.abspath(output), written=True)
-    doc = result.to_dict()
+                       on_progress=reporter.event)
+    whole = plan_build(scan, profile=unbounded, opener=open_input, fileset_uid=base_uid,
+                       fileset_id=fileset_id, fill_missing=fill_missing, protect=protect)
+    reserve = 64 * 1024 + (3 * 2048 if pdi else 0) + (2048 if not no_manifest else 0)
+    groups = [None]
+    if cap is not None and disc_bytes(f.size for f in whole.files) + reserve + (1 << 20) > cap:
+        if not span:
+            raise InputError(f"{disc_bytes(f.size for f in whole.files)} bytes do not fit on "
+                             f"one {profile.medium} ({cap} bytes); add --span to split the job "
+                             "over several media at study boundaries", path=output,
+                             code="PLAN_CAPACITY")
+        size_of = {f.source: f.size for f in whole.files if f.role == "instance"}
+        groups = split_for_media(whole.model, size_of.__getitem__, cap, reserve=reserve)
+    names = _disc_names(output, len(groups), iso)
+    for n in names[1:] if len(names) > 1 else ():
+        _check_output(n)
+
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
+    discs = []
+    for i, group in enumerate(groups, 1):
+        if group is None:
+            plan = whole
+        else:
+            keep = set(group)
+            sub = ScanResult(tuple(s for s in scan.scans if s.source in keep), scan.skipped,
+                             scan.input_filesets)
+            plan = plan_build(sub, profile=unbounded, opener=open_input,
+                              fileset_uid=f"{base_uid}.{i}", fileset_id=fileset_id,
+                              fill_missing=fill_missing, protect=protect)
+        files = [(tuple(pf.file_id), TeeProducer(pf.producer, reporter.bytes,
+                                                 "/".join(pf.file_id)), pf.role)
+                 for pf in plan.files]
+        if pdi:
+            for comps, data in pdi_files(plan.model, secure=profile.secure, profile_id=profile.id,
+                                         disc=i, of=len(groups), institution=pdi_institution,
+                                         contact=pdi_contact, created=created).items():
+                files.append((comps, TeeProducer(BytesFile(data), None, "/".join(comps)),
+                              "content"))
+        covered = [c for c, _p, _r in files]
+        if not no_manifest:
+            msize = sum(manifest_line_size("/".join(c)) for c in covered)
+            files.append(((MANIFEST_NAME,), TeeProducer(Placeholder(msize), reporter.bytes,
+                                                        MANIFEST_NAME), "manifest"))
+        total = disc_bytes(p.size for _c, p, _r in files)
+        if cap is not None and total + (1 << 20) > cap:
+            raise InputError(f"disc {i} needs {total} bytes, over the {cap}-byte capacity",
+                             path=names[i - 1], code="PLAN_CAPACITY")
+        discs.append(_Disc(plan, files, covered if not no_manifest else []))
+
+    reporter.start(sum(p.size for d in discs for _c, p, _r in d.files))
+    written = []
+    if iso:
+        outs = [AtomicOutput(n, anonymous=True) for n in names]
+        try:
+            for i, (disc, out) in enumerate(zip(discs, outs), 1):
+                size = write_iso(
+                    [IsoFile(c, p, "/".join(c)) for c, p, _r in disc.files], out,
+                    volume_id=fileset_id, udf=profile.family in ("dvd", "bd"),
+                    interchange_level=1 if profile.family == "cd" else 3,
+                    set_size=len(discs), seqnum=i,
+                    patch={} if no_manifest else {(MANIFEST_NAME,): disc.manifest})
+                written.append(size)
+            for out in outs:
+                out.commit()
+        finally:
+            for out in outs:
+                if not out.committed:
+                    out.abort()
+    else:
+        for name, disc in zip(names, discs):
+            with FolderSink(name) as sink:
+                for comps, prod, role in disc.files:
+                    content = role in ("content", "manifest")
+                    with sink.open_file(comps, prod.size, content=content) as f:
+                        if role == "manifest":
+                            f.write(disc.manifest())
+                            reporter.bytes(prod.size, MANIFEST_NAME)
+                        else:
+                            for c in prod.chunks():
+                                f.write(c)
+                sink.commit()
+            written.append(sum(p.size for _c, p, _r in disc.files))
+
+    images = []
+    for i, (name, disc, size) in enumerate(zip(names, discs, written), 1):
+        r = BuildResult(plan=disc.plan, scan=scan, output=os.path.abspath(name), written=True)
+        d = r.to_dict()
+        images.append({"path": os.path.abspath(name), "disc": i, "of": len(discs),
+                       "kind": "iso" if iso else "folder", "size": size,
+                       "fileset_uid": disc.plan.fileset_uid, "counts": d["counts"],
+                       "dicomdir": d["dicomdir"],
+                       "files": [{"path": "/".join(c), "role": r_, "size": p.size,
+                                  "sha256": getattr(p, "sha256", None)}
+                                 for c, p, r_ in disc.files if r_ != "manifest"]})
+    doc = BuildResult(plan=whole, scan=scan, output=os.path.abspath(names[0]),
+                      written=True).to_dict()
+    doc.update({"secure": profile.secure, "images": images,
+                "protection": ({"cipher": cipher, "framing": framing,
+                                "integrity": "signedData" if signers else "digestedData",
+                                "recipients": len(recipients)} if profile.secure else None)})
+    if label_target:
+        labels = {"discs": [label_data(d.plan.model, disc=i, of=len(discs),
+                                       fileset_id=fileset_id)
+                            for i, d in enumerate(discs, 1)]}
+        write_json_private(label_target, "mediasec.label/1", labels)
     if json_target:
-        _write_json(json_target, doc)
+        write_json(json_target, "mediasec.build/1",
+                   {k: v for k, v in doc.items() if k not in ("schema", "version")})
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"],
-                     "output": doc["output"]})
-    if json_target is None and progress is None:
+                     "images": [im["path"] for im in images]})
+    if json_target != "-" and progress is None:
         c = doc["counts"]
-        click.echo(f"{output}: {c['instances']} instances, {c['converted']} converted, "
-                   f"{c['skipped']} skipped, {c['duplicates']} duplicates, {c['made_up']} "
-                   f"made-up values ({profile.id})")
+        where = ", ".join(os.path.basename(n) for n in names)
+        click.echo(f"{where}: {c['instances']} instances on {len(discs)} "
+                   f"{'image' if iso else 'folder'}{'s' if len(discs) > 1 else ''} "
+                   f"({profile.id}{', secure' if profile.secure else ''}); "
+                   f"{c['converted']} converted, {c['skipped']} skipped, "
+                   f"{c['duplicates']} duplicates, {c['made_up']} made-up values")
     return 0
+
+
+def write_json_private(target: str, schema: str, body: dict) -> None:
+    """JSON holding patient data: mode 0600, atomic."""
+    doc = {"schema": schema, "version": __version__, **body}
+    out = AtomicOutput(target, mode=0o600)
+    with out as f:
+        try:
+            f.write((json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as exc:
+            raise env_error(exc, target) from exc
+        out.commit()

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.envelope import looks_enveloped
-from mediasec.cms.keys import (KeyDecrypter, KeyTransportRecipient, PasswordDecrypter,
-                               PasswordRecipient, RSASigner)
+from mediasec.cli._protection import load_protection, protection_options
+from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
 from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_secure_file,
                                  open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
 from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, env_error
 from mediasec.io.keys import file_chunks, read_certificates, read_password, read_private_key
-from mediasec.policy import CIPHERS, AlgorithmPolicy, TrustContext
+from mediasec.policy import TrustContext
 from mediasec.report import Outcome
 
 __all__ = []
@@ -99,72 +98,15 @@ def with_options(options):
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The Secure DICOM File to write.")
-@click.option("--encrypt-to", multiple=True, type=click.Path(dir_okay=False),
-              help="Recipient certificate (repeatable).")
-@click.option("--password-env", metavar="VAR", help="Environment variable holding a "
-              "password recipient's password.")
-@click.option("--password-prompt", "ask_password", is_flag=True,
-              help="Ask for a password recipient's password on the terminal.")
-@click.option("--sign-key", type=click.Path(dir_okay=False), help="Signer private key.")
-@click.option("--sign-cert", type=click.Path(dir_okay=False), help="Signer certificate.")
-@click.option("--sign-chain", type=click.Path(dir_okay=False),
-              help="Intermediate certificates to carry with the signature.")
-@click.option("--key-password-env", metavar="VAR", help="Environment variable holding the "
-              "signing key's passphrase.")
-@click.option("--cipher", type=click.Choice(list(CIPHERS)), default="aes-256",
-              show_default=True)
-@click.option("--digest", type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
-              default="sha256", show_default=True)
-@click.option("--oaep", is_flag=True, help="RSAES-OAEP key transport (not named by PS3.15 "
-              "D.1; readers may not support it).")
-@click.option("--recipient-id", type=click.Choice(["issuer-serial", "ski"]),
-              default="issuer-serial", show_default=True)
-@click.option("--framing", type=click.Choice(["ber", "der"]), default="ber", show_default=True,
-              help="ber: indefinite lengths, chunked content; der: definite lengths.")
-@click.option("--pbkdf2-iterations", type=click.IntRange(1, 10_000_000), default=600_000,
-              show_default=True)
-@click.option("--allow-legacy", is_flag=True, help="Allow 3DES, SHA-1 and RSA under 2048 bits.")
+@protection_options
 @click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
-def protect(src, out, encrypt_to, password_env, ask_password, sign_key, sign_cert, sign_chain,
-            key_password_env, cipher, digest, oaep, recipient_id, framing, pbkdf2_iterations,
-            allow_legacy, json_out):
+def protect(src, out, json_out, cipher, digest, framing, **flags):
     """Turn one DICOM file into a Secure DICOM File (signed or digested, then enveloped)."""
-    policy = AlgorithmPolicy(allow_legacy=allow_legacy)
-    try:
-        policy.check_cipher(cipher)
-        policy.check_digest(digest)
-    except MediasecError as exc:
-        raise exc.with_path(src)
-    recipients = []
-    for p in encrypt_to:
-        for c in read_certificates(p, "recipient certificate"):
-            try:
-                recipients.append(KeyTransportRecipient(c, oaep=oaep,
-                                                        use_ski=recipient_id == "ski",
-                                                        policy=policy))
-            except MediasecError as exc:
-                raise exc.with_path(p)
-    pw = read_password(password_env, prompt=ask_password, confirm=True)
-    if pw is not None:
-        try:
-            recipients.append(PasswordRecipient(pw, iterations=pbkdf2_iterations,
-                                                policy=policy))
-        except MediasecError as exc:
-            raise exc.with_path(password_env or "password")
+    policy, recipients, signers = load_protection(subject=src, cipher=cipher, digest=digest,
+                                                  **flags)
     if not recipients:
         raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
                          code="USAGE_NO_RECIPIENT")
-    signers = []
-    if sign_key or sign_cert:
-        if not (sign_key and sign_cert):
-            raise UsageError("--sign-key and --sign-cert go together", code="USAGE")
-        key, _ = read_private_key(sign_key, password_env=key_password_env)
-        cert = read_certificates(sign_cert, "signer certificate")[0]
-        chain = read_certificates(sign_chain, "chain file") if sign_chain else ()
-        try:
-            signers.append(RSASigner(key, cert, chain, digest=digest, policy=policy))
-        except MediasecError as exc:
-            raise exc.with_path(sign_key)
     f = _open_input(src)
     with f:
         head = _sniff(f)

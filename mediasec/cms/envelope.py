@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from mediasec.cms import oids
 from mediasec.cms._ber import (ByteStream, EOC, Header, der_len, expect, is_eoc_next,
                                iter_octets, octets_size, read_element, read_header, skip_eoc,
-                               tlv, write_octets_header)
+                               write_octets_header)
 from mediasec.cms.keys import block_cipher, block_size
 from mediasec.errors import DecryptionError, InputError, MalformedError, NotCMSError
 from mediasec.policy import CIPHERS

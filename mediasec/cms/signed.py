@@ -339,13 +339,13 @@ def _read_signed(s: ByteStream, seq, sink) -> dict:
     algs = acms.DigestAlgorithms.load(read_element(s, cap=4096))
     names = _digest_names(algs)
     etype, feeder, ber = _stream_encap(s, names, sink)
-    cert_raw = crl_raw = None
+    cert_raw = None
     h = read_header(s)
     if h.tag == 0xA0:
         cert_raw = read_element(s, h)
         h = read_header(s)
     if h.tag == 0xA1:
-        crl_raw = read_element(s, h)  # noqa: F841 - revocation lists are not used
+        read_element(s, h)  # revocation lists: carried by some signers, not used
         h = read_header(s)
     if h.tag != 0x31:
         raise MalformedError(f"expected SignerInfos at byte {h.offset}")

@@ -97,6 +97,18 @@ def resolve_file_id(dicomdir_path: str, file_id: FileId) -> tuple[str, int] | No
     return real, os.path.getsize(real)
 
 
+_CONTENT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _check_content_name(components) -> None:
+    """Non-DICOM content names: ISO 9660 level 1 style, ``NAME`` or ``NAME.EXT``."""
+    for i, c in enumerate(components):
+        stem, _, ext = c.partition(".") if i == len(components) - 1 else (c, "", "")
+        if (not 1 <= len(stem) <= 8 or len(ext) > 3 or not set(stem + ext) <= _CONTENT_CHARS):
+            raise UsageError(f"content name {'/'.join(components)!r} is not an 8.3 upper-case "
+                             "name", code="USAGE_CONTENT_NAME")
+
+
 class FolderSink:
     """A File-set folder that appears atomically at ``target`` on ``commit()``."""
 
@@ -131,8 +143,14 @@ class FolderSink:
         return here
 
     @contextlib.contextmanager
-    def open_file(self, file_id: FileId, size: int) -> Iterator[BinaryIO]:
-        validate_file_id(file_id)
+    def open_file(self, file_id: FileId, size: int, *, content: bool = False
+                  ) -> Iterator[BinaryIO]:
+        """A file of the File-set (``content=True``: a non-DICOM file such as README.TXT,
+        whose last component may have an 8.3 extension)."""
+        if content:
+            _check_content_name(file_id)
+        else:
+            validate_file_id(file_id)
         folder = self._mkdirs(tuple(file_id[:-1]))
         path = os.path.join(folder, file_id[-1])
         try:

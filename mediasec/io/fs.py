@@ -83,9 +83,14 @@ def _check_target(target: str) -> None:
 class AtomicOutput:
     """A writable binary file that appears at ``target`` only on ``commit()``."""
 
-    def __init__(self, target: str | os.PathLike, *, secret: bool = False, mode: int = 0o644):
+    def __init__(self, target: str | os.PathLike, *, secret: bool = False,
+                 anonymous: bool | None = None, mode: int = 0o644):
         self.target = os.path.abspath(os.fspath(target))
         self.secret = secret
+        #: O_TMPFILE: nothing named exists until commit (required for secrets; for other
+        #: outputs, e.g. a disc image, preferred and silently replaced by a named temp
+        #: file where the file system lacks it)
+        self.anonymous = secret if anonymous is None else (anonymous or secret)
         self.mode = 0o600 if secret else mode
         self._fd: int | None = None
         self._tmpname: str | None = None
@@ -97,18 +102,14 @@ class AtomicOutput:
         _check_target(self.target)
         parent = os.path.dirname(self.target)
         try:
-            if self.secret:
-                flag = getattr(os, "O_TMPFILE", None)
-                if flag is None:
-                    raise AnonymousUnsupported("no O_TMPFILE on this platform", path=self.target)
+            if self.anonymous:
                 try:
-                    self._fd = os.open(parent, flag | os.O_WRONLY, self.mode)
-                except OSError as exc:
-                    if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                        raise AnonymousUnsupported("file system has no O_TMPFILE",
-                                                   path=self.target) from exc
-                    raise
-            else:
+                    self._open_anonymous(parent)
+                except AnonymousUnsupported:
+                    if self.secret:
+                        raise
+                    self.anonymous = False
+            if not self.anonymous:
                 base = os.path.basename(self.target)
                 for _ in range(16):
                     name = os.path.join(parent, f".{base}.partial-{secrets.token_hex(4)}")
@@ -123,6 +124,20 @@ class AtomicOutput:
         self._file = os.fdopen(self._fd, "wb", buffering=0, closefd=False)
         return self._file
 
+    def _open_anonymous(self, parent: str) -> None:
+        flag = getattr(os, "O_TMPFILE", None)
+        if flag is None:
+            raise AnonymousUnsupported("no O_TMPFILE on this platform", path=self.target)
+        try:
+            self._fd = os.open(parent, flag | os.O_RDWR, self.mode)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise AnonymousUnsupported("file system has no O_TMPFILE",
+                                           path=self.target) from exc
+            raise
+        if not self.secret:
+            os.fchmod(self._fd, self.mode)  # O_TMPFILE applies the umask like any create
+
     @property
     def fileno(self) -> int:
         assert self._fd is not None
@@ -133,7 +148,7 @@ class AtomicOutput:
         parent = os.path.dirname(self.target)
         try:
             os.fsync(self._fd)
-            if self.secret:
+            if self.anonymous:
                 # give the anonymous inode a hidden name, then rename it over the target
                 for _ in range(16):
                     name = os.path.join(parent,

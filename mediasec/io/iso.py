@@ -1,0 +1,152 @@
+"""ISO 9660 images over pycdlib, written in one pass from a ``MediumPlan``.
+
+The layout (directories, extents) is made from the planned sizes; then ``write_fp``
+pulls every file's bytes, in extent order, from its producer through a ``LazyReader``
+(opened on first read): encryption happens straight into the image. Names follow
+PS3.12: ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF
+bridge (2.60) with the same names for DVD and BD profiles. The Volume Identifier is the
+File-set ID; "disc n of m" is the volume set size and sequence number.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterable
+
+import pycdlib
+from pycdlib.pycdlibexception import PyCdlibException
+
+from mediasec.errors import InternalError, UsageError
+from mediasec.io.fs import env_error
+
+__all__ = ["LazyReader", "IsoFile", "write_iso", "iso_size_estimate", "SECTOR"]
+
+SECTOR = 2048
+
+
+class LazyReader:
+    """A file object for pycdlib: ``read(n)`` pulls from ``chunks()`` on first use."""
+
+    mode = "rb"  # pycdlib checks for a binary file object
+
+    def __init__(self, producer, name: str, on_bytes: Callable[[int], None] | None = None):
+        self._producer = producer
+        self.name = name
+        self._it = None
+        self._cur = memoryview(b"")
+        self._left = producer.size
+        self._on_bytes = on_bytes
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) not in ((0, 0), (0, 1)) or (self._it is not None and offset):
+            raise InternalError("a planned file is read once, from the start")
+        return 0
+
+    def tell(self) -> int:
+        return self._producer.size - self._left
+
+    def read(self, n: int = -1) -> bytes:
+        if self._it is None:
+            self._it = iter(self._producer.chunks())
+        if n < 0:
+            n = self._left
+        n = min(n, self._left)
+        parts = []
+        got = 0
+        while got < n:
+            if not self._cur:
+                nxt = next(self._it, None)
+                if nxt is None:
+                    raise InternalError(f"{self.name}: producer ended {self._left} bytes "
+                                        "before its planned size")
+                self._cur = memoryview(nxt)
+                continue
+            k = min(n - got, len(self._cur))
+            parts.append(self._cur[:k])
+            self._cur = self._cur[k:]
+            got += k
+        self._left -= got
+        data = parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
+        if self._left == 0 and self._it is not None:
+            if self._cur or next(self._it, None) is not None:
+                raise InternalError(f"{self.name}: producer wrote more than planned")
+            self._it = None
+        if self._on_bytes is not None and got:
+            self._on_bytes(got)
+        return data
+
+    def close(self) -> None:
+        self._it = None
+
+
+class IsoFile:
+    """One file to put in the image: its path components and its producer."""
+
+    __slots__ = ("components", "producer", "name")
+
+    def __init__(self, components: tuple[str, ...], producer, name: str | None = None):
+        self.components = components
+        self.producer = producer
+        self.name = name or "/".join(components)
+
+
+def iso_size_estimate(sizes: Iterable[int], n_dirs: int) -> int:
+    """An upper bound of the image size: data rounded to sectors plus metadata."""
+    data = sum(-(-s // SECTOR) * SECTOR for s in sizes)
+    return data + (64 + 4 * n_dirs) * SECTOR + 1024 * 1024
+
+
+def _iso_name(components: tuple[str, ...]) -> str:
+    """PS3.12 F: ``A/B/C`` -> ``/A/B/C.;1``; a name with an extension keeps it (``README.TXT;1``)."""
+    last = components[-1]
+    return "/" + "/".join(components[:-1] + (last + (";1" if "." in last else ".;1"),))
+
+
+def write_iso(files: list[IsoFile], out, *, volume_id: str = "", udf: bool = False,
+              interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,
+              patch: dict | None = None, blocksize: int = 1 << 20) -> int:
+    """Lay out ``files`` and write the image into the open ``AtomicOutput`` ``out``.
+
+    ``patch`` maps a file's components to a callable returning its final bytes, called
+    after every other file has been written (the manifest: its size is planned, its
+    content is known only at the end); the image is then patched in place. Returns the
+    image size. The caller commits ``out``.
+    """
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.new(interchange_level=interchange_level, sys_ident="", vol_ident=volume_id,
+                set_size=set_size, seqnum=seqnum, udf="2.60" if udf else None,
+                app_ident_str="MEDIASEC")
+    except PyCdlibException as exc:
+        raise UsageError(f"cannot make the image: {exc}", path=out.target,
+                         code="ISO_PARAMETERS") from exc
+    made = set()
+    try:
+        for f in files:
+            for depth in range(1, len(f.components)):
+                d = f.components[:depth]
+                if d not in made:
+                    made.add(d)
+                    iso.add_directory("/" + "/".join(d),
+                                      udf_path=("/" + "/".join(d)) if udf else None)
+            iso.add_fp(LazyReader(f.producer, f.name), f.producer.size,
+                       iso_path=_iso_name(f.components),
+                       udf_path=("/" + "/".join(f.components)) if udf else None)
+    except PyCdlibException as exc:
+        raise InternalError(f"image layout failed: {exc}") from exc
+    fp = out.open()
+    try:
+        iso.write_fp(fp, blocksize=blocksize)
+        for components, make in (patch or {}).items():
+            rec = iso.get_record(iso_path=_iso_name(components))
+            data = make()
+            if len(data) != rec.get_data_length():
+                raise InternalError(f"{'/'.join(components)}: planned "
+                                    f"{rec.get_data_length()} bytes, made {len(data)}")
+            os.pwrite(out.fileno, data, rec.extent_location() * SECTOR)
+        size = os.fstat(out.fileno).st_size
+    except OSError as exc:
+        raise env_error(exc, out.target) from exc
+    finally:
+        iso.close()
+    return size
