@@ -97,7 +97,7 @@ def step_env_encrypt(src: str, dst: str, chunk: int = MiB) -> int:
         enc = Encryptor("aes-256", cek, iv)
         pbuf = bytearray(chunk)
         pv = memoryview(pbuf)
-        cv = memoryview(bytearray(chunk + 32))
+        cv = memoryview(bytearray(chunk + 48))
         piece_header = b"\x04" + der_len(chunk)
         written = 0
         _write_all(out, memoryview(layout.prefix))
@@ -114,8 +114,8 @@ def step_env_encrypt(src: str, dst: str, chunk: int = MiB) -> int:
         rest = _readinto_full(f, pv[:remaining])
         if rest != remaining or f.read(1):
             raise RuntimeError("the input changed size")
-        last = enc.final_block(pv[:rest])
-        tail = b"\x04" + der_len(len(last)) + last + layout.suffix
+        n = enc.final_into(pv[:rest], cv)
+        tail = b"\x04" + der_len(n) + bytes(cv[:n]) + layout.suffix
         _write_all(out, memoryview(tail))
         written += len(tail)
     if written != layout.size():

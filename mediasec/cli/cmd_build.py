@@ -33,6 +33,7 @@ from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
 from mediasec.io.fs import AtomicOutput, env_error
 from mediasec.io.iso import IsoFile, write_iso
+from mediasec.io.prefetch import Prefetcher
 from mediasec.media.build import BuildResult, ScanResult, plan_build, scan_inputs
 from mediasec.media.disc import (MANIFEST_NAME, BytesFile, Placeholder, TeeProducer, disc_bytes,
                                  label_data, manifest_bytes, manifest_line_size, pdi_files,
@@ -132,19 +133,39 @@ def _disc_names(output: str, n: int, iso: bool) -> list[str]:
 
 @dataclasses.dataclass
 class _Disc:
-    """One medium being written: its plan, its files with hashing tees, its extras."""
+    """One medium: its plan and its files ``(components, producer, role)`` in write order."""
 
     plan: object
-    files: list            # [(components, TeeProducer|Placeholder|BytesFile, role)]
+    files: list
     manifest_paths: list   # components of every file the manifest covers, in order
+
+    def writing(self, reporter, workers: int):
+        """A context giving the files' producers, hashing tees around worker-made bytes."""
+        return _Writing(self, reporter, workers)
+
+
+class _Writing:
+    def __init__(self, disc: _Disc, reporter, workers: int):
+        self.disc = disc
+        self.prefetch = Prefetcher([p for _c, p, _r in disc.files], workers=workers)
+        self.reporter = reporter
+
+    def __enter__(self):
+        self.prefetch.__enter__()
+        self.tees = [TeeProducer(w, self.reporter.bytes, "/".join(c))
+                     for (c, _p, _r), w in zip(self.disc.files, self.prefetch.wrapped)]
+        return self
+
+    def __exit__(self, *exc):
+        return self.prefetch.__exit__(*exc)
 
     def manifest(self) -> bytes:
         digests = []
-        for comps, prod, _role in self.files:
-            if comps in self.manifest_paths:
-                if prod.sha256 is None:
+        for (comps, _p, _r), tee in zip(self.disc.files, self.tees):
+            if comps in self.disc.manifest_paths:
+                if tee.sha256 is None:
                     raise EnvironmentFailure("a file was not written before the manifest")
-                digests.append(("/".join(comps), prod.sha256))
+                digests.append(("/".join(comps), tee.sha256))
         return manifest_bytes(digests)
 
 
@@ -178,9 +199,11 @@ class _Disc:
               help="File-set UID for (0002,0003) of the DICOMDIR (default: a new 2.25 UID).")
 @click.option("--progress", type=click.Choice(["json"]), default=None,
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Worker processes that encrypt and sign (default: 2, or 1 on one CPU).")
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
-              fileset_uid, progress, cipher, digest, framing, **flags):
+              fileset_uid, progress, workers, cipher, digest, framing, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
     iso = output.lower().endswith(".iso")
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
@@ -233,20 +256,16 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
             plan = plan_build(sub, profile=unbounded, opener=open_input,
                               fileset_uid=f"{base_uid}.{i}", fileset_id=fileset_id,
                               fill_missing=fill_missing, protect=protect)
-        files = [(tuple(pf.file_id), TeeProducer(pf.producer, reporter.bytes,
-                                                 "/".join(pf.file_id)), pf.role)
-                 for pf in plan.files]
+        files = [(tuple(pf.file_id), pf.producer, pf.role) for pf in plan.files]
         if pdi:
             for comps, data in pdi_files(plan.model, secure=profile.secure, profile_id=profile.id,
                                          disc=i, of=len(groups), institution=pdi_institution,
                                          contact=pdi_contact, created=created).items():
-                files.append((comps, TeeProducer(BytesFile(data), None, "/".join(comps)),
-                              "content"))
+                files.append((comps, BytesFile(data), "content"))
         covered = [c for c, _p, _r in files]
         if not no_manifest:
             msize = sum(manifest_line_size("/".join(c)) for c in covered)
-            files.append(((MANIFEST_NAME,), TeeProducer(Placeholder(msize), reporter.bytes,
-                                                        MANIFEST_NAME), "manifest"))
+            files.append(((MANIFEST_NAME,), Placeholder(msize), "manifest"))
         total = disc_bytes(p.size for _c, p, _r in files)
         if cap is not None and total + (1 << 20) > cap:
             raise InputError(f"disc {i} needs {total} bytes, over the {cap}-byte capacity",
@@ -254,17 +273,19 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         discs.append(_Disc(plan, files, covered if not no_manifest else []))
 
     reporter.start(sum(p.size for d in discs for _c, p, _r in d.files))
-    written = []
+    written, digests = [], []
     if iso:
         outs = [AtomicOutput(n, anonymous=True) for n in names]
         try:
             for i, (disc, out) in enumerate(zip(discs, outs), 1):
-                size = write_iso(
-                    [IsoFile(c, p, "/".join(c)) for c, p, _r in disc.files], out,
-                    volume_id=fileset_id, udf=profile.family in ("dvd", "bd"),
-                    interchange_level=1 if profile.family == "cd" else 3,
-                    set_size=len(discs), seqnum=i,
-                    patch={} if no_manifest else {(MANIFEST_NAME,): disc.manifest})
+                with disc.writing(reporter, workers) as w:
+                    size = write_iso(
+                        [IsoFile(c, t, "/".join(c)) for (c, _p, _r), t in zip(disc.files, w.tees)],
+                        out, volume_id=fileset_id, udf=profile.family in ("dvd", "bd"),
+                        interchange_level=1 if profile.family == "cd" else 3,
+                        set_size=len(discs), seqnum=i,
+                        patch={} if no_manifest else {(MANIFEST_NAME,): w.manifest})
+                    digests.append([t.sha256 for t in w.tees])
                 written.append(size)
             for out in outs:
                 out.commit()
@@ -274,21 +295,22 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                     out.abort()
     else:
         for name, disc in zip(names, discs):
-            with FolderSink(name) as sink:
-                for comps, prod, role in disc.files:
+            with FolderSink(name) as sink, disc.writing(reporter, workers) as w:
+                for (comps, _p, role), tee in zip(disc.files, w.tees):
                     content = role in ("content", "manifest")
-                    with sink.open_file(comps, prod.size, content=content) as f:
+                    with sink.open_file(comps, tee.size, content=content) as f:
                         if role == "manifest":
-                            f.write(disc.manifest())
-                            reporter.bytes(prod.size, MANIFEST_NAME)
+                            f.write(w.manifest())
+                            reporter.bytes(tee.size, MANIFEST_NAME)
                         else:
-                            for c in prod.chunks():
+                            for c in tee.chunks():
                                 f.write(c)
                 sink.commit()
+                digests.append([t.sha256 for t in w.tees])
             written.append(sum(p.size for _c, p, _r in disc.files))
 
     images = []
-    for i, (name, disc, size) in enumerate(zip(names, discs, written), 1):
+    for i, (name, disc, size, sums) in enumerate(zip(names, discs, written, digests), 1):
         r = BuildResult(plan=disc.plan, scan=scan, output=os.path.abspath(name), written=True)
         d = r.to_dict()
         images.append({"path": os.path.abspath(name), "disc": i, "of": len(discs),
@@ -296,8 +318,9 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                        "fileset_uid": disc.plan.fileset_uid, "counts": d["counts"],
                        "dicomdir": d["dicomdir"],
                        "files": [{"path": "/".join(c), "role": r_, "size": p.size,
-                                  "sha256": getattr(p, "sha256", None)}
-                                 for c, p, r_ in disc.files if r_ != "manifest"]})
+                                  "sha256": h}
+                                 for (c, p, r_), h in zip(disc.files, sums)
+                                 if r_ != "manifest"]})
     doc = BuildResult(plan=whole, scan=scan, output=os.path.abspath(names[0]),
                       written=True).to_dict()
     doc.update({"secure": profile.secure, "images": images,

@@ -50,17 +50,33 @@ def looks_enveloped(first: bytes) -> bool:
 ENVELOPED_PREFIXES = ("30 80", "30 81..84")
 
 
+def _content_type_der(oid: str) -> bytes:
+    return acms.ContentType(oid).dump()
+
+
+def _cipher_alg_der(cipher: str, iv: bytes) -> bytes:
+    """AlgorithmIdentifier { cipher OID, OCTET STRING iv } (RFC 3565 / 3370)."""
+    body = _CIPHER_OID_DER[cipher] + b"\x04" + der_len(len(iv)) + iv
+    return b"\x30" + der_len(len(body)) + body
+
+
+_CIPHER_OID_DER = {name: acore.ObjectIdentifier(oid).dump() for name, oid in oids.CIPHER.items()}
+
+
 def ciphertext_size(plain: int, cipher: str) -> int:
     bs = block_size(cipher)
     return (plain // bs + 1) * bs
 
 
-def _version(infos: list[acms.RecipientInfo]) -> str:
-    if any(ri.name in ("pwri", "ori") for ri in infos):
-        return "v3"
-    if any(ri.chosen["version"].native != "v0" for ri in infos):
-        return "v2"
-    return "v0"
+def _version(infos: list[bytes]) -> bytes:
+    """RFC 5652 §6.1 from encoded RecipientInfos: 3 with pwri/ori, 2 with a ktri v2, else 0."""
+    if any(ri[0] in (0xA3, 0xA4) for ri in infos):
+        return b"\x02\x01\x03"
+    for ri in infos:
+        hdr = 2 if ri[1] < 0x80 else 2 + (ri[1] & 0x7F)
+        if ri[0] == 0x30 and ri[hdr:hdr + 3] != b"\x02\x01\x00":
+            return b"\x02\x01\x02"
+    return b"\x02\x01\x00"
 
 
 @dataclass(frozen=True)
@@ -73,16 +89,17 @@ class EnvelopeLayout:
     chunk: int | None    # BER piece size, None for definite framing
 
     @classmethod
-    def build(cls, *, recipient_infos: list[acms.RecipientInfo], inner_type: str,
+    def build(cls, *, recipient_infos: list, inner_type: str,
               cipher: str, iv: bytes, plain_len: int, chunk: int | None) -> "EnvelopeLayout":
         if chunk is not None and chunk % block_size(cipher):
             raise ValueError("the BER piece size must be a multiple of the block size")
         ct_len = ciphertext_size(plain_len, cipher)
-        version = acms.CMSVersion(_version(recipient_infos)).dump()
-        ris = acms.RecipientInfos(recipient_infos).dump()
-        ctype = acms.ContentType(inner_type).dump()
-        alg = aalgos.EncryptionAlgorithm({"algorithm": oids.CIPHER[cipher],
-                                          "parameters": acore.OctetString(iv)}).dump()
+        infos = [ri if isinstance(ri, bytes) else ri.dump() for ri in recipient_infos]
+        version = _version(infos)
+        body_ris = b"".join(sorted(infos))  # DER SET OF: sorted encodings
+        ris = b"\x31" + der_len(len(body_ris)) + body_ris
+        ctype = _content_type_der(inner_type)
+        alg = _cipher_alg_der(cipher, iv)
         body = octets_size(ct_len, chunk=chunk, tag=0x80)
         if chunk is None:
             eci_len = len(ctype) + len(alg) + body
@@ -123,10 +140,18 @@ class Encryptor:
     def update_into(self, data, out) -> int:
         return self._enc.update_into(data, out)
 
-    def final_block(self, tail) -> bytes:
-        """Encrypt the last partial input with PKCS#7 padding (1..bs bytes)."""
-        pad = self.bs - (len(tail) % self.bs)
-        return self._enc.update(bytes(tail) + bytes((pad,)) * pad) + self._enc.finalize()
+    def final_into(self, tail, out) -> int:
+        """Encrypt the last input with PKCS#7 padding (1..bs bytes) into ``out``.
+
+        ``out`` needs ``len(tail) + 2 * bs`` bytes; returns how many were written."""
+        bs = self.bs
+        whole = len(tail) - len(tail) % bs
+        n = self._enc.update_into(tail[:whole], out) if whole else 0
+        pad = bs - (len(tail) - whole)
+        last = bytes(tail[whole:]) + bytes((pad,)) * pad
+        n += self._enc.update_into(last, out[n:])
+        self._enc.finalize()
+        return n
 
 
 # -- reading ----------------------------------------------------------------------------------

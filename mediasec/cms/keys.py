@@ -85,7 +85,31 @@ class RSASigner(Signer):
 
 # -- key transport (writing) -------------------------------------------------------------------
 
-@dataclass(frozen=True)
+class _Spliced:
+    """A DER template with fixed-length holes, made once with asn1crypto, filled per file.
+
+    Holes are found by the random filler put there when the template was encoded (a
+    collision has probability 2^-128 or less, and is checked)."""
+
+    def __init__(self, der: bytes, holes: list[bytes]):
+        self.der = der
+        self.holes = []
+        for h in holes:
+            off = der.find(h)
+            if off < 0 or der.find(h, off + 1) >= 0:
+                raise ValueError("template hole not unique")
+            self.holes.append((off, len(h)))
+
+    def fill(self, *values: bytes) -> bytes:
+        out = bytearray(self.der)
+        for (off, n), v in zip(self.holes, values):
+            if len(v) != n:
+                raise ValueError("value of the wrong length for its template hole")
+            out[off:off + n] = v
+        return bytes(out)
+
+
+@dataclass(eq=False)
 class KeyTransportRecipient:
     """An RSA recipient certificate: RSAES-PKCS1-v1_5 (the profile's), OAEP on request."""
 
@@ -93,22 +117,36 @@ class KeyTransportRecipient:
     oaep: bool = False
     use_ski: bool = False
     policy: AlgorithmPolicy = AlgorithmPolicy()
+    _template: _Spliced | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.policy.check_rsa_bits(pcerts.rsa_bits(self.certificate),
                                    f"recipient {pcerts.describe(self.certificate)}")
 
-    def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
+    def _encrypt(self, cek: bytes) -> bytes:
         pub = self.certificate.public_key()
         if self.oaep:
-            enc = pub.encrypt(cek, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()),
-                                                algorithm=hashes.SHA256(), label=None))
+            return pub.encrypt(cek, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()),
+                                                 algorithm=hashes.SHA256(), label=None))
+        return pub.encrypt(cek, padding.PKCS1v15())
+
+    def recipient_info_der(self, cek: bytes, content_cipher: str) -> bytes:
+        """The encoded RecipientInfo (fast: a per-recipient template, one RSA operation)."""
+        if self._template is None:
+            filler = secrets.token_bytes((pcerts.rsa_bits(self.certificate) + 7) // 8)
+            self._template = _Spliced(self._info(filler).dump(), [filler])
+        return self._template.fill(self._encrypt(cek))
+
+    def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
+        return self._info(self._encrypt(cek))
+
+    def _info(self, enc: bytes) -> acms.RecipientInfo:
+        if self.oaep:
             sha256 = {"algorithm": "sha256"}
             alg = {"algorithm": "rsaes_oaep", "parameters": aalgos.RSAESOAEPParams({
                 "hash_algorithm": sha256,
                 "mask_gen_algorithm": {"algorithm": "mgf1", "parameters": sha256}})}
         else:
-            enc = pub.encrypt(cek, padding.PKCS1v15())
             alg = {"algorithm": "rsaes_pkcs1v15"}
         if self.use_ski:
             rid = acms.RecipientIdentifier(
@@ -177,6 +215,7 @@ class PasswordRecipient:
     salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     policy: AlgorithmPolicy = AlgorithmPolicy()
     _keks: dict = field(default_factory=dict, repr=False)
+    _templates: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         check_password(self.password)
@@ -191,9 +230,22 @@ class PasswordRecipient:
                                              CIPHERS[kek_cipher], self.prf)
         return self._keks[kek_cipher]
 
-    def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
+    def recipient_info_der(self, cek: bytes, content_cipher: str) -> bytes:
         iv = secrets.token_bytes(block_size(content_cipher))
         wrapped = _kek_wrap(content_cipher, self._kek(content_cipher), iv, cek)
+        key = (content_cipher, len(wrapped))
+        if key not in self._templates:
+            f_iv, f_wrapped = secrets.token_bytes(len(iv)), secrets.token_bytes(len(wrapped))
+            self._templates[key] = _Spliced(self._info(f_iv, f_wrapped, content_cipher).dump(),
+                                            [f_iv, f_wrapped])
+        return self._templates[key].fill(iv, wrapped)
+
+    def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
+        iv = secrets.token_bytes(block_size(content_cipher))
+        return self._info(iv, _kek_wrap(content_cipher, self._kek(content_cipher), iv, cek),
+                          content_cipher)
+
+    def _info(self, iv: bytes, wrapped: bytes, content_cipher: str) -> acms.RecipientInfo:
         kdf_params = {"salt": aalgos.Pbkdf2Salt(name="specified", value=self.salt),
                       "iteration_count": self.iterations}
         if self.prf != "sha1":
@@ -293,8 +345,12 @@ class KeyDecrypter(Decrypter):
         if self.certificate is None:
             return None
         ias = pcerts.issuer_and_serial(self.certificate)
-        return (rid.chosen["serial_number"].native == ias["serial_number"].native
-                and rid.chosen["issuer"] == ias["issuer"])
+        if rid.chosen["serial_number"].native != ias["serial_number"].native:
+            return False
+        # identical DER first: asn1crypto's Name equality runs LDAP string preparation on
+        # every attribute (milliseconds per file on a disc of thousands)
+        issuer = rid.chosen["issuer"]
+        return issuer.dump() == ias["issuer"].dump() or issuer == ias["issuer"]
 
     def unwrap(self, infos: acms.RecipientInfos, key_len: int) -> Unwrapped:
         found = []

@@ -22,7 +22,7 @@ from mediasec.cms._ber import ByteStream, der_len
 from mediasec.cms.envelope import (EnvelopeLayout, EnvelopedHead, Encryptor, decrypt_chunks,
                                    read_enveloped_head)
 from mediasec.cms.keys import (Decrypter, Signer, Unwrapped, block_size, describe_recipient)
-from mediasec.cms.signed import InnerLayout, InnerResult, read_inner
+from mediasec.cms.signed import InnerLayout, InnerResult, SignedTemplate, read_inner
 from mediasec.errors import (InputError, IntegrityError, InternalError, NoRecipientError,
                              SignatureError, VerificationError, WrongPasswordError)
 from mediasec.pki import certs as pcerts
@@ -51,13 +51,16 @@ class ProtectOptions:
 class SecureFileProducer:
     """One Secure DICOM File of ``content_len`` plaintext bytes, with an exact size.
 
-    ``rng`` is injected for deterministic tests; it yields the CEK and IVs.
+    ``rng`` is injected for deterministic tests; it yields the CEK and IVs. ``template``
+    (``SignedTemplate``, made once per job with ``make_template``) saves re-encoding the
+    SignerInfos and certificates for every file.
     """
 
     def __init__(self, content_len: int, *, recipients: Iterable, signers: Iterable[Signer] = (),
                  options: ProtectOptions = ProtectOptions(),
                  policy: AlgorithmPolicy = AlgorithmPolicy(),
-                 rng: Callable[[int], bytes] = secrets.token_bytes):
+                 rng: Callable[[int], bytes] = secrets.token_bytes,
+                 template: SignedTemplate | None = None):
         recipients = list(recipients)
         signers = list(signers)
         if not recipients:
@@ -78,28 +81,41 @@ class SecureFileProducer:
                 st = _dt.datetime.now(_dt.timezone.utc)
             self.inner = InnerLayout.signed(content_len, signers,
                                             signing_time=st if st is not False else None,
-                                            chunk=self._chunk)
+                                            chunk=self._chunk, template=template)
         else:
             policy.check_digest(options.digest)
             self.inner = InnerLayout.digested(content_len, digest=options.digest,
                                               chunk=self._chunk)
         self._cek = rng(CIPHERS[options.cipher])
         self._iv = rng(bs)
-        infos = [r.recipient_info(self._cek, options.cipher) for r in recipients]
+        infos = [r.recipient_info_der(self._cek, options.cipher) for r in recipients]
         self.outer = EnvelopeLayout.build(recipient_infos=infos,
                                           inner_type=self.inner.content_type,
                                           cipher=options.cipher, iv=self._iv,
                                           plain_len=self.inner.size(), chunk=self._chunk)
         self.size = self.outer.size()
 
+    @staticmethod
+    def make_template(signers, options: ProtectOptions = ProtectOptions()):
+        """The per-job SignedData template (None without signers); fixes the signingTime."""
+        if not signers:
+            return None
+        st = options.signing_time
+        if st is None:
+            st = _dt.datetime.now(_dt.timezone.utc)
+        return SignedTemplate(list(signers), signing_time=st if st is not False else None,
+                              chunk=None if options.framing == "der" else options.chunk)
+
     # -- streaming -----------------------------------------------------------------------------
     def chunks(self, src: BinaryIO) -> Iterator[memoryview]:
         """Yield the encoded file; each view is valid until the next step."""
         C = self.options.chunk
         ber = self._chunk is not None
-        pbuf = bytearray(C)
+        # a file smaller than a chunk never fills one: size the buffers to the file
+        cap = min(C, self.inner.size() + 16)
+        pbuf = bytearray(cap)
         pv = memoryview(pbuf)
-        cbuf = bytearray(C + 32)
+        cbuf = bytearray(cap + 48)
         cv = memoryview(cbuf)
         enc = Encryptor(self.options.cipher, self._cek, self._iv)
         full_piece_header = b"\x04" + der_len(C)
@@ -153,13 +169,13 @@ class SecureFileProducer:
         if src.read(1):
             raise InputError("the file grew while it was being read", code="INPUT_CHANGED")
         yield from small(self.inner.tail(h.digest()))
-        last = enc.final_block(pv[:fill])
+        n = enc.final_into(pv[:fill], cv)
         if ber:
-            hdr = b"\x04" + der_len(len(last))
+            hdr = b"\x04" + der_len(n)
             emitted += len(hdr)
             yield memoryview(hdr)
-        emitted += len(last) + len(self.outer.suffix)
-        yield memoryview(last)
+        emitted += n + len(self.outer.suffix)
+        yield cv[:n]
         if self.outer.suffix:
             yield memoryview(self.outer.suffix)
         if emitted != self.size:

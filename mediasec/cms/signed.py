@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,7 +35,7 @@ from mediasec.errors import (InputError, IntegrityError, InternalError, Malforme
                              SignatureError)
 from mediasec.pki import certs as pcerts
 
-__all__ = ["InnerLayout", "InnerResult", "SignerResult", "read_inner"]
+__all__ = ["InnerLayout", "SignedTemplate", "InnerResult", "SignerResult", "read_inner"]
 
 _OID_DATA = acms.ContentType("data").dump()
 
@@ -96,15 +97,38 @@ class InnerLayout:
 
     @classmethod
     def signed(cls, content_len: int, signers: list[Signer], *,
-               signing_time: _dt.datetime | None, chunk: int | None = None) -> "InnerLayout":
+               signing_time: _dt.datetime | None, chunk: int | None = None,
+               template: "SignedTemplate | None" = None) -> "InnerLayout":
+        if template is None:
+            template = SignedTemplate(signers, signing_time=signing_time, chunk=chunk)
+        elif template.chunk != chunk:
+            raise ValueError("the template was made for another framing")
+        head = _encap_head(template.prefix_fields, content_len, chunk, template.tail_len)
+        return cls("signedData", head, content_len, chunk, template.digest, template.tail_len,
+                   template.tail)
+
+
+class SignedTemplate:
+    """Everything of a SignedData but the content, made once per job.
+
+    The trailer (certificates, SignerInfos) is encoded once with asn1crypto, with random
+    fillers where each file's messageDigest and signatures go; per file those holes are
+    filled and each signer signs its signedAttrs (as DER, with the SET tag). The trailer
+    does not depend on the content length, so one template serves every file.
+    """
+
+    def __init__(self, signers: list[Signer], *, signing_time: _dt.datetime | None,
+                 chunk: int | None = None):
         if not signers:
             raise ValueError("SignedData needs at least one signer")
         digests = sorted({s.digest for s in signers}, key=list(oids.DIGEST).index)
         if len(digests) != 1:
             raise ValueError("all signers of one file use the same digest")
-        digest = digests[0]
-        version = acms.CMSVersion("v1").dump()
-        algs = acms.DigestAlgorithms([_digest_alg(d) for d in digests]).dump()
+        self.digest = digest = digests[0]
+        self.chunk = chunk
+        self.signers = list(signers)
+        self.prefix_fields = (acms.CMSVersion("v1").dump()
+                              + acms.DigestAlgorithms([_digest_alg(digest)]).dump())
         seen, certs = set(), []
         for s in signers:
             for c in (s.certificate, *s.chain):
@@ -115,46 +139,58 @@ class InnerLayout:
                                                          value=pcerts.to_asn1(c)))
         cert_set = acms.CertificateSet(certs).dump()
         cert_field = b"\xa0" + cert_set[1:]  # SET OF -> [0] IMPLICIT
-
-        def signed_attrs(value: bytes) -> acms.CMSAttributes:
+        dlen = HASHES[digest].digest_size
+        infos, self._holes = [], []
+        for s in signers:
+            md_fill = secrets.token_bytes(dlen)
+            sig_fill = secrets.token_bytes(s.signature_size)
             attrs = [acms.CMSAttribute({"type": "content_type", "values": ["data"]})]
             if signing_time is not None:
                 attrs.append(acms.CMSAttribute({"type": "signing_time",
                                                 "values": [_signing_time(signing_time)]}))
-            attrs.append(acms.CMSAttribute({"type": "message_digest", "values": [value]}))
-            return acms.CMSAttributes(attrs)
-
-        def signer_info(s: Signer, value: bytes, signature: bytes) -> acms.SignerInfo:
-            sa = signed_attrs(value)
+            attrs.append(acms.CMSAttribute({"type": "message_digest", "values": [md_fill]}))
             sig_alg = ({"algorithm": "rsassa_pss", "parameters": aalgos.RSASSAPSSParams({
                 "hash_algorithm": {"algorithm": s.digest},
                 "mask_gen_algorithm": {"algorithm": "mgf1",
                                        "parameters": {"algorithm": s.digest}},
                 "salt_length": HASHES[s.digest].digest_size})}
                 if s.pss else {"algorithm": f"{s.digest}_rsa"})
-            return acms.SignerInfo({
+            info = acms.SignerInfo({
                 "version": "v1",
                 "sid": acms.SignerIdentifier(name="issuer_and_serial_number",
                                              value=pcerts.issuer_and_serial(s.certificate)),
                 "digest_algorithm": _digest_alg(s.digest),
-                "signed_attrs": sa,
+                "signed_attrs": acms.CMSAttributes(attrs),
                 "signature_algorithm": sig_alg,
-                "signature": signature})
+                "signature": sig_fill})
+            infos.append(info)
+            self._holes.append((md_fill, sig_fill, info["signed_attrs"].dump()))
+        body = cert_field + acms.SignerInfos(infos).dump()
+        self._der = (EOC * 3 + body + EOC) if chunk is not None else body
+        self._spots = []
+        for md_fill, sig_fill, sa_der in self._holes:
+            md_off, sig_off, sa_off = (_unique(self._der, x) for x in (md_fill, sig_fill, sa_der))
+            self._spots.append((md_off, sig_off, len(sig_fill), sa_off, len(sa_der)))
+        self.tail_len = len(self._der)
 
-        def make_tail(value: bytes, *, dry: bool = False) -> bytes:
-            infos = []
-            for s in signers:
-                if dry:
-                    sig = bytes(s.signature_size)
-                else:
-                    sig = s.sign(signed_attrs(value).dump())
-                infos.append(signer_info(s, value, sig))
-            body = cert_field + acms.SignerInfos(infos).dump()
-            return (EOC * 3 + body + EOC) if chunk is not None else body
+    def tail(self, digest_value: bytes) -> bytes:
+        out = bytearray(self._der)
+        for md_off, _sig_off, _n, _sa_off, _sa_len in self._spots:
+            out[md_off:md_off + len(digest_value)] = digest_value
+        for s, (_md, sig_off, n, sa_off, sa_len) in zip(self.signers, self._spots):
+            signed_attrs = b"\x31" + bytes(out[sa_off + 1:sa_off + sa_len])
+            sig = s.sign(signed_attrs)
+            if len(sig) != n:
+                raise InternalError(f"planned a {n}-byte signature, the key made {len(sig)}")
+            out[sig_off:sig_off + n] = sig
+        return bytes(out)
 
-        tail_len = len(make_tail(bytes(HASHES[digest].digest_size), dry=True))
-        head = _encap_head(version + algs, content_len, chunk, tail_len)
-        return cls("signedData", head, content_len, chunk, digest, tail_len, make_tail)
+
+def _unique(haystack: bytes, needle: bytes) -> int:
+    off = haystack.find(needle)
+    if off < 0 or haystack.find(needle, off + 1) >= 0:
+        raise InternalError("a SignedData template hole is not unique")
+    return off
 
 
 def _encap_head(prefix_fields: bytes, n: int, chunk: int | None, tail_len: int) -> bytes:
@@ -376,8 +412,10 @@ def _find_cert(sid, certificates):
     for c in certificates:
         if sid.name == "issuer_and_serial_number":
             ias = pcerts.issuer_and_serial(c)
+            # identical DER first (asn1crypto's Name equality string-preps every value)
             if (ias["serial_number"].native == sid.chosen["serial_number"].native
-                    and ias["issuer"] == sid.chosen["issuer"]):
+                    and (ias["issuer"].dump() == sid.chosen["issuer"].dump()
+                         or ias["issuer"] == sid.chosen["issuer"])):
                 return c
         elif pcerts.subject_key_id(c) == sid.chosen.native:
             return c

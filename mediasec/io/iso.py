@@ -63,7 +63,8 @@ class LazyReader:
                 continue
             k = min(n - got, len(self._cur))
             parts.append(self._cur[:k])
-            self._cur = self._cur[k:]
+            # an empty slice would still pin the whole chunk: pycdlib keeps every reader
+            self._cur = self._cur[k:] if k < len(self._cur) else memoryview(b"")
             got += k
         self._left -= got
         data = parts[0].tobytes() if len(parts) == 1 else b"".join(parts)

@@ -52,13 +52,16 @@ class TeeProducer:
         return getattr(self.inner, "source", None)
 
     def chunks(self) -> Iterator:
-        h = hashlib.sha256()
+        # a producer that hashes its own bytes (made in a worker) saves a second pass
+        own = getattr(self.inner, "computes_sha256", False)
+        h = None if own else hashlib.sha256()
         for c in self.inner.chunks():
-            h.update(c)
+            if h is not None:
+                h.update(c)
             if self._on_bytes is not None:
                 self._on_bytes(len(c), self.name)
             yield c
-        self.sha256 = h.hexdigest()
+        self.sha256 = self.inner.sha256 if own else h.hexdigest()
 
 
 @dataclass(frozen=True)

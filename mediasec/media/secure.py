@@ -37,7 +37,7 @@ class ChunkReader:
                 continue
             k = min(len(mv) - done, len(self._cur))
             mv[done:done + k] = self._cur[:k]
-            self._cur = self._cur[k:]
+            self._cur = self._cur[k:] if k < len(self._cur) else memoryview(b"")
             done += k
         return done
 
@@ -84,11 +84,13 @@ def make_protector(*, recipients: Iterable, signers: Iterable = (),
     recipients = list(recipients)
     signers = list(signers)
     extra = {} if rng is None else {"rng": rng}
+    # one signingTime and one encoded SignedData trailer for the whole job
+    template = SecureFileProducer.make_template(signers, options)
 
     def protect(planned) -> SecureProducer:
         inner = planned.producer
         cms = SecureFileProducer(inner.size, recipients=recipients, signers=signers,
-                                 options=options, policy=policy, **extra)
+                                 options=options, policy=policy, template=template, **extra)
         return SecureProducer(inner, cms)
 
     return protect
