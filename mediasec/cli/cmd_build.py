@@ -34,7 +34,8 @@ from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_f
 from mediasec.io.fs import AtomicOutput, env_error
 from mediasec.io.iso import IsoFile, write_iso
 from mediasec.io.prefetch import Prefetcher
-from mediasec.media.build import BuildResult, ScanResult, plan_build, scan_inputs
+from mediasec.media.build import (BuildResult, ScanResult, plan_build, release_scan_values,
+                                  scan_inputs)
 from mediasec.media.disc import (MANIFEST_NAME, BytesFile, Placeholder, TeeProducer, disc_bytes,
                                  label_data, manifest_bytes, manifest_line_size, pdi_files,
                                  split_for_media)
@@ -272,6 +273,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                              path=names[i - 1], code="PLAN_CAPACITY")
         discs.append(_Disc(plan, files, covered if not no_manifest else []))
 
+    release_scan_values(scan)  # every plan is made: the records hold what is needed
     reporter.start(sum(p.size for d in discs for _c, p, _r in d.files))
     written, digests = [], []
     if iso:

@@ -13,25 +13,29 @@ import warnings
 import zlib
 from typing import Iterator
 
-from pydicom import datadict
-from pydicom.errors import InvalidDicomError
-
 from mediasec.errors import InputError, MediasecError, NotDicomError
 
 __all__ = ["dictionary_vr", "dictionary_keyword", "translate_pydicom", "captured_warnings"]
 
 
+def _datadict():
+    # imported on first use: pydicom (and the numpy it pulls in) costs ~25 MB and 0.25 s,
+    # and a pile of Explicit VR files never needs its dictionary
+    from pydicom import datadict
+    return datadict
+
+
 def dictionary_vr(tag: int) -> str | None:
     """The PS3.6 VR of ``tag`` (repeating groups included), or None if unknown."""
     try:
-        return datadict.dictionary_VR(tag)
+        return _datadict().dictionary_VR(tag)
     except KeyError:
         return None
 
 
 def dictionary_keyword(tag: int) -> str:
     try:
-        return datadict.keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        return _datadict().keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
     except Exception:  # noqa: BLE001 - pydicom raises various things for odd tags
         return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -39,6 +43,7 @@ def dictionary_keyword(tag: int) -> str:
 @contextlib.contextmanager
 def translate_pydicom(path: str | None = None) -> Iterator[None]:
     """Run pydicom code; its failures leave as ``NotDicomError``/``InputError`` with ``path``."""
+    from pydicom.errors import InvalidDicomError
     try:
         yield
     except MediasecError:

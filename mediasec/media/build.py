@@ -28,7 +28,7 @@ from mediasec.media.fileset import Skipped, index_fileset, narrow_tags, wanted_t
 from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium, write_producer
 
 __all__ = ["MediumSink", "ScanResult", "BuildResult", "scan_inputs", "plan_build",
-           "write_plan", "same_content", "MAX_DICOMDIR_BYTES"]
+           "release_scan_values", "write_plan", "same_content", "MAX_DICOMDIR_BYTES"]
 
 MAX_DICOMDIR_BYTES = 256 << 20
 Opener = Callable[[str], BinaryIO]
@@ -185,6 +185,17 @@ def plan_build(scan: ScanResult, *, profile: MediaProfile, opener: Opener, files
                           same_content=same_content(opener))
     return plan_medium(model, profile=profile, fileset_uid=fileset_uid, fileset_id=fileset_id,
                        opener=opener, protect=protect)
+
+
+def release_scan_values(scan: ScanResult) -> None:
+    """Free the header values a scan collected, once every plan is made.
+
+    The values a medium needs live on in the plan's records and model keys; the scan kept
+    every wanted tag of every file (~6 KB each), which is most of the memory a large job
+    holds while it writes. After this call the scan cannot be planned again.
+    """
+    for s in scan.scans:
+        s.values.clear()
 
 
 def write_plan(plan: MediumPlan, sink: MediumSink, *, on_progress: Progress | None = None
