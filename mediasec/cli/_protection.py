@@ -1,15 +1,18 @@
-"""Shared by ``protect`` and ``build``: recipients, signers and policy from the flags."""
+"""Keys from the flags, shared by the verbs: recipients, signers and policy for writers
+(``protect``, ``build``); decrypters for readers (``unprotect``, ``inspect``, ``verify``...)."""
 
 from __future__ import annotations
 
 import click
 
-from mediasec.cms.keys import KeyTransportRecipient, PasswordRecipient, RSASigner
+from mediasec.cms.keys import (KeyDecrypter, KeyTransportRecipient, PasswordDecrypter,
+                               PasswordRecipient, RSASigner)
 from mediasec.errors import MediasecError, UsageError
 from mediasec.io.keys import read_certificates, read_password, read_private_key
+from mediasec.io.medium import keys_payload
 from mediasec.policy import CIPHERS, AlgorithmPolicy
 
-__all__ = ["protection_options", "load_protection"]
+__all__ = ["protection_options", "load_protection", "key_options", "with_options", "load_keys"]
 
 
 def protection_options(f):
@@ -86,3 +89,53 @@ def load_protection(*, subject: str, encrypt_to, password_env, ask_password, sig
         except MediasecError as exc:
             raise exc.with_path(sign_key)
     return policy, recipients, signers
+
+
+# -- reading: decrypters ------------------------------------------------------------------
+
+key_options = [
+    click.option("--key", type=click.Path(dir_okay=False), help="Recipient private key "
+                 "(PEM, DER or PKCS#12)."),
+    click.option("--cert", type=click.Path(dir_okay=False), help="The key's certificate, to "
+                 "pick the matching recipient."),
+    click.option("--key-password-env", metavar="VAR", help="Environment variable holding "
+                 "the key file's passphrase (else a prompt)."),
+    click.option("--password-env", metavar="VAR", help="Environment variable holding the "
+                 "media password."),
+    click.option("--password-prompt", "ask_password", is_flag=True, help="Ask for the media "
+                 "password on the terminal."),
+    click.option("--trust", multiple=True, type=click.Path(dir_okay=False),
+                 help="Trust anchor certificate(s) for signers (repeatable)."),
+]
+
+
+def with_options(options):
+    def deco(f):
+        for o in reversed(options):
+            f = o(f)
+        return f
+    return deco
+
+
+def load_keys(key, cert, key_password_env, password_env, ask_password):
+    """``(decrypters, payload)``: Decrypter objects here, and the bytes-only payload for
+    the workers' initializer."""
+    decrypters, specs = [], []
+    if key:
+        k, bundled = read_private_key(key, password_env=key_password_env)
+        c = read_certificates(cert)[0] if cert else bundled
+        try:
+            decrypters.append(KeyDecrypter(k, c))
+        except MediasecError as exc:
+            raise exc.with_path(cert or key)
+        specs.append((k, c))
+    elif cert:
+        raise UsageError("--cert needs --key", code="USAGE")
+    pw = read_password(password_env, prompt=ask_password)
+    if pw is not None:
+        try:
+            decrypters.append(PasswordDecrypter(pw))
+        except MediasecError as exc:
+            raise exc.with_path(password_env or "password")
+        specs.append(pw)
+    return decrypters, keys_payload(specs)

@@ -9,14 +9,14 @@ import click
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.envelope import looks_enveloped
-from mediasec.cli._protection import load_protection, protection_options
-from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
+from mediasec.cli._protection import (key_options, load_keys, load_protection,
+                                      protection_options, with_options)
 from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_secure_file,
                                  open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
 from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, env_error
-from mediasec.io.keys import file_chunks, read_certificates, read_password, read_private_key
+from mediasec.io.keys import file_chunks, read_certificates
 from mediasec.policy import TrustContext
 from mediasec.report import Outcome
 
@@ -46,50 +46,6 @@ def _trust(paths) -> TrustContext:
     for p in paths:
         anchors += read_certificates(p, "trust anchor file")
     return TrustContext(anchors=tuple(anchors))
-
-
-def _decrypters(key, cert, key_password_env, password_env, ask_password):
-    out = []
-    if key:
-        k, bundled = read_private_key(key, password_env=key_password_env)
-        c = read_certificates(cert)[0] if cert else bundled
-        try:
-            out.append(KeyDecrypter(k, c))
-        except MediasecError as exc:
-            raise exc.with_path(cert or key)
-    elif cert:
-        raise UsageError("--cert needs --key", code="USAGE")
-    pw = read_password(password_env, prompt=ask_password)
-    if pw is not None:
-        try:
-            out.append(PasswordDecrypter(pw))
-        except MediasecError as exc:
-            raise exc.with_path(password_env or "password")
-    return out
-
-
-key_options = [
-    click.option("--key", type=click.Path(dir_okay=False), help="Recipient private key "
-                 "(PEM, DER or PKCS#12)."),
-    click.option("--cert", type=click.Path(dir_okay=False), help="The key's certificate, to "
-                 "pick the matching recipient."),
-    click.option("--key-password-env", metavar="VAR", help="Environment variable holding "
-                 "the key file's passphrase (else a prompt)."),
-    click.option("--password-env", metavar="VAR", help="Environment variable holding the "
-                 "media password."),
-    click.option("--password-prompt", "ask_password", is_flag=True, help="Ask for the media "
-                 "password on the terminal."),
-    click.option("--trust", multiple=True, type=click.Path(dir_okay=False),
-                 help="Trust anchor certificate(s) for signers (repeatable)."),
-]
-
-
-def with_options(options):
-    def deco(f):
-        for o in reversed(options):
-            f = o(f)
-        return f
-    return deco
 
 
 # -- protect ---------------------------------------------------------------------------------
@@ -164,7 +120,7 @@ def unprotect(src, out, key, cert, key_password_env, password_env, ask_password,
     The plain file appears at OUT only when every check passed; until then it has no
     name on disk.
     """
-    decrypters = _decrypters(key, cert, key_password_env, password_env, ask_password)
+    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)[0]
     if not decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to decrypt",
                          code="USAGE_NO_KEY")
@@ -235,7 +191,7 @@ def inspect(src, key, cert, key_password_env, password_env, ask_password, trust,
                 click.echo(f"{src}: plain DICOM Part 10 file (not protected)")
             return 0
         raise NotCMSError("neither a Secure DICOM File nor a DICOM Part 10 file", path=src)
-    decrypters = _decrypters(key, cert, key_password_env, password_env, ask_password)
+    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)[0]
     if decrypters:
         report = _open_report(src, decrypters, _trust(trust), None)
     else:

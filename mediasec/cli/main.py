@@ -33,7 +33,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def _register() -> None:
     # verbs register themselves on import
     from mediasec.cli import cmd_cms  # noqa: F401
-    for optional in ("cmd_build",):
+    for optional in ("cmd_build", "cmd_verify"):
         try:
             __import__(f"mediasec.cli.{optional}")
         except ModuleNotFoundError as exc:  # a verb module not written yet

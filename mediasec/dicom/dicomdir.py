@@ -197,9 +197,14 @@ def _err(msg: str, code: str, path: str | None) -> InputError:
     return InputError(msg, path=path, code=code)
 
 
-def decode_dicomdir(data: bytes, *, path: str | None = None, max_depth: int = 16
-                    ) -> DecodedDirectory:
-    """Parse a DICOMDIR held in memory, within bounds (see the module docstring)."""
+def decode_dicomdir(data: bytes, *, path: str | None = None, max_depth: int = 16,
+                    lenient: bool = False) -> DecodedDirectory:
+    """Parse a DICOMDIR held in memory, within bounds (see the module docstring).
+
+    ``lenient=True`` (validators): a dangling offset (``DIR_OFFSET``), a record reached
+    twice (``DIR_CYCLE``) or a chain deeper than ``max_depth`` (``DIR_TOO_DEEP``) becomes a
+    finding and that chain stops there, instead of the whole DICOMDIR being refused.
+    """
     if len(data) < 132 or data[128:132] != b"DICM":
         raise _err("DICOMDIR is not a DICOM Part 10 file", "DIR_META", path)
     try:
@@ -250,17 +255,23 @@ def decode_dicomdir(data: bytes, *, path: str | None = None, max_depth: int = 16
         findings.append(("DIR_FLAGS", "consistency flag is FFFFH"))
     visited: set[int] = set()
 
+    def problem(msg: str, code: str) -> None:
+        if not lenient:
+            raise _err(msg, code, path)
+        findings.append((code, msg))
+
     def chain(offset: int, depth: int) -> tuple[DecodedRecord, ...]:
         if depth > max_depth:
-            raise _err(f"directory deeper than {max_depth} levels", "DIR_TOO_DEEP", path)
+            problem(f"directory deeper than {max_depth} levels", "DIR_TOO_DEEP")
+            return ()
         out = []
         while offset:
             if offset not in items:
-                raise _err(f"offset {offset} does not point at a directory record",
-                           "DIR_OFFSET", path)
+                problem(f"offset {offset} does not point at a directory record", "DIR_OFFSET")
+                break
             if offset in visited:
-                raise _err(f"directory record at offset {offset} is reached twice",
-                           "DIR_CYCLE", path)
+                problem(f"directory record at offset {offset} is reached twice", "DIR_CYCLE")
+                break
             visited.add(offset)
             el = items[offset]
             nxt = _ul_of(el, NEXT)

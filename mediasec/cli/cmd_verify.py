@@ -1,0 +1,328 @@
+"""``verify``, ``ls`` and ``extract``: the receiving desk's verbs for a disc, image or folder.
+
+* ``verify MEDIUM`` - every check of ``mediasec.media.validate``, a readable summary
+  (patients -> studies -> series, then problems grouped by reason code) and, with
+  ``--json``, the ``mediasec.verify/1`` document. Exit 0 when everything checked is valid
+  (warnings and "encrypted, not checked" included), 1 when a check failed, 2 when the
+  medium cannot be read as asked (missing, not an image/folder, keys that do not open a
+  secure DICOMDIR), 3 on I/O errors.
+* ``ls MEDIUM`` - the tree from the DICOMDIR, or from the files' headers when it is missing
+  or broken. This listing is the user's own and shows patient names; ``--json`` gives
+  ``mediasec.ls/1``.
+* ``extract MEDIUM -o DIR`` - valid files, decrypted, into a new folder built beside DIR
+  (``.DIR.partial-*``) and renamed into place at the end; each plaintext file exists only
+  as an anonymous ``O_TMPFILE`` inode until its checks pass. ``--json`` gives
+  ``mediasec.extract/1``. Exit 1 when some file was not valid (it is then not written,
+  unless ``--include-invalid``).
+
+Keys and passwords reach worker processes through the pool initializer, never argv.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from mediasec._data import media_profile
+from mediasec.cli._protection import key_options, load_keys, with_options
+from mediasec.cli.main import cli
+from mediasec.cli.render import write_json
+from mediasec.errors import UsageError
+from mediasec.io.fs import StagingDir
+from mediasec.io.keys import read_certificates
+from mediasec.io.medium import medium_spec, open_medium, worker_examine, worker_extract, worker_init
+from mediasec.io.workers import Pool, default_workers
+from mediasec.media.extract import ExtractReport, plan_extract
+from mediasec.media.validate import (MediaReport, examine_file, finish_validation,
+                                     index_medium, summarize_tree, tree_from_facts)
+from mediasec.policy import TrustContext
+from mediasec.report import Outcome
+
+__all__: list[str] = []
+
+
+# -- keys, trust, progress ---------------------------------------------------------------------
+
+def load_trust(paths) -> tuple[TrustContext | None, tuple]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    anchors = []
+    for p in paths:
+        anchors += read_certificates(p, "trust anchor file")
+    if not anchors:
+        return None, ()
+    return (TrustContext(anchors=tuple(anchors)),
+            tuple(c.public_bytes(Encoding.DER) for c in anchors))
+
+
+class _Progress:
+    """``--progress json``: JSON lines on stderr, at most 10 a second, then the result."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.last = 0.0
+        self.pending = None
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last >= 0.1:
+            self._emit(event)
+            self.last, self.pending = now, None
+        else:
+            self.pending = event
+
+    @staticmethod
+    def _emit(event: dict) -> None:
+        sys.stderr.write(json.dumps(event) + "\n")
+        sys.stderr.flush()
+
+    def finish(self, result: dict) -> None:
+        if self.enabled:
+            if self.pending is not None:
+                self._emit(self.pending)
+            self._emit({"event": "result", **result})
+
+
+def _workers_option(f):
+    return click.option("--workers", type=click.IntRange(1, 64), default=None,
+                        help="Worker processes (default: 2, or 1 on a single CPU).")(f)
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+@cli.command("verify")
+@click.argument("medium", type=click.Path())
+@with_options(key_options)
+@click.option("--profile", "profile_name", default=None,
+              help="Check against this media application profile (transfer syntaxes, "
+                   "secure or not).")
+@click.option("--json", "json_target", default=None, metavar="FILE|-",
+              help="Write the mediasec.verify/1 report to FILE or stdout.")
+@click.option("--progress", type=click.Choice(["json"]), default=None,
+              help="Progress as JSON lines on stderr.")
+@_workers_option
+def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
+               profile_name, json_target, progress, workers):
+    """Check a received disc, ISO image or File-set folder, file by file."""
+    profile = media_profile(profile_name) if profile_name else None
+    decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
+    tc, ders = load_trust(trust)
+    spec = medium_spec(medium)
+    reporter = _Progress(progress == "json")
+    # workers first (forked small), then the medium is parsed in this process
+    with Pool(workers or default_workers(), initializer=worker_init,
+              initargs=(spec, payload, ders, None)) as pool:
+        with open_medium(medium) as source:
+            fsi = index_medium(source, decrypters=decrypters, trust=tc)
+            report = finish_validation(source, fsi, decrypters=decrypters, trust=tc,
+                                       examiner=lambda tasks: pool.map(worker_examine, tasks),
+                                       profile=profile, on_progress=reporter)
+    doc = report.to_dict()
+    if json_target:
+        write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
+                                                if k not in ("schema", "version")})
+    reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
+    if json_target != "-":
+        click.echo(render_verify(report))
+    return 1 if report.failed else 0
+
+
+_PLURALS = {"study": "studies", "series": "series"}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word if n == 1 else _PLURALS.get(word, word + 's')}"
+
+
+def render_verify(report: MediaReport, *, max_paths: int = 10) -> str:
+    """The readable summary: medium, tree with counts, problems by kind, result line."""
+    m = report.medium
+    lines = [f"{m['path']}: {m['kind']}"
+             + (f", volume {m['volume_id']!r}" if m.get("volume_id") is not None else "")
+             + (f", File-set ID {m['fileset_id']!r}" if m.get("fileset_id") is not None
+                else "")]
+    if m.get("dicomdir"):
+        fmt = {"secure": "Secure DICOM File", "plain": "plain DICOM file"}.get(
+            m.get("dicomdir_format"), m.get("dicomdir_format") or "unreadable")
+        rec = f", {m['records']} records" if m.get("records") is not None else ""
+        lines.append(f"DICOMDIR: {fmt}{rec}; MANIFEST.SHA "
+                     f"{'present' if m.get('manifest') else 'absent'}")
+    summary = summarize_tree(report.tree)
+    n_st = sum(len(p["studies"]) for p in summary)
+    n_se = sum(len(s["series"]) for p in summary for s in p["studies"])
+    n_in = sum(x["instances"] for p in summary for s in p["studies"] for x in s["series"])
+    lines.append(f"{_plural(len(summary), 'patient')}, {_plural(n_st, 'study')}, "
+                 f"{_plural(n_se, 'series')}, {_plural(n_in, 'instance')}")
+    for i, p in enumerate(summary, 1):
+        lines.append(f"  Patient {i}: {_plural(len(p['studies']), 'study')}")
+        for s in p["studies"]:
+            desc = f" {s['study_description']!r}" if s.get("study_description") else ""
+            lines.append(f"    Study {s.get('study_date') or '-'}{desc}: "
+                         f"{_plural(len(s['series']), 'series')}")
+            for x in s["series"]:
+                lines.append(f"      Series {x.get('series_number') or '-'} "
+                             f"{x.get('modality') or '-'}: {_plural(x['instances'], 'instance')}")
+    problems = report.problems()
+    if problems:
+        lines.append("Problems:")
+        for code in sorted(problems, key=lambda c: (_sev(problems[c]), c)):
+            items = problems[code]
+            outcome = items[0][1].outcome.value
+            files = len({p for p, _ in items if p})
+            lines.append(f"  {code} ({outcome}, {_plural(len(items), 'time')}"
+                         + (f" in {_plural(files, 'file')})" if files else ")"))
+            for path, f in items[:max_paths]:
+                lines.append(f"    {path + ': ' if path else ''}{f.message}")
+            if len(items) > max_paths:
+                lines.append(f"    ... and {len(items) - max_paths} more")
+    c = report.counts()
+    lines.append(f"Result: {report.outcome.value.upper()}: {_plural(c['files'], 'file')}, "
+                 f"{c['passed']} passed ({c['with_warnings']} with warnings), "
+                 f"{c['failed']} failed, {c['indeterminate']} indeterminate")
+    return "\n".join(lines)
+
+
+def _sev(items) -> int:
+    order = {Outcome.FAILED: 0, Outcome.INDETERMINATE: 1, Outcome.WARNING: 2}
+    return min(order.get(f.outcome, 3) for _, f in items)
+
+
+# -- ls ----------------------------------------------------------------------------------------
+
+@cli.command("ls")
+@click.argument("medium", type=click.Path())
+@with_options(key_options)
+@click.option("--json", "as_json", is_flag=True, help="Print mediasec.ls/1 JSON.")
+def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+    """List patients, studies, series and files (from the DICOMDIR, else from the files)."""
+    decrypters, _ = load_keys(key, cert, key_password_env, password_env, ask_password)
+    tc, _ = load_trust(trust)
+    with open_medium(medium) as source:
+        fsi = index_medium(source, decrypters=decrypters, trust=tc)
+        notes = []
+        if fsi.usable:
+            tree, origin = fsi.tree, "dicomdir"
+        elif fsi.dicomdir_secure and not decrypters:
+            tree, origin = [], "none"
+            notes.append("the DICOMDIR is encrypted: give --key/--cert or --password-env "
+                         "to list patients and studies")
+        else:
+            facts = []
+            for e in fsi.index.entries:
+                if e.kind != "file" or e is fsi.dicomdir_entry or e is fsi.manifest_entry:
+                    continue
+                facts.append(examine_file(source.open(e.handle), path=e.path, size=e.size,
+                                          decrypters=decrypters, header_only=True))
+            tree, origin = tree_from_facts(facts), "files"
+            notes.append("no usable DICOMDIR: the tree was built from the files' headers")
+        files = [{"path": e.path, "size": e.size, "kind": e.kind}
+                 for e in fsi.index.entries]
+        body = {"medium": {"path": source.label, "kind": source.description,
+                           "volume_id": source.volume_id,
+                           "fileset_id": fsi.directory.fileset_id if fsi.usable else None,
+                           "dicomdir": getattr(fsi.dicomdir_entry, "path", None),
+                           "dicomdir_format": (fsi.dicomdir_facts.kind
+                                               if fsi.dicomdir_facts else None)},
+                "source": origin, "notes": notes, "tree": tree, "files": files}
+    if as_json:
+        write_json("-", "mediasec.ls/1", body)
+        return 0
+    click.echo(render_ls(body))
+    for n in notes:
+        click.echo(f"mediasec: {medium}: note: {n}", err=True)
+    return 0
+
+
+def render_ls(body: dict) -> str:
+    m = body["medium"]
+    lines = [f"{m['path']}: {m['kind']}"
+             + (f", File-set ID {m['fileset_id']!r}" if m.get("fileset_id") else "")
+             + f" (tree from {body['source']})"]
+
+    def leaf_line(n: dict, indent: str) -> str:
+        num = f" #{n['instance_number']}" if n.get("instance_number") else ""
+        return f"{indent}{n.get('path') or n.get('file_id')}  {n['type']}{num}"
+
+    for node in body["tree"]:
+        t = node.get("type")
+        if t == "PATIENT":
+            lines.append(f"Patient {node.get('patient_name') or '-'} "
+                         f"[{node.get('patient_id') or '-'}]")
+            for st in node.get("children", ()):
+                desc = f" {st['study_description']!r}" if st.get("study_description") else ""
+                lines.append(f"  Study {st.get('study_date') or '-'}{desc} "
+                             f"{st.get('study_uid') or ''}")
+                for se in st.get("children", ()):
+                    kids = se.get("children", ())
+                    lines.append(f"    Series {se.get('series_number') or '-'} "
+                                 f"{se.get('modality') or '-'} ({_plural(len(kids), 'file')})")
+                    for leaf in kids:
+                        lines.append(leaf_line(leaf, "      "))
+        elif node.get("path") or node.get("file_id"):
+            lines.append(leaf_line(node, ""))
+    if body["source"] == "none":
+        for f in body["files"]:
+            lines.append(f"{f['path']}  {f['size']} bytes")
+    return "\n".join(lines)
+
+
+# -- extract -----------------------------------------------------------------------------------
+
+@cli.command("extract")
+@click.argument("medium", type=click.Path())
+@click.option("-o", "--output", "output", required=True, type=click.Path(),
+              help="Output folder (must not exist).")
+@with_options(key_options)
+@click.option("--include-invalid", is_flag=True,
+              help="Also write files whose checks failed (when fully decrypted).")
+@click.option("--json", "json_target", default=None, metavar="FILE|-",
+              help="Write the mediasec.extract/1 result to FILE or stdout.")
+@_workers_option
+def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
+                include_invalid, json_target, workers):
+    """Write the medium's valid DICOM files, decrypted, into a new folder."""
+    decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
+    tc, ders = load_trust(trust)
+    spec = medium_spec(medium)
+    staging = StagingDir(output)
+    with staging as root:
+        with Pool(workers or default_workers(), initializer=worker_init,
+                  initargs=(spec, payload, ders,
+                            {"staging": root, "include_invalid": include_invalid})) as pool:
+            with open_medium(medium) as source:
+                fsi = index_medium(source, decrypters=decrypters, trust=tc)
+                if fsi.dicomdir_secure and not decrypters:
+                    raise UsageError("the medium is encrypted; give --key/--cert or "
+                                     "--password-env", path=medium, code="USAGE_NO_KEY")
+                tasks = plan_extract(fsi)
+                results = list(pool.map(worker_extract, tasks))
+        findings = list(fsi.medium_findings)
+        if fsi.dicomdir_result is not None:
+            findings += [f for f in fsi.dicomdir_result.findings
+                         if f.outcome is not Outcome.PASSED]
+        for path, fs in sorted(fsi.missing.items()):
+            findings += [f.__class__(f.code, f.outcome, f"{path}: {f.message}", f.detail)
+                         for f in fs if path not in {t.path for t in tasks}]
+        report = ExtractReport(output, tuple(results), tuple(findings))
+        if report.written:
+            staging.commit()
+    doc = report.to_dict()
+    if json_target:
+        write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
+                                                if k not in ("schema", "version")})
+    if json_target != "-":
+        c = doc["counts"]
+        click.echo(f"{output}: {c['written']} of {c['files']} files extracted, "
+                   f"{c['skipped']} skipped, {c['failed']} failed"
+                   + ("" if report.written else " (nothing written; no output folder made)"))
+        for r in results:
+            if r.output is None and r.kind in ("plain", "secure", "unreadable"):
+                bad = [f for f in r.findings if f.outcome is Outcome.FAILED]
+                if bad:
+                    click.echo(f"mediasec: {r.path}: {bad[0].code}: {bad[0].message}",
+                               err=True)
+    return 1 if report.outcome is Outcome.FAILED else 0
