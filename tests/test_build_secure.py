@@ -173,7 +173,8 @@ def test_label_data(tmp_path):
 
 # -- spanning -------------------------------------------------------------------------------
 
-def _pile(tmp_path, studies=3, per=6, rows=64):
+def _pile(tmp_path, studies=3, per=6, rows=256):
+    """``studies`` studies of ``per`` CT images (256 x 256 x 16 bits: 128 KiB each)."""
     src = tmp_path / "pile"
     for s in range(studies):
         ct_series(src / f"s{s}", per, patient="P1", study=f"ST{s}", series=f"SE{s}",
@@ -184,7 +185,7 @@ def _pile(tmp_path, studies=3, per=6, rows=64):
 def test_span_splits_at_study_boundaries(tmp_path):
     src = _pile(tmp_path)
     out = tmp_path / "job.iso"
-    # ~50 KB per study: a 1.1 MiB "medium" holds one study (plus the fixed allowances)
+    # ~770 KB per study: a 1.2 MB "medium" holds one study (plus the image's own overhead)
     res = run_cli("build", src, "-o", out, *RECIP, "--span", "--capacity", str(1_200_000),
                   "--json", tmp_path / "r.json")
     assert res.code == 0, res
@@ -204,6 +205,28 @@ def test_span_splits_at_study_boundaries(tmp_path):
         seen |= studies
     assert len(seen) == 3
     assert not out.exists()
+    # every disc of the set verifies clean on its own (its own DICOMDIR, all files opened)
+    for im in images:
+        res = run_cli("verify", im["path"], "--key", PKI / "recipient-2048.key.pem",
+                      "--cert", PKI / "recipient-2048.pem", "--json", "-")
+        assert res.code == 0, res
+        report = json.loads(res.stdout)
+        assert report["outcome"] == "passed"
+        assert report["counts"]["failed"] == 0
+        assert report["counts"]["files"] == len(im["files"]) + 1  # + MANIFEST.SHA
+
+
+def test_span_on_dvd_with_udf_overhead(tmp_path):
+    """The DVD bridge adds a UDF File Entry per file; the estimate keeps discs in capacity."""
+    src = _pile(tmp_path)
+    out = tmp_path / "dvd.iso"
+    cap = 1_600_000
+    res = run_cli("build", src, "-o", out, *RECIP, "--profile", "STD-GEN-SEC-DVD-JPEG",
+                  "--span", "--capacity", str(cap), "--json", tmp_path / "r.json")
+    assert res.code == 0, res
+    images = json.loads((tmp_path / "r.json").read_text())["images"]
+    assert len(images) >= 2
+    assert all(os.path.getsize(im["path"]) <= cap for im in images)
 
 
 def test_too_big_without_span_is_refused_before_writing(tmp_path):
@@ -215,7 +238,7 @@ def test_too_big_without_span_is_refused_before_writing(tmp_path):
 
 
 def test_series_too_big_for_any_disc_is_refused(tmp_path):
-    src = _pile(tmp_path, studies=1, per=40)
+    src = _pile(tmp_path, studies=1, per=10)  # one 1.3 MB series
     out = tmp_path / "job.iso"
     res = run_cli("build", src, "-o", out, *RECIP, "--span", "--capacity", str(1_100_000))
     assert_one_line_error(res, 2, "cannot be split")

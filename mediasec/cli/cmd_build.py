@@ -32,13 +32,13 @@ from mediasec.cms.secure import ProtectOptions
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
 from mediasec.io.fs import AtomicOutput, env_error
-from mediasec.io.iso import IsoFile, write_iso
+from mediasec.io.iso import IsoFile, IsoImage
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.build import (BuildResult, ScanResult, plan_build, release_scan_values,
                                   scan_inputs)
-from mediasec.media.disc import (MANIFEST_NAME, BytesFile, Placeholder, TeeProducer, disc_bytes,
-                                 label_data, manifest_bytes, manifest_line_size, pdi_files,
-                                 split_for_media)
+from mediasec.media.disc import (MANIFEST_NAME, SECTOR, BytesFile, Overhead, Placeholder,
+                                 TeeProducer, estimate_disc_bytes, label_data, manifest_bytes,
+                                 manifest_line_size, pdi_files, split_for_media)
 from mediasec.media.secure import make_protector
 
 DEFAULT_FOLDER_PROFILE = "STD-GEN-USB-JPEG"
@@ -146,15 +146,17 @@ class _Disc:
 
 
 class _Writing:
+    """The producers of one medium: hashing tees around (worker-made) bytes; entering it
+    starts the workers."""
+
     def __init__(self, disc: _Disc, reporter, workers: int):
         self.disc = disc
         self.prefetch = Prefetcher([p for _c, p, _r in disc.files], workers=workers)
-        self.reporter = reporter
+        self.tees = [TeeProducer(w, reporter.bytes, "/".join(c))
+                     for (c, _p, _r), w in zip(disc.files, self.prefetch.wrapped)]
 
     def __enter__(self):
         self.prefetch.__enter__()
-        self.tees = [TeeProducer(w, self.reporter.bytes, "/".join(c))
-                     for (c, _p, _r), w in zip(self.disc.files, self.prefetch.wrapped)]
         return self
 
     def __exit__(self, *exc):
@@ -231,16 +233,22 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                        on_progress=reporter.event)
     whole = plan_build(scan, profile=unbounded, opener=open_input, fileset_uid=base_uid,
                        fileset_id=fileset_id, fill_missing=fill_missing, protect=protect)
-    reserve = 64 * 1024 + (3 * 2048 if pdi else 0) + (2048 if not no_manifest else 0)
+    udf = iso and profile.family in ("dvd", "bd")
+    overhead = Overhead(udf=udf) if iso else Overhead(udf=False)
+    # the DICOMDIR, PDI pages and their folder, and the manifest: a few sectors each
+    reserve = 4 * SECTOR + (4 * SECTOR if pdi else 0)
     groups = [None]
-    if cap is not None and disc_bytes(f.size for f in whole.files) + reserve + (1 << 20) > cap:
+    need = estimate_disc_bytes([f.size for f in whole.files],
+                               len({f.file_id[:k] for f in whole.files
+                                    for k in range(1, len(f.file_id))}), overhead)
+    if cap is not None and need + reserve > cap:
         if not span:
-            raise InputError(f"{disc_bytes(f.size for f in whole.files)} bytes do not fit on "
-                             f"one {profile.medium} ({cap} bytes); add --span to split the job "
-                             "over several media at study boundaries", path=output,
-                             code="PLAN_CAPACITY")
+            raise InputError(f"about {need + reserve} bytes do not fit on one {profile.medium} "
+                             f"({cap} bytes); add --span to split the job over several media "
+                             "at study boundaries", path=output, code="PLAN_CAPACITY")
         size_of = {f.source: f.size for f in whole.files if f.role == "instance"}
-        groups = split_for_media(whole.model, size_of.__getitem__, cap, reserve=reserve)
+        groups = split_for_media(whole.model, size_of.__getitem__, cap, reserve=reserve,
+                                 overhead=overhead)
     names = _disc_names(output, len(groups), iso)
     for n in names[1:] if len(names) > 1 else ():
         _check_output(n)
@@ -267,10 +275,6 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         if not no_manifest:
             msize = sum(manifest_line_size("/".join(c)) for c in covered)
             files.append(((MANIFEST_NAME,), Placeholder(msize), "manifest"))
-        total = disc_bytes(p.size for _c, p, _r in files)
-        if cap is not None and total + (1 << 20) > cap:
-            raise InputError(f"disc {i} needs {total} bytes, over the {cap}-byte capacity",
-                             path=names[i - 1], code="PLAN_CAPACITY")
         discs.append(_Disc(plan, files, covered if not no_manifest else []))
 
     release_scan_values(scan)  # every plan is made: the records hold what is needed
@@ -280,13 +284,19 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         outs = [AtomicOutput(n, anonymous=True) for n in names]
         try:
             for i, (disc, out) in enumerate(zip(discs, outs), 1):
-                with disc.writing(reporter, workers) as w:
-                    size = write_iso(
-                        [IsoFile(c, t, "/".join(c)) for (c, _p, _r), t in zip(disc.files, w.tees)],
-                        out, volume_id=fileset_id, udf=profile.family in ("dvd", "bd"),
-                        interchange_level=1 if profile.family == "cd" else 3,
-                        set_size=len(discs), seqnum=i,
-                        patch={} if no_manifest else {(MANIFEST_NAME,): w.manifest})
+                w = disc.writing(reporter, workers)
+                image = IsoImage(
+                    [IsoFile(c, t, "/".join(c)) for (c, _p, _r), t in zip(disc.files, w.tees)],
+                    volume_id=fileset_id, udf=udf,
+                    interchange_level=1 if profile.family == "cd" else 3,
+                    set_size=len(discs), seqnum=i, name=out.target)
+                if cap is not None and image.size > cap:
+                    raise InputError(f"the image needs {image.size} bytes, over the {cap}-byte "
+                                     "capacity of the medium", path=out.target,
+                                     code="PLAN_CAPACITY")
+                with w:
+                    size = image.write(out, patch={} if no_manifest else
+                                       {(MANIFEST_NAME,): w.manifest})
                     digests.append([t.sha256 for t in w.tees])
                 written.append(size)
             for out in outs:

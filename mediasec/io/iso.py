@@ -11,7 +11,7 @@ File-set ID; "disc n of m" is the volume set size and sequence number.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from typing import Callable
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
@@ -19,7 +19,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from mediasec.errors import InternalError, UsageError
 from mediasec.io.fs import env_error
 
-__all__ = ["LazyReader", "IsoFile", "write_iso", "iso_size_estimate", "SECTOR"]
+__all__ = ["LazyReader", "IsoFile", "IsoImage", "write_iso", "SECTOR"]
 
 SECTOR = 2048
 
@@ -91,63 +91,75 @@ class IsoFile:
         self.name = name or "/".join(components)
 
 
-def iso_size_estimate(sizes: Iterable[int], n_dirs: int) -> int:
-    """An upper bound of the image size: data rounded to sectors plus metadata."""
-    data = sum(-(-s // SECTOR) * SECTOR for s in sizes)
-    return data + (64 + 4 * n_dirs) * SECTOR + 1024 * 1024
-
-
 def _iso_name(components: tuple[str, ...]) -> str:
     """PS3.12 F: ``A/B/C`` -> ``/A/B/C.;1``; a name with an extension keeps it (``README.TXT;1``)."""
     last = components[-1]
     return "/" + "/".join(components[:-1] + (last + (";1" if "." in last else ".;1"),))
 
 
-def write_iso(files: list[IsoFile], out, *, volume_id: str = "", udf: bool = False,
-              interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,
-              patch: dict | None = None, blocksize: int = 1 << 20) -> int:
-    """Lay out ``files`` and write the image into the open ``AtomicOutput`` ``out``.
+class IsoImage:
+    """An image laid out from planned sizes: ``size`` is exact before any byte is made."""
 
-    ``patch`` maps a file's components to a callable returning its final bytes, called
-    after every other file has been written (the manifest: its size is planned, its
-    content is known only at the end); the image is then patched in place. Returns the
-    image size. The caller commits ``out``.
-    """
-    iso = pycdlib.PyCdlib()
-    try:
-        iso.new(interchange_level=interchange_level, sys_ident="", vol_ident=volume_id,
-                set_size=set_size, seqnum=seqnum, udf="2.60" if udf else None,
-                app_ident_str="MEDIASEC")
-    except PyCdlibException as exc:
-        raise UsageError(f"cannot make the image: {exc}", path=out.target,
-                         code="ISO_PARAMETERS") from exc
-    made = set()
-    try:
-        for f in files:
-            for depth in range(1, len(f.components)):
-                d = f.components[:depth]
-                if d not in made:
-                    made.add(d)
-                    iso.add_directory("/" + "/".join(d),
-                                      udf_path=("/" + "/".join(d)) if udf else None)
-            iso.add_fp(LazyReader(f.producer, f.name), f.producer.size,
-                       iso_path=_iso_name(f.components),
-                       udf_path=("/" + "/".join(f.components)) if udf else None)
-    except PyCdlibException as exc:
-        raise InternalError(f"image layout failed: {exc}") from exc
-    fp = out.open()
-    try:
-        iso.write_fp(fp, blocksize=blocksize)
-        for components, make in (patch or {}).items():
-            rec = iso.get_record(iso_path=_iso_name(components))
-            data = make()
-            if len(data) != rec.get_data_length():
-                raise InternalError(f"{'/'.join(components)}: planned "
-                                    f"{rec.get_data_length()} bytes, made {len(data)}")
-            os.pwrite(out.fileno, data, rec.extent_location() * SECTOR)
-        size = os.fstat(out.fileno).st_size
-    except OSError as exc:
-        raise env_error(exc, out.target) from exc
-    finally:
-        iso.close()
-    return size
+    def __init__(self, files: list[IsoFile], *, volume_id: str = "", udf: bool = False,
+                 interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,
+                 name: str = "image"):
+        self._iso = iso = pycdlib.PyCdlib()
+        try:
+            iso.new(interchange_level=interchange_level, sys_ident="", vol_ident=volume_id,
+                    set_size=set_size, seqnum=seqnum, udf="2.60" if udf else None,
+                    app_ident_str="MEDIASEC")
+        except PyCdlibException as exc:
+            raise UsageError(f"cannot make the image: {exc}", path=name,
+                             code="ISO_PARAMETERS") from exc
+        made = set()
+        try:
+            for f in files:
+                for depth in range(1, len(f.components)):
+                    d = f.components[:depth]
+                    if d not in made:
+                        made.add(d)
+                        iso.add_directory("/" + "/".join(d),
+                                          udf_path=("/" + "/".join(d)) if udf else None)
+                iso.add_fp(LazyReader(f.producer, f.name), f.producer.size,
+                           iso_path=_iso_name(f.components),
+                           udf_path=("/" + "/".join(f.components)) if udf else None)
+            # looking a record up makes pycdlib assign every extent now
+            first = files[0].components
+            iso.get_record(iso_path=_iso_name(first))
+            self.size = iso.pvd.space_size * SECTOR
+        except PyCdlibException as exc:
+            raise InternalError(f"image layout failed: {exc}") from exc
+
+    def write(self, out, *, patch: dict | None = None, blocksize: int = 1 << 20) -> int:
+        """Write into the open ``AtomicOutput`` ``out``; the caller commits it.
+
+        ``patch`` maps a file's components to a callable returning its final bytes, called
+        after every other file has been written (the manifest: its size is planned, its
+        content known only at the end); the image is then patched in place.
+        """
+        iso = self._iso
+        fp = out.open()
+        try:
+            iso.write_fp(fp, blocksize=blocksize)
+            for components, make in (patch or {}).items():
+                rec = iso.get_record(iso_path=_iso_name(components))
+                data = make()
+                if len(data) != rec.get_data_length():
+                    raise InternalError(f"{'/'.join(components)}: planned "
+                                        f"{rec.get_data_length()} bytes, made {len(data)}")
+                os.pwrite(out.fileno, data, rec.extent_location() * SECTOR)
+            size = os.fstat(out.fileno).st_size
+        except OSError as exc:
+            raise env_error(exc, out.target) from exc
+        finally:
+            iso.close()
+        if size != self.size:
+            raise InternalError(f"laid out {self.size} bytes, wrote {size}")
+        return size
+
+
+def write_iso(files: list[IsoFile], out, *, patch: dict | None = None,
+              blocksize: int = 1 << 20, **layout) -> int:
+    """Lay out ``files`` and write the image into the open ``AtomicOutput`` ``out``."""
+    return IsoImage(files, name=out.target, **layout).write(out, patch=patch,
+                                                             blocksize=blocksize)

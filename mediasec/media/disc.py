@@ -23,14 +23,35 @@ from mediasec import __version__
 from mediasec.errors import InputError
 from mediasec.media.fileset import FileSetModel
 
-__all__ = ["SECTOR", "MANIFEST_NAME", "TeeProducer", "BytesFile", "Placeholder",
-           "manifest_line_size", "manifest_bytes", "split_for_media", "pdi_files",
-           "label_data", "disc_bytes", "study_summaries"]
+__all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "TeeProducer", "BytesFile", "Placeholder",
+           "manifest_line_size", "manifest_bytes", "split_for_media", "estimate_disc_bytes",
+           "pdi_files", "label_data", "disc_bytes", "study_summaries"]
 
 SECTOR = 2048
 MANIFEST_NAME = "MANIFEST.SHA"
-#: fixed allowance per medium for volume descriptors, path tables and directories
-_FIXED_OVERHEAD = 1 << 20
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """A generous estimate of what an image adds to its files (measured on pycdlib's
+    layout): system area, volume descriptors and path tables (with UDF, its anchor at
+    sector 256 and descriptor sequences); a sector per directory and, with UDF, a File
+    Entry sector per file and per directory; per instance its DICOMDIR record and manifest
+    line. The exact size is checked after layout, before writing."""
+
+    udf: bool = False
+
+    @property
+    def fixed(self) -> int:
+        return (640 << 10) if self.udf else (128 << 10)
+
+    @property
+    def per_dir(self) -> int:
+        return 2 * SECTOR if self.udf else SECTOR
+
+    @property
+    def per_file(self) -> int:
+        return SECTOR + 1024 if self.udf else 1024
 
 
 class TeeProducer:
@@ -113,42 +134,51 @@ def disc_bytes(sizes) -> int:
 
 # -- spanning -----------------------------------------------------------------------------------
 
-def _units(model: FileSetModel, size_of: Callable[[str], int], capacity: int):
-    """(label, [sources], bytes) per study, or per series for a study that alone is too big."""
+def _units(model: FileSetModel, size_of: Callable[[str], int], room: int, ov: Overhead):
+    """(sources, bytes) per study, or per series for a study that alone is too big."""
+    def cost(srcs) -> int:
+        return disc_bytes(size_of(s) for s in srcs) + ov.per_file * len(srcs) + ov.per_dir
+
     for p in model.patients:
         for st in p.children:
             series = [[inst.scanned.source for inst in se.children] for se in st.children]
-            total = sum(disc_bytes(size_of(s) for s in srcs) + 1024 * len(srcs)
-                        for srcs in series)
-            if total + _FIXED_OVERHEAD <= capacity:
-                yield ("study", [s for srcs in series for s in srcs], total)
+            total = sum(cost(srcs) for srcs in series) + 2 * ov.per_dir  # + study, patient
+            if total + ov.fixed <= room:
+                yield [s for srcs in series for s in srcs], total
                 continue
-            for se, srcs in zip(st.children, series):
-                n = disc_bytes(size_of(s) for s in srcs) + 1024 * len(srcs)
-                if n + _FIXED_OVERHEAD > capacity:
+            for srcs in series:
+                n = cost(srcs) + 2 * ov.per_dir
+                if n + ov.fixed > room:
                     raise InputError(
-                        f"one series of {len(srcs)} instances ({n} bytes) does not fit on one "
-                        f"medium of {capacity} bytes, even alone; it cannot be split "
-                        "(a series stays on one disc)", path=srcs[0], code="PLAN_SPAN_IMPOSSIBLE")
-                yield ("series", srcs, n)
+                        f"one series of {len(srcs)} instances ({n} bytes on disc) does not fit "
+                        f"on one medium of {room} usable bytes, even alone; it cannot be split "
+                        "(a series stays on one disc)", path=srcs[0],
+                        code="PLAN_SPAN_IMPOSSIBLE")
+                yield srcs, n
     if model.root_objects:
         srcs = [inst.scanned.source for inst in model.root_objects]
-        yield ("root", srcs, disc_bytes(size_of(s) for s in srcs) + 1024 * len(srcs))
+        yield srcs, disc_bytes(size_of(s) for s in srcs) + ov.per_file * len(srcs)
 
 
 def split_for_media(model: FileSetModel, size_of: Callable[[str], int], capacity: int,
-                    *, reserve: int = 0) -> list[list[str]]:
+                    *, reserve: int = 0, overhead: Overhead = Overhead()) -> list[list[str]]:
     """Sources per medium, in order, filling each up to ``capacity`` minus ``reserve``."""
     room = capacity - reserve
     discs: list[list[str]] = [[]]
-    used = _FIXED_OVERHEAD
-    for _kind, srcs, n in _units(model, size_of, room):
+    used = overhead.fixed
+    for srcs, n in _units(model, size_of, room, overhead):
         if discs[-1] and used + n > room:
             discs.append([])
-            used = _FIXED_OVERHEAD
+            used = overhead.fixed
         discs[-1].extend(srcs)
         used += n
     return discs
+
+
+def estimate_disc_bytes(sizes: list[int], n_dirs: int, overhead: Overhead) -> int:
+    """An upper estimate of an image holding files of ``sizes`` in ``n_dirs`` folders."""
+    return (disc_bytes(sizes) + overhead.fixed + overhead.per_file * len(sizes)
+            + overhead.per_dir * n_dirs)
 
 
 # -- content for people -------------------------------------------------------------------------
