@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -36,25 +35,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def generate_pile(pile: pathlib.Path, n: int, size: int) -> int:
-    from _dicomgen import write_instance
-    per = size // n
-    side = int((per // 2) ** 0.5)
-    total = 0
-    series_per_study, studies = 10, 4
-    per_series = -(-n // (series_per_study * studies))
-    i = 0
-    for st in range(studies):
-        for se in range(series_per_study):
-            for k in range(per_series):
-                if i == n:
-                    break
-                patient = f"P{st % 2}"
-                path = pile / f"PT{st % 2:06d}" / f"ST{st:06d}" / f"SE{se:06d}" / f"IM{k:06d}"
-                write_instance(path, "ct", patient=patient, study=f"S{st}",
-                               series=f"S{st}E{se}", number=k + 1, rows=side, cols=side)
-                total += path.stat().st_size
-                i += 1
-    return total
+    """N CT instances of about size/N bytes in 16 series (File-ID names, so that dcmmkdir
+    indexes the pile in place); the same generator as benchmarks/verify.py."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from verify import make_corpus
+    return make_corpus(pile, n, rows=max(1, size // n // 1024))
 
 
 def timed(cmd, *, cwd=None, shell=False, env=None) -> tuple[float, int, str]:

@@ -4,15 +4,17 @@ pycdlib writes file data in the order files were added, and ``FolderSink`` in pl
 so the order of reads is known before writing starts. ``Prefetcher`` forks the workers
 *after* planning (they inherit the planned producers, keys included, copy-on-write; no
 secret crosses a pipe or touches a file), hands each of them the index of the next small
-file, and each returns that file's stored bytes (ciphertext, for a secure medium) and
-their SHA-256, in order, with a bounded number in flight. Files over ``max_file`` bytes
-are produced in this process, streamed, as before: memory stays bounded by
-``max_inflight * max_file``.
+file, and each writes that file's stored bytes (ciphertext, for a secure medium) into a
+slot of a shared anonymous mapping (made before the fork) and returns its length and
+SHA-256, in order, with ``max_inflight`` in flight: no bytes are pickled through a pipe.
+Files over ``max_file`` bytes are produced in this process, streamed, as before: memory
+stays bounded by ``max_inflight * max_file`` (only the pages a file touches count).
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 from typing import Iterator
 
 from mediasec.errors import InternalError
@@ -21,23 +23,32 @@ from mediasec.io.workers import Pool, default_workers
 __all__ = ["Prefetcher", "PrefetchedProducer"]
 
 _JOBS: list = []
+_SLOTS: mmap.mmap | None = None
+_SLOT_SIZE = 0
 
 
-def _produce(index: int) -> tuple[int, bytearray, str]:
+def _produce(job: tuple[int, int]) -> tuple[int, int, int, str]:
+    """In a worker: make file ``index`` into shared slot ``slot``."""
+    index, slot = job
     producer = _JOBS[index]
-    out = bytearray(producer.size)
+    base = slot * _SLOT_SIZE
+    view = memoryview(_SLOTS)[base:base + _SLOT_SIZE]
     h = hashlib.sha256()
     pos = 0
-    for c in producer.chunks():
-        n = len(c)
-        if pos + n > len(out):
-            raise InternalError(f"a producer made more than its planned {len(out)} bytes")
-        out[pos:pos + n] = c
-        h.update(c)
-        pos += n
-    if pos != len(out):
-        raise InternalError(f"planned {len(out)} bytes, a producer made {pos}")
-    return index, out, h.hexdigest()
+    try:
+        for c in producer.chunks():
+            n = len(c)
+            if pos + n > producer.size:
+                raise InternalError(f"a producer made more than its planned {producer.size} "
+                                    "bytes")
+            view[pos:pos + n] = c
+            h.update(c)
+            pos += n
+    finally:
+        view.release()
+    if pos != producer.size:
+        raise InternalError(f"planned {producer.size} bytes, a producer made {pos}")
+    return index, slot, pos, h.hexdigest()
 
 
 class PrefetchedProducer:
@@ -87,25 +98,38 @@ class Prefetcher:
 
     def __enter__(self) -> "Prefetcher":
         if self._order:
-            global _JOBS
+            global _JOBS, _SLOTS, _SLOT_SIZE
             _JOBS = self._producers
+            _SLOT_SIZE = max(self._producers[i].size for i in self._order)
+            # slot k serves the k-th, (k+N)-th ... file: a slot is reused only after its file
+            # was taken and the next one asked for (Pool.map submits lazily)
+            _SLOTS = mmap.mmap(-1, max(1, _SLOT_SIZE) * self.max_inflight)
             self._pool = Pool(self.workers, max_inflight=self.max_inflight).__enter__()
-            self._results = self._pool.map(_produce, self._order)
+            jobs = [(i, k % self.max_inflight) for k, i in enumerate(self._order)]
+            self._results = self._pool.map(_produce, jobs)
         return self
 
     def __exit__(self, *exc) -> bool:
-        global _JOBS
+        global _JOBS, _SLOTS
         if self._results is not None:
             self._results.close()
         if self._pool is not None:
             self._pool.__exit__(*exc)
         _JOBS = []
+        if _SLOTS is not None:
+            try:
+                _SLOTS.close()
+            except BufferError:  # a view is still alive (an error mid-file): let GC free it
+                pass
+            _SLOTS = None
         return False
 
     def take(self, index: int) -> tuple[bytes, str]:
+        """File ``index``'s bytes (valid until the next ``take``) and their SHA-256."""
         if self._results is None:
             raise InternalError("prefetcher used outside its with block")
-        got, data, digest = next(self._results)
+        got, slot, length, digest = next(self._results)
         if got != index:
             raise InternalError(f"files were read out of the planned order ({got} != {index})")
-        return data, digest
+        base = slot * _SLOT_SIZE
+        return memoryview(_SLOTS)[base:base + length], digest
