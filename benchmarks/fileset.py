@@ -64,10 +64,11 @@ def make_corpus(root: pathlib.Path, n: int, studies: int, series: int) -> None:
     for i in range(n):
         se = i // per_series
         st = se * studies // series
-        b = (data.replace(MARK_SOP.encode(), f"2.25.9{i:036d}".encode())
+        # the Instance Number first: once the UIDs are in, "000001" may occur inside one
+        b = (data.replace(b"000001", f"{i % per_series + 1:06d}".encode(), 1)
+             .replace(MARK_SOP.encode(), f"2.25.9{i:036d}".encode())
              .replace(MARK_SERIES.encode(), f"2.25.8{se:036d}".encode())
-             .replace(MARK_STUDY.encode(), f"2.25.7{st:036d}".encode())
-             .replace(b"000001", f"{i % per_series + 1:06d}".encode(), 1))
+             .replace(MARK_STUDY.encode(), f"2.25.7{st:036d}".encode()))
         folder = root / f"ST{st:06d}" / f"SE{se:06d}"
         if i % per_series == 0:
             folder.mkdir(parents=True, exist_ok=True)
