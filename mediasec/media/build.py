@@ -14,6 +14,8 @@ before the sink is created; ``write_plan`` then writes each output byte once.
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, ContextManager, Iterable, Protocol
@@ -106,6 +108,26 @@ def same_content(opener: Opener) -> Callable[[ScannedFile, ScannedFile], bool]:
     return same
 
 
+def _without_cycle_collector(fn):
+    """Run ``fn`` with Python's cycle collector paused.
+
+    Scanning and planning build tens of thousands of small acyclic objects; each automatic
+    generation-2 collection walks all of them, which made planning grow faster than linearly
+    with the pile (x15 for 8x the files). Reference counting still frees everything.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return wrapper
+
+
+@_without_cycle_collector
 def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, opener: Opener,
                 resolve: Resolver | None = None,
                 on_progress: Progress | None = None) -> ScanResult:
@@ -174,6 +196,7 @@ def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, ope
     return ScanResult(tuple(scans), tuple(skipped), tuple(filesets))
 
 
+@_without_cycle_collector
 def plan_build(scan: ScanResult, *, profile: MediaProfile, opener: Opener, fileset_uid: str,
                fileset_id: str = "", fill_missing: bool = False, protect=None) -> MediumPlan:
     """Every check and decision, before any output exists."""
