@@ -228,6 +228,10 @@ def run(work: pathlib.Path, n: int, rows: int, sample: int) -> int:
     print(f"stored bytes in files: {stored / MB:.0f} MB; verify hashes them twice (SHA-256 of "
           "the ciphertext for MANIFEST.SHA, of the plaintext for the signature) and decrypts "
           "once")
+    floor = 2 * stored / sha + stored / aes
+    print(f"floor of that work alone on two cores (2 x sha256 + aes, no RSA, no parsing): "
+          f"{floor:.2f} s = {floor / limit:.2f}x the limit; per-file remainder of verify: "
+          f"{(wall - floor) / max(1, len(entries)) * 2e3:.2f} ms of CPU per file (two cores)")
     return 0 if (ok1 and ok2 and ok3 and code == 0) else 1
 
 

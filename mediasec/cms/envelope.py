@@ -21,7 +21,7 @@ from mediasec.cms import oids
 from mediasec.cms._ber import (ByteStream, EOC, Header, der_len, expect, is_eoc_next,
                                iter_octets, octets_size, read_element, read_header, skip_eoc,
                                write_octets_header)
-from mediasec.cms.keys import block_cipher, block_size
+from mediasec.cms.keys import block_cipher, block_size, load_recipient_infos
 from mediasec.errors import DecryptionError, InputError, MalformedError, NotCMSError
 from mediasec.policy import CIPHERS
 
@@ -194,8 +194,8 @@ def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     if h.tag != 0x31:
         raise MalformedError(f"expected RecipientInfos SET at byte {h.offset}")
     try:
-        ris = acms.RecipientInfos.load(read_element(s, h, cap=4 << 20))
-        ris.native  # force a full parse now, so damage is reported as such
+        # a full parse now (once per distinct shape on a medium), so damage is reported
+        ris = load_recipient_infos(read_element(s, h, cap=4 << 20))
     except (ValueError, TypeError) as exc:
         raise MalformedError(f"RecipientInfos do not parse: {exc}") from exc
     eci = expect(s, 0x30, "EncryptedContentInfo")

@@ -26,7 +26,8 @@ from mediasec.pki import certs as pcerts
 from mediasec.policy import AlgorithmPolicy, CIPHERS, MIN_PBKDF2_ITERATIONS
 
 __all__ = ["Signer", "RSASigner", "KeyTransportRecipient", "PasswordRecipient", "Decrypter",
-           "KeyDecrypter", "PasswordDecrypter", "block_cipher", "HASHES", "Unwrapped"]
+           "KeyDecrypter", "PasswordDecrypter", "block_cipher", "HASHES", "Unwrapped",
+           "load_recipient_infos"]
 
 HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
           "sha512": hashes.SHA512}
@@ -292,21 +293,36 @@ class Decrypter:
         raise NotImplementedError  # pragma: no cover - interface
 
 
+#: (version, rid, keyEncryptionAlgorithm) encodings of a ktri -> its description: the
+#: same on every file of a medium (only the encrypted key differs), and describing the
+#: issuer Name (``human_friendly``) is costly
+_KTRI_DESCRIPTIONS = pcerts._Memo(64)
+
+
 def describe_recipient(ri: acms.RecipientInfo) -> dict:
     """A PHI-free description of a RecipientInfo, for inspect and error messages."""
     if ri.name == "ktri":
         k = ri.chosen
-        rid = k["rid"]
-        alg = k["key_encryption_algorithm"]["algorithm"].dotted
-        d = {"kind": "ktri", "version": k["version"].native,
-             "key_encryption": {oids.RSA_ENCRYPTION: "rsaEncryption",
-                                oids.RSAES_OAEP: "RSAES-OAEP"}.get(alg, alg)}
-        if rid.name == "issuer_and_serial_number":
-            d["issuer"] = rid.chosen["issuer"].human_friendly
-            d["serial"] = format(rid.chosen["serial_number"].native, "x")
-        else:
-            d["subject_key_identifier"] = rid.chosen.native.hex()
-        return d
+        key = (k["version"].dump(), k["rid"].dump(), k["key_encryption_algorithm"].dump())
+        return dict(_KTRI_DESCRIPTIONS.get(key, lambda: _describe_ktri(k)))
+    return _describe_other(ri)
+
+
+def _describe_ktri(k) -> dict:
+    rid = k["rid"]
+    alg = k["key_encryption_algorithm"]["algorithm"].dotted
+    d = {"kind": "ktri", "version": k["version"].native,
+         "key_encryption": {oids.RSA_ENCRYPTION: "rsaEncryption",
+                            oids.RSAES_OAEP: "RSAES-OAEP"}.get(alg, alg)}
+    if rid.name == "issuer_and_serial_number":
+        d["issuer"] = rid.chosen["issuer"].human_friendly
+        d["serial"] = format(rid.chosen["serial_number"].native, "x")
+    else:
+        d["subject_key_identifier"] = rid.chosen.native.hex()
+    return d
+
+
+def _describe_other(ri: acms.RecipientInfo) -> dict:
     if ri.name == "pwri":
         p = ri.chosen
         kdf = p["key_derivation_algorithm"]
@@ -322,6 +338,70 @@ def describe_recipient(ri: acms.RecipientInfo) -> dict:
                 inner["algorithm"].dotted, inner["algorithm"].dotted)
         return d
     return {"kind": ri.name}
+
+
+def _ktri_key_holes(raw: bytes):
+    """Content ranges of the ``encryptedKey`` OCTET STRINGs of the plain (definite-length)
+    ktri in an encoded RecipientInfos SET, or None when the SET itself is not definite.
+    Other recipient kinds are left as they are."""
+    def tlv(off, end):
+        if off + 2 > end or raw[off] & 0x1F == 0x1F:
+            return None
+        n, p = raw[off + 1], off + 2
+        if n & 0x80:
+            k = n & 0x7F
+            if k == 0 or k > 4 or p + k > end:
+                return None
+            n, p = int.from_bytes(raw[p:p + k], "big"), p + k
+        return (raw[off], p, p + n) if p + n <= end else None
+
+    top = tlv(0, len(raw))
+    if top is None or top[0] != 0x31 or top[2] != len(raw):
+        return None
+    holes = []
+    off = top[1]
+    while off < top[2]:
+        ri = tlv(off, top[2])
+        if ri is None:
+            return None
+        if ri[0] == 0x30:
+            kids, p = [], ri[1]
+            while p < ri[2]:
+                k = tlv(p, ri[2])
+                if k is None:
+                    break
+                kids.append(k)
+                p = k[2]
+            if p == ri[2] and len(kids) == 4 and kids[3][0] == 0x04:
+                holes.append((kids[3][1], kids[3][2]))
+        off = ri[2]
+    return holes
+
+
+#: RecipientInfos encodings, encrypted keys zeroed, known to parse completely
+_RIS_SHAPES = pcerts._Memo(64)
+
+
+def load_recipient_infos(raw: bytes) -> acms.RecipientInfos:
+    """``acms.RecipientInfos.load(raw)``, checked to parse completely as ``.native`` does
+    (ValueError/TypeError on damage), but once per medium: the files of a medium differ
+    only in their ktri encrypted keys (primitive OCTET STRINGs of fixed length, which
+    parse whatever their bytes), so the check is remembered for the encoding with those
+    bytes zeroed."""
+    ris = acms.RecipientInfos.load(raw)
+    holes = _ktri_key_holes(raw)
+    masked = None
+    if holes is not None:
+        buf = bytearray(raw)
+        for a, b in holes:
+            buf[a:b] = bytes(b - a)
+        masked = bytes(buf)
+        if _RIS_SHAPES.lookup(masked) is not None:
+            return ris
+    ris.native
+    if masked is not None:
+        _RIS_SHAPES.put(masked, True)
+    return ris
 
 
 class KeyDecrypter(Decrypter):
@@ -344,13 +424,14 @@ class KeyDecrypter(Decrypter):
             return None
         if self.certificate is None:
             return None
-        ias = pcerts.issuer_and_serial(self.certificate)
-        if rid.chosen["serial_number"].native != ias["serial_number"].native:
+        issuer_der, serial = pcerts.issuer_serial_parts(self.certificate)
+        if rid.chosen["serial_number"].native != serial:
             return False
         # identical DER first: asn1crypto's Name equality runs LDAP string preparation on
         # every attribute (milliseconds per file on a disc of thousands)
         issuer = rid.chosen["issuer"]
-        return issuer.dump() == ias["issuer"].dump() or issuer == ias["issuer"]
+        return (issuer.dump() == issuer_der
+                or issuer == pcerts.issuer_and_serial(self.certificate)["issuer"])
 
     def unwrap(self, infos: acms.RecipientInfos, key_len: int) -> Unwrapped:
         found = []

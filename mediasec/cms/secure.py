@@ -223,18 +223,26 @@ class SecureFileReport:
         return d
 
 
-def _envelope_dict(head: EnvelopedHead) -> dict:
+def _describe_recipients(head: EnvelopedHead) -> list[dict]:
+    return [describe_recipient(ri) for ri in head.recipient_infos]
+
+
+def _envelope_dict(head: EnvelopedHead, descriptions: list[dict] | None = None) -> dict:
+    if descriptions is None:
+        descriptions = _describe_recipients(head)
     return {"content_type": oids.CONTENT_TYPE_NAMES.get(head.content_type, head.content_type),
             "version": head.version, "cipher": head.cipher, "framing": head.framing,
-            "recipients": [describe_recipient(ri) for ri in head.recipient_infos]}
+            "recipients": descriptions}
 
 
-def _legacy_findings(head: EnvelopedHead) -> list[Finding]:
+def _legacy_findings(head: EnvelopedHead, descriptions: list[dict] | None = None
+                     ) -> list[Finding]:
     out = []
     if head.cipher == "3des":
         out.append(Finding("ALG_LEGACY", Outcome.WARNING, "3DES content encryption (legacy)"))
-    for ri in head.recipient_infos:
-        d = describe_recipient(ri)
+    if descriptions is None:
+        descriptions = _describe_recipients(head)
+    for d in descriptions:
         if d["kind"] not in ("ktri", "pwri"):
             out.append(Finding("CMS_ALG_UNSUPPORTED", Outcome.WARNING,
                                f"recipient kind {d['kind']} is not in PS3.15 D.1"))
@@ -268,7 +276,8 @@ def open_secure_file(chunks: Iterable[bytes], *, decrypters: list[Decrypter],
     """
     s = ByteStream(chunks, what="the file")
     head = read_enveloped_head(s)
-    findings = _legacy_findings(head)
+    descriptions = _describe_recipients(head)   # once: findings and the report share them
+    findings = _legacy_findings(head, descriptions)
     unwrapped = _unwrap(head, decrypters)
     findings += [Finding(code, Outcome.WARNING, msg) for code, msg in unwrapped.findings]
     plain = ByteStream(decrypt_chunks(s, head, unwrapped.cek), what="the decrypted content")
@@ -314,7 +323,7 @@ def open_secure_file(chunks: Iterable[bytes], *, decrypters: list[Decrypter],
     elif payload[:2] == b"MZ" or payload[:4] == b"\x7fELF":
         findings.append(Finding("PAYLOAD_PREAMBLE_EXEC", Outcome.WARNING,
                                 "the preamble holds executable magic (PS3.10 §7.5)"))
-    env = _envelope_dict(head)
+    env = _envelope_dict(head, descriptions)
     env["matched_recipient"] = unwrapped.recipient
     return SecureFileReport(env, inner, tuple(findings), tuple(signers))
 

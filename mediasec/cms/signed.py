@@ -385,65 +385,153 @@ def _read_signed(s: ByteStream, seq, sink) -> dict:
         h = read_header(s)
     if h.tag != 0x31:
         raise MalformedError(f"expected SignerInfos at byte {h.offset}")
-    try:
-        infos = acms.SignerInfos.load(read_element(s, h))
-        infos.native
-    except (ValueError, TypeError) as exc:
-        raise MalformedError(f"SignerInfos do not parse: {exc}") from exc
-    skip_eoc(s, seq)
-    certificates = []
-    if cert_raw is not None:
+    raw_infos = read_element(s, h)
+    holes = _signer_holes(raw_infos)
+    masked = _masked(raw_infos, holes) if holes is not None else None
+    infos = None
+    if masked is None or _VALID_SHAPES.lookup(masked) is None:
         try:
-            cs = acms.CertificateSet.load(b"\x31" + cert_raw[1:])
-            for choice in cs:
-                if choice.name == "certificate":
-                    certificates.append(pcerts.from_asn1(choice.chosen))
+            infos = acms.SignerInfos.load(raw_infos)
+            try:
+                _parse_fully(infos)
+            except (ValueError, TypeError):
+                # damaged: the whole-structure parse says how (the message as it always was)
+                infos = acms.SignerInfos.load(raw_infos)
+                infos.native
         except (ValueError, TypeError) as exc:
-            raise MalformedError(f"the certificates do not parse: {exc}") from exc
+            raise MalformedError(f"SignerInfos do not parse: {exc}") from exc
+        if masked is not None:
+            _VALID_SHAPES.put(masked, True)
+    skip_eoc(s, seq)
+    certificates = _load_certificates(cert_raw) if cert_raw is not None else ()
     digests = {n: h.digest() for n, h in feeder.hashes.items()}
-    signers = tuple(_check_signer(si, etype, digests, certificates) for si in infos)
+    key = (masked, etype, tuple(digests), certificates) if masked is not None else None
+    plans = _PLANS.lookup(key) if key is not None else None
+    values = _hole_values(raw_infos, holes, plans) if plans is not None else None
+    if values is None:
+        if infos is None:
+            infos = acms.SignerInfos.load(raw_infos)
+        plans = [_plan_signer(si, etype, digests, certificates) for si in infos]
+        values = [_signer_values(si, p) for si, p in zip(infos, plans)]
+        # remember the plans only when the byte ranges found hold exactly what asn1crypto
+        # read there, so that later files can be read at those ranges
+        if key is not None and _hole_values(raw_infos, holes, plans) == values:
+            _PLANS.put(key, tuple(plans))
+    signers = tuple(_finish_signer(p, digests, *v) for p, v in zip(plans, values))
     if not signers:
         raise MalformedError("SignedData without signers", code="SIG_NO_SIGNER")
     return {"kind": "signedData", "feeder": feeder, "ber": ber or seq.length is None,
-            "signers": signers, "certificates": tuple(certificates)}
+            "signers": signers, "certificates": certificates}
+
+
+#: (asn1crypto class, DER) of parts known to parse completely (``.native`` succeeded).
+#: The parse of a value depends only on its spec and its bytes, and most parts of the
+#: SignerInfos (sid, algorithms, the contentType and signingTime attributes) are the same
+#: on every file of a medium: each distinct part is fully parsed once; the parts that
+#: differ per file (messageDigest, signature) are still parsed every time.
+_PARSED_OK = pcerts._Memo(512)
+#: the raw ``certificates [0]`` field -> the cryptography certificates it carries (every
+#: file of a medium carries the same bytes); only successful parses are remembered
+_CERT_SETS = pcerts._Memo(32)
+
+
+def _parse_part(v) -> None:
+    """``v.native`` (which parses ``v`` completely, raising ValueError/TypeError on damage),
+    once per distinct (spec, tagging, encoding)."""
+    key = (type(v), v.explicit, v.implicit, v.tag, v.dump())
+    _PARSED_OK.get(key, lambda: v.native or True)
+
+
+def _parse_fully(infos: acms.SignerInfos) -> None:
+    """What ``infos.native`` checks (every child of every SignerInfo parsed completely,
+    extra trailing children included), each field - and each attribute of the attribute
+    sets - on its own, so that the parts common to all files are parsed once."""
+    for si in infos:
+        for i in range(len(si)):
+            v = si[i]
+            if isinstance(v, acms.CMSAttributes):
+                for attr in v:
+                    _parse_part(attr)
+            else:
+                _parse_part(v)
+
+
+def _load_certificates(cert_raw: bytes) -> tuple:
+    def make() -> tuple:
+        try:
+            cs = acms.CertificateSet.load(b"\x31" + cert_raw[1:])
+            return tuple(pcerts.from_asn1(choice.chosen) for choice in cs
+                         if choice.name == "certificate")
+        except (ValueError, TypeError) as exc:
+            raise MalformedError(f"the certificates do not parse: {exc}") from exc
+    return _CERT_SETS.get(cert_raw, make)
 
 
 def _find_cert(sid, certificates):
-    for c in certificates:
-        if sid.name == "issuer_and_serial_number":
-            ias = pcerts.issuer_and_serial(c)
+    if sid.name == "issuer_and_serial_number":
+        want = sid.chosen
+        want_serial = want["serial_number"].native
+        want_issuer = want["issuer"]
+        want_der = want_issuer.dump()
+        for c in certificates:
+            issuer_der, serial = pcerts.issuer_serial_parts(c)
             # identical DER first (asn1crypto's Name equality string-preps every value)
-            if (ias["serial_number"].native == sid.chosen["serial_number"].native
-                    and (ias["issuer"].dump() == sid.chosen["issuer"].dump()
-                         or ias["issuer"] == sid.chosen["issuer"])):
+            if serial == want_serial and (
+                    issuer_der == want_der
+                    or pcerts.issuer_and_serial(c)["issuer"] == want_issuer):
                 return c
-        elif pcerts.subject_key_id(c) == sid.chosen.native:
+        return None
+    ski = sid.chosen.native
+    for c in certificates:
+        if pcerts.subject_key_id(c) == ski:
             return c
     return None
 
 
-def _check_signer(si: acms.SignerInfo, etype: str, digests: dict, certificates) -> SignerResult:
+@dataclass(frozen=True)
+class _SignerPlan:
+    """What a SignerInfo says apart from its messageDigest value and signature: the same on
+    every file of a medium, so it is worked out once per distinct encoding (see
+    ``_read_signed``). ``stage`` is where the checks stop: ``no_digest``, ``attrs_count``,
+    ``attrs_type`` (final, whatever the content), ``cert_missing``, ``not_rsa``,
+    ``bad_padding`` (final but for ``intact``), or ``verify``."""
+
+    stage: str
+    subject: str | None
+    cert: object | None
+    dname: str
+    sig_name: str
+    signing_time: _dt.datetime | None
+    has_attrs: bool                   # signedAttrs present and not empty
+    findings0: tuple                  # findings before the key size is known
+    bits: int | None = None
+    findings1: tuple = ()             # findings with the key size
+    pub: object | None = None
+    pad: object | None = None
+    hash_alg: object | None = None
+    error: str | None = None          # the bad_padding message
+
+
+def _plan_signer(si: acms.SignerInfo, etype: str, digest_names, certificates) -> _SignerPlan:
     findings = []
     dname = oids.DIGEST_NAME.get(si["digest_algorithm"]["algorithm"].dotted, "?")
     sig_alg = si["signature_algorithm"]
-    sig_oid = sig_alg["algorithm"].dotted
+    sig_name = _sig_alg_name(sig_alg["algorithm"].dotted)
     cert = _find_cert(si["sid"], certificates)
     subject = pcerts.describe(cert) if cert is not None else None
-    bits = None
     signing_time = None
     if dname == "sha1":
         findings.append(("ALG_LEGACY", "SHA-1 signature digest"))
 
-    def result(intact, valid, error):
-        return SignerResult(subject, cert, dname, _sig_alg_name(sig_oid), signing_time, bits,
-                            intact, valid, error, tuple(findings))
+    def plan(stage, has_attrs=False, **kw):
+        return _SignerPlan(stage, subject, cert, dname, sig_name, signing_time, has_attrs,
+                           tuple(findings), **kw)
 
-    if dname not in digests:
-        return result(False, False, IntegrityError(
-            "a signer's digest algorithm is not among SignedData.digestAlgorithms"))
-    computed = digests[dname]
+    if dname not in digest_names:
+        return plan("no_digest")
     sa = si["signed_attrs"]
-    if sa.contents is not None and len(sa):
+    has_attrs = sa.contents is not None and len(sa) > 0
+    if has_attrs:
         values = {}
         for attr in sa:
             values.setdefault(attr["type"].dotted, []).extend(attr["values"])
@@ -453,49 +541,213 @@ def _check_signer(si: acms.SignerInfo, etype: str, digests: dict, certificates) 
         if st:
             signing_time = st[0].native
         if len(md) != 1 or len(ct) != 1:
-            return result(False, False, SignatureError(
-                "signedAttrs lack exactly one contentType and messageDigest",
-                code="SIG_ATTRS"))
+            return plan("attrs_count", True)
         if ct[0].dotted != etype:
-            return result(False, False, SignatureError(
-                "the signed contentType does not match the eContentType", code="SIG_ATTRS"))
-        intact = hmac.compare_digest(md[0].native, computed)
-        signed_bytes = b"\x31" + der_len(len(sa.contents)) + sa.contents
-        prehashed = False
-    else:
-        intact = True  # checked by the signature itself
-        signed_bytes = computed
-        prehashed = True
+            return plan("attrs_type", True)
     if cert is None:
-        err = SignatureError("the signer's certificate is not in the file",
-                             code="SIG_CERT_MISSING")
-        if not intact:
-            err = IntegrityError("the content does not match the signed messageDigest")
-        return result(intact, False, err)
+        return plan("cert_missing", has_attrs)
     pub = cert.public_key()
     if not isinstance(pub, rsa.RSAPublicKey):
-        return result(intact, False, SignatureError("the signer's key is not RSA",
-                                                    code="SIG_ALG_UNSUPPORTED"))
+        return plan("not_rsa", has_attrs)
     bits = pub.key_size
+    findings0 = tuple(findings)
     if bits < 2048:
         findings.append(("ALG_LEGACY", f"RSA-{bits} signer key"))
     try:
         pad, hash_alg = _signature_padding(sig_alg, dname)
     except InputError as exc:
-        return result(intact, False, SignatureError(exc.message, code="SIG_ALG_UNSUPPORTED"))
+        return _SignerPlan("bad_padding", subject, cert, dname, sig_name, signing_time,
+                           has_attrs, findings0, bits, tuple(findings), error=exc.message)
+    return _SignerPlan("verify", subject, cert, dname, sig_name, signing_time, has_attrs,
+                       findings0, bits, tuple(findings), pub, pad, hash_alg)
+
+
+def _signer_values(si: acms.SignerInfo, p: _SignerPlan) -> tuple:
+    """(messageDigest value, signature, signedAttrs contents) as asn1crypto reads them
+    (None where the plan does not need them)."""
+    if p.stage in ("no_digest", "attrs_count", "attrs_type"):
+        return None, None, None
+    sa = si["signed_attrs"]
+    md_value = sa_contents = None
+    if p.has_attrs:
+        md = [v for attr in sa if attr["type"].dotted == oids.ATTR_MESSAGE_DIGEST
+              for v in attr["values"]]
+        md_value = md[0].native
+        sa_contents = sa.contents
+    return md_value, si["signature"].native, sa_contents
+
+
+def _finish_signer(p: _SignerPlan, digests: dict, md_value, signature, sa_contents
+                   ) -> SignerResult:
+    """The per-file part of a signer's checks: messageDigest against the content digest,
+    then the signature over the signedAttrs as received (or the content digest)."""
+    def result(intact, valid, error, bits=None, findings=p.findings0):
+        return SignerResult(p.subject, p.cert, p.dname, p.sig_name, p.signing_time, bits,
+                            intact, valid, error, findings)
+
+    stage = p.stage
+    if stage == "no_digest":
+        return result(False, False, IntegrityError(
+            "a signer's digest algorithm is not among SignedData.digestAlgorithms"))
+    if stage == "attrs_count":
+        return result(False, False, SignatureError(
+            "signedAttrs lack exactly one contentType and messageDigest", code="SIG_ATTRS"))
+    if stage == "attrs_type":
+        return result(False, False, SignatureError(
+            "the signed contentType does not match the eContentType", code="SIG_ATTRS"))
+    computed = digests[p.dname]
+    if p.has_attrs:
+        intact = hmac.compare_digest(md_value, computed)
+        signed_bytes = b"\x31" + der_len(len(sa_contents)) + sa_contents
+        prehashed = False
+    else:
+        intact = True  # checked by the signature itself
+        signed_bytes = computed
+        prehashed = True
+    if stage == "cert_missing":
+        err = SignatureError("the signer's certificate is not in the file",
+                             code="SIG_CERT_MISSING")
+        if not intact:
+            err = IntegrityError("the content does not match the signed messageDigest")
+        return result(intact, False, err)
+    if stage == "not_rsa":
+        return result(intact, False, SignatureError("the signer's key is not RSA",
+                                                    code="SIG_ALG_UNSUPPORTED"))
+    if stage == "bad_padding":
+        return result(intact, False, SignatureError(p.error, code="SIG_ALG_UNSUPPORTED"),
+                      p.bits, p.findings1)
     try:
-        pub.verify(si["signature"].native, signed_bytes, pad,
-                   Prehashed(hash_alg) if prehashed else hash_alg)
+        p.pub.verify(signature, signed_bytes, p.pad,
+                     Prehashed(p.hash_alg) if prehashed else p.hash_alg)
         valid = True
     except InvalidSignature:
         valid = False
     if not intact:
         return result(False, valid, IntegrityError(
-            "the content does not match the signed messageDigest (tampered)"))
+            "the content does not match the signed messageDigest (tampered)"),
+            p.bits, p.findings1)
     if not valid:
         return result(True, False, SignatureError("the signature does not verify (tampered "
-                                                  "signed attributes or signature)"))
-    return result(True, True, None)
+                                                  "signed attributes or signature)"),
+                      p.bits, p.findings1)
+    return result(True, True, None, p.bits, p.findings1)
+
+
+def _check_signer(si: acms.SignerInfo, etype: str, digests: dict, certificates) -> SignerResult:
+    p = _plan_signer(si, etype, digests, certificates)
+    return _finish_signer(p, digests, *_signer_values(si, p))
+
+
+# -- the per-medium fast path for SignerInfos ---------------------------------------------------
+
+_MD_OID_DER = bytes.fromhex("06092a864886f70d010904")
+
+
+def _tlv(buf: bytes, off: int, end: int):
+    """(tag, content start, content end) of a definite-length TLV; None otherwise."""
+    if off + 2 > end:
+        return None
+    tag = buf[off]
+    if tag & 0x1F == 0x1F:
+        return None
+    n = buf[off + 1]
+    p = off + 2
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or p + k > end:
+            return None
+        n = int.from_bytes(buf[p:p + k], "big")
+        p += k
+    if p + n > end:
+        return None
+    return tag, p, p + n
+
+
+def _signer_holes(raw: bytes):
+    """Where each SignerInfo's per-file values lie in the encoded SignerInfos:
+    ``[(messageDigest value range | None, signature range, signedAttrs contents range |
+    None)]``, or None when the encoding is not the plain definite-length layout
+    (version, sid, digestAlgorithm, [0] signedAttrs?, signatureAlgorithm, OCTET STRING
+    signature, [1] unsignedAttrs?). Only used to *locate* bytes; what they mean is always
+    established by asn1crypto (and checked against these ranges) first."""
+    top = _tlv(raw, 0, len(raw))
+    if top is None or top[0] != 0x31 or top[2] != len(raw):
+        return None
+    out = []
+    off, end = top[1], top[2]
+    while off < end:
+        si = _tlv(raw, off, end)
+        if si is None or si[0] != 0x30:
+            return None
+        kids = []
+        p = si[1]
+        while p < si[2]:
+            k = _tlv(raw, p, si[2])
+            if k is None:
+                return None
+            kids.append(k)
+            p = k[2]
+        if len(kids) < 5 or kids[0][0] != 0x02 or kids[2][0] != 0x30:
+            return None
+        i, sa = 3, None
+        if kids[3][0] == 0xA0:
+            sa, i = kids[3], 4
+        if len(kids) < i + 2 or kids[i][0] != 0x30 or kids[i + 1][0] != 0x04:
+            return None
+        rest = kids[i + 2:]
+        if rest and (len(rest) != 1 or rest[0][0] != 0xA1):
+            return None
+        md, found = None, 0
+        if sa is not None:
+            p = sa[1]
+            while p < sa[2]:
+                a = _tlv(raw, p, sa[2])
+                if a is None or a[0] != 0x30:
+                    return None
+                p = a[2]
+                if raw[a[1]:a[1] + len(_MD_OID_DER)] == _MD_OID_DER:
+                    found += 1
+                    vs = _tlv(raw, a[1] + len(_MD_OID_DER), a[2])
+                    if vs is not None and vs[0] == 0x31 and vs[2] == a[2]:
+                        v = _tlv(raw, vs[1], vs[2])
+                        if v is not None and v[0] == 0x04 and v[2] == vs[2]:
+                            md = (v[1], v[2])
+            if found != 1:
+                md = None
+        out.append((md, kids[i + 1][1:], sa[1:] if sa is not None else None))
+        off = si[2]
+    return out
+
+
+def _masked(raw: bytes, holes) -> bytes:
+    """``raw`` with the messageDigest values and signatures zeroed: files whose SignerInfos
+    differ only there have the same masked encoding. Those holes are primitive OCTET
+    STRING contents of fixed length, which parse whatever their bytes."""
+    buf = bytearray(raw)
+    for md, sig, _sa in holes:
+        for r in (md, sig):
+            if r is not None:
+                buf[r[0]:r[1]] = bytes(r[1] - r[0])
+    return bytes(buf)
+
+
+def _hole_values(raw: bytes, holes, plans) -> list:
+    out = []
+    for (md, sig, sa), p in zip(holes, plans):
+        if p.stage in ("no_digest", "attrs_count", "attrs_type"):
+            out.append((None, None, None))
+            continue
+        if p.has_attrs and (md is None or sa is None):
+            return None
+        out.append((raw[md[0]:md[1]] if p.has_attrs else None, raw[sig[0]:sig[1]],
+                    raw[sa[0]:sa[1]] if p.has_attrs else None))
+    return out
+
+
+#: masked SignerInfos encodings known to parse completely
+_VALID_SHAPES = pcerts._Memo(64)
+#: (masked SignerInfos, eContentType, digest names, certificates) -> signer plans
+_PLANS = pcerts._Memo(64)
 
 
 def _sig_alg_name(oid: str) -> str:

@@ -9,6 +9,7 @@ is checked here: a signer's certificate must allow digitalSignature or nonRepudi
 from __future__ import annotations
 
 import datetime as _dt
+from collections import OrderedDict
 
 from cryptography import x509
 from cryptography.x509 import verification as xv
@@ -40,6 +41,15 @@ def _check_key_usage(cert: x509.Certificate) -> None:
                              "nonRepudiation (key usage)", code="SIG_KEYUSAGE")
 
 
+#: (leaf, carried chain, anchors, intermediates, exact check time) -> outcome. Every file
+#: of a medium carries the same signer chain and (one job) the same signingTime, so the
+#: path validation runs once per medium, not once per file. The key holds the exact time
+#: used (and its UTC offset, which the messages' dates are written in), so files signed at
+#: different times are each validated at their own time.
+_RESULTS: OrderedDict = OrderedDict()
+_RESULTS_MAX = 64
+
+
 def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: TrustContext,
                              signing_time: _dt.datetime | None = None) -> list[x509.Certificate]:
     """Validate ``cert`` to one of ``trust.anchors``; return the chain or raise SignatureError.
@@ -49,6 +59,26 @@ def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: Trust
     at = trust.at or signing_time or _dt.datetime.now(_dt.timezone.utc)
     if at.tzinfo is None:
         at = at.replace(tzinfo=_dt.timezone.utc)
+    key = (cert, tuple(carried), tuple(trust.anchors), tuple(trust.intermediates), at,
+           at.utcoffset())
+    hit = _RESULTS.get(key)
+    if hit is None:
+        try:
+            hit = ("ok", tuple(_validate(cert, carried, trust, at)))
+        except SignatureError as exc:
+            hit = ("error", exc.message, exc.code)
+        _RESULTS[key] = hit
+        if len(_RESULTS) > _RESULTS_MAX:
+            _RESULTS.popitem(last=False)
+    else:
+        _RESULTS.move_to_end(key)
+    if hit[0] == "ok":
+        return list(hit[1])
+    raise SignatureError(hit[1], code=hit[2])
+
+
+def _validate(cert: x509.Certificate, carried, trust: TrustContext,
+              at: _dt.datetime) -> list[x509.Certificate]:
     _check_key_usage(cert)
     _check_time(cert, at)
     if not trust.anchors:
