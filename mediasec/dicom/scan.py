@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable
 
-from mediasec.dicom._elements import BULK_STOP, LONG_VRS, UNDEFINED, strip_value
+from mediasec.dicom._elements import BULK_STOP, UNDEFINED, strip_value
 from mediasec.dicom._transcode import (FileReader, InflateReader, Truncated, iter_implicit,
                                        read_header, walk_undefined)
 from mediasec.errors import InputError, NotDicomError

@@ -28,7 +28,7 @@ from mediasec.dicom.fileid import DICOMDIR, FileId, FileIdAllocator, validate_fi
 from mediasec.dicom.part10 import CHUNK, CONVERTIBLE, converted_size, iter_converted
 from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile
 from mediasec.errors import InputError, InternalError, UsageError
-from mediasec.media.fileset import Entity, FileSetModel, Instance
+from mediasec.media.fileset import FileSetModel, Instance
 
 __all__ = ["Producer", "CopyProducer", "ConvertProducer", "BytesProducer", "write_producer",
            "PlannedFile", "MediumPlan", "plan_medium", "check_transfer_syntaxes",
