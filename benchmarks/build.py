@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def generate_pile(pile: pathlib.Path, n: int, size: int) -> int:
     """N CT instances of about size/N bytes in 16 series (File-ID names, so that dcmmkdir
-    indexes the pile in place); the same generator as benchmarks/verify.py."""
+    indexes the pile in place), from benchmarks/_corpus.py."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from verify import make_corpus
-    return make_corpus(pile, n, rows=max(1, size // n // 1024))
+    from _corpus import make_corpus
+    return make_corpus(pile, n, rows=max(1, size // n // 1024), cols=512)
 
 
 def timed(cmd, *, cwd=None, shell=False, env=None) -> tuple[float, int, str]:

@@ -92,7 +92,7 @@ def step_env_encrypt(src: str, dst: str, chunk: int = MiB) -> int:
     with open(src, "rb", buffering=0) as f, open(dst, "wb", buffering=0) as out:
         size = os.fstat(f.fileno()).st_size
         layout = EnvelopeLayout.build(
-            recipient_infos=[recipient.recipient_info(cek, "aes-256")], inner_type=oids.DATA,
+            recipient_infos=[recipient.recipient_info_der(cek, "aes-256")], inner_type=oids.DATA,
             cipher="aes-256", iv=iv, plain_len=size, chunk=chunk)
         enc = Encryptor("aes-256", cek, iv)
         pbuf = bytearray(chunk)
@@ -479,7 +479,7 @@ class Bench:
         print("== machine")
         print(f"  nproc {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}), "
               f"CPU {model}")
-        print(f"  CPU flags: " + ", ".join(f for f in ("aes", "vaes", "sha_ni", "avx2",
+        print("  CPU flags: " + ", ".join(f for f in ("aes", "vaes", "sha_ni", "avx2",
                                                        "avx512f") if f in flags))
         print(f"  python {platform.python_version()} ({sys.executable})")
         print(f"  openssl CLI: {ossl}")

@@ -29,50 +29,17 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import _dicomgen as gen  # noqa: E402
+import _corpus  # noqa: E402
 
 from mediasec._data import media_profile  # noqa: E402
 from mediasec.io.folder import collect_inputs, open_input  # noqa: E402
 from mediasec.media.build import plan_build, scan_inputs  # noqa: E402
 
 PROFILE = media_profile("STD-GEN-CD")
-MARK_SOP = "2.25.9" + "1" * 36          # 41 characters, patched per instance
-MARK_SERIES = "2.25.8" + "1" * 36
-MARK_STUDY = "2.25.7" + "1" * 36
 
 
 def make_corpus(root: pathlib.Path, n: int, studies: int, series: int) -> None:
-    if root.exists():
-        shutil.rmtree(root)
-    tmpl = gen.make_dataset("ct", rows=64, cols=64, number=1,
-                            extra={"SOPInstanceUID": MARK_SOP, "SeriesInstanceUID": MARK_SERIES,
-                                   "StudyInstanceUID": MARK_STUDY, "InstanceNumber": "000001",
-                                   "SeriesNumber": "0001", "StudyID": "0001"})
-    import pydicom
-    meta = pydicom.dataset.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = tmpl.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = MARK_SOP
-    meta.TransferSyntaxUID = gen.ELE
-    tmpl.file_meta = meta
-    path = root / "template.dcm"
-    root.mkdir(parents=True)
-    tmpl.save_as(path, enforce_file_format=True)
-    data = path.read_bytes()
-    path.unlink()
-    assert data.count(MARK_SOP.encode()) == 2
-    per_series = -(-n // series)
-    for i in range(n):
-        se = i // per_series
-        st = se * studies // series
-        # the Instance Number first: once the UIDs are in, "000001" may occur inside one
-        b = (data.replace(b"000001", f"{i % per_series + 1:06d}".encode(), 1)
-             .replace(MARK_SOP.encode(), f"2.25.9{i:036d}".encode())
-             .replace(MARK_SERIES.encode(), f"2.25.8{se:036d}".encode())
-             .replace(MARK_STUDY.encode(), f"2.25.7{st:036d}".encode()))
-        folder = root / f"ST{st:06d}" / f"SE{se:06d}"
-        if i % per_series == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"IM{i:06d}").write_bytes(b)
+    _corpus.make_corpus(root, n, studies=studies, series=series)
 
 
 def run_ours(root: pathlib.Path) -> dict:

@@ -46,45 +46,14 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "tests"))
 PKI = ROOT / "fixtures" / "pki"
 
-MARK_SOP = "2.25.9" + "1" * 36
-MARK_SERIES = "2.25.8" + "1" * 36
-MARK_STUDY = "2.25.7" + "1" * 36
 MB = 1e6
 
 
 def make_corpus(root: pathlib.Path, n: int, rows: int, series: int = 16) -> int:
-    import pydicom
-    import _dicomgen as gen
-
-    tmpl = gen.make_dataset("ct", rows=rows, cols=512, number=1,
-                            extra={"SOPInstanceUID": MARK_SOP, "SeriesInstanceUID": MARK_SERIES,
-                                   "StudyInstanceUID": MARK_STUDY, "InstanceNumber": "000001",
-                                   "SeriesNumber": "0001", "StudyID": "0001"})
-    meta = pydicom.dataset.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = tmpl.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = MARK_SOP
-    meta.TransferSyntaxUID = gen.ELE
-    tmpl.file_meta = meta
-    root.mkdir(parents=True)
-    path = root / "template.dcm"
-    tmpl.save_as(path, enforce_file_format=True)
-    data = path.read_bytes()
-    path.unlink()
-    per_series = -(-n // series)
-    total = 0
-    for i in range(n):
-        se = i // per_series
-        st = se * 2 // series
-        # the Instance Number first: afterwards "000001" may also occur inside a UID
-        b = (data.replace(b"000001", f"{i % per_series + 1:06d}".encode(), 1)
-             .replace(MARK_SOP.encode(), f"2.25.9{i:036d}".encode())
-             .replace(MARK_SERIES.encode(), f"2.25.8{se:036d}".encode())
-             .replace(MARK_STUDY.encode(), f"2.25.7{st:036d}".encode()))
-        folder = root / f"ST{st:04d}" / f"SE{se:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"IM{i:06d}").write_bytes(b)
-        total += len(b)
-    return total
+    """``n`` instances of ``rows`` x 512 pixels in 2 studies (benchmarks/_corpus.py)."""
+    sys.path.insert(0, str(HERE))
+    from _corpus import make_corpus as make
+    return make(root, n, rows=rows, cols=512, studies=2, series=series)
 
 
 def run_measured(args: list[str], **kw) -> tuple[float, float, int]:

@@ -11,7 +11,7 @@ never the operating system's store.
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mediasec.errors import PolicyRefusal
 
@@ -68,7 +68,6 @@ class TrustContext:
     anchors: tuple = ()
     intermediates: tuple = ()
     at: _dt.datetime | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def has_anchors(self) -> bool:

@@ -15,89 +15,31 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import os
-import sys
-import time
 import uuid
 
 import click
 
-from mediasec import __version__
 from mediasec._data import media_profile
 from mediasec.cli._protection import load_protection, protection_options
 from mediasec.cli.main import cli
-from mediasec.cli.render import write_json
+from mediasec.cli.render import Progress, write_json
 from mediasec.cms.secure import ProtectOptions
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
-from mediasec.io.fs import AtomicOutput, env_error
+from mediasec.io.fs import AtomicOutput
 from mediasec.io.iso import IsoFile, IsoImage
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.build import (BuildResult, ScanResult, plan_build, release_scan_values,
                                   scan_inputs)
-from mediasec.media.disc import (MANIFEST_NAME, SECTOR, BytesFile, Overhead, Placeholder,
+from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder,
                                  TeeProducer, estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media)
+from mediasec.media.plan import BytesProducer
 from mediasec.media.secure import make_protector
 
 DEFAULT_FOLDER_PROFILE = "STD-GEN-USB-JPEG"
 DEFAULT_ISO_PROFILE = "STD-GEN-CD"
-
-
-class _Progress:
-    """Progress for people (a bar on a terminal) or robots (JSON lines, at most 10/s)."""
-
-    def __init__(self, mode: str | None):
-        self.json = mode == "json"
-        self.bar = mode is None and sys.stderr.isatty()
-        self.last = 0.0
-        self.pending: dict | None = None
-        self.total = 0
-        self.done = 0
-
-    def start(self, total: int) -> None:
-        self.total = total
-        self.done = 0
-
-    def bytes(self, n: int, name: str) -> None:
-        self.done += n
-        if self.json or self.bar:
-            self.event({"event": "progress", "done_bytes": self.done,
-                        "total_bytes": self.total, "file": name})
-
-    def event(self, event: dict) -> None:
-        if not (self.json or self.bar) or event.get("event") != "progress":
-            return
-        now = time.monotonic()
-        if now - self.last >= 0.1 or event.get("done_bytes") == event.get("total_bytes"):
-            self._emit(event)
-            self.last = now
-            self.pending = None
-        else:
-            self.pending = event
-
-    def _emit(self, event: dict) -> None:
-        if self.json:
-            sys.stderr.write(json.dumps(event) + "\n")
-        else:
-            total = event.get("total_bytes") or 1
-            frac = min(1.0, event["done_bytes"] / total)
-            width = 30
-            fill = int(frac * width)
-            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% "
-                             f"{event['done_bytes'] / 1e6:9.1f}/{total / 1e6:.1f} MB "
-                             f"{event.get('file', '')[:40]:<40}")
-        sys.stderr.flush()
-
-    def finish(self, result: dict) -> None:
-        if self.pending is not None:
-            self._emit(self.pending)
-        if self.bar:
-            sys.stderr.write("\n")
-        if self.json:
-            sys.stderr.write(json.dumps({"event": "result", **result}) + "\n")
-        sys.stderr.flush()
 
 
 def _choose_profile(name: str | None, *, iso: bool, secure: bool, output: str):
@@ -220,7 +162,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
     if fileset_id is None:
         fileset_id = "DICOM" if iso else ""
     base_uid = fileset_uid or f"2.25.{uuid.uuid4().int}"
-    reporter = _Progress(progress)
+    reporter = Progress(progress)
     protect = (make_protector(recipients=recipients, signers=signers, policy=policy,
                               options=ProtectOptions(cipher=cipher, framing=framing,
                                                      digest=digest))
@@ -270,7 +212,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
             for comps, data in pdi_files(plan.model, secure=profile.secure, profile_id=profile.id,
                                          disc=i, of=len(groups), institution=pdi_institution,
                                          contact=pdi_contact, created=created).items():
-                files.append((comps, BytesFile(data), "content"))
+                files.append((comps, BytesProducer(data, kind="content"), "content"))
         covered = [c for c, _p, _r in files]
         if not no_manifest:
             msize = sum(manifest_line_size("/".join(c)) for c in covered)
@@ -343,7 +285,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         labels = {"discs": [label_data(d.plan.model, disc=i, of=len(discs),
                                        fileset_id=fileset_id)
                             for i, d in enumerate(discs, 1)]}
-        write_json_private(label_target, "mediasec.label/1", labels)
+        write_json(label_target, "mediasec.label/1", labels, private=True)
     if json_target:
         write_json(json_target, "mediasec.build/1",
                    {k: v for k, v in doc.items() if k not in ("schema", "version")})
@@ -358,15 +300,3 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                    f"{c['converted']} converted, {c['skipped']} skipped, "
                    f"{c['duplicates']} duplicates, {c['made_up']} made-up values")
     return 0
-
-
-def write_json_private(target: str, schema: str, body: dict) -> None:
-    """JSON holding patient data: mode 0600, atomic."""
-    doc = {"schema": schema, "version": __version__, **body}
-    out = AtomicOutput(target, mode=0o600)
-    with out as f:
-        try:
-            f.write((json.dumps(doc, indent=2) + "\n").encode())
-        except OSError as exc:
-            raise env_error(exc, target) from exc
-        out.commit()

@@ -20,16 +20,12 @@ Keys and passwords reach worker processes through the pool initializer, never ar
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-
 import click
 
 from mediasec._data import media_profile
 from mediasec.cli._protection import key_options, load_keys, with_options
 from mediasec.cli.main import cli
-from mediasec.cli.render import write_json
+from mediasec.cli.render import Progress, write_json
 from mediasec.errors import UsageError
 from mediasec.io.fs import StagingDir
 from mediasec.io.keys import read_certificates
@@ -57,36 +53,6 @@ def load_trust(paths) -> tuple[TrustContext | None, tuple]:
             tuple(c.public_bytes(Encoding.DER) for c in anchors))
 
 
-class _Progress:
-    """``--progress json``: JSON lines on stderr, at most 10 a second, then the result."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.last = 0.0
-        self.pending = None
-
-    def __call__(self, event: dict) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self.last >= 0.1:
-            self._emit(event)
-            self.last, self.pending = now, None
-        else:
-            self.pending = event
-
-    @staticmethod
-    def _emit(event: dict) -> None:
-        sys.stderr.write(json.dumps(event) + "\n")
-        sys.stderr.flush()
-
-    def finish(self, result: dict) -> None:
-        if self.enabled:
-            if self.pending is not None:
-                self._emit(self.pending)
-            self._emit({"event": "result", **result})
-
-
 def _workers_option(f):
     return click.option("--workers", type=click.IntRange(1, 64), default=None,
                         help="Worker processes (default: 2, or 1 on a single CPU).")(f)
@@ -112,7 +78,7 @@ def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, 
     decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
     tc, ders = load_trust(trust)
     spec = medium_spec(medium)
-    reporter = _Progress(progress == "json")
+    reporter = Progress(progress)
     # workers first (forked small), then the medium is parsed in this process
     with Pool(workers or default_workers(), initializer=worker_init,
               initargs=(spec, payload, ders, None)) as pool:

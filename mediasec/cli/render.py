@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from mediasec import __version__
-from mediasec.io.fs import AtomicOutput
+from mediasec.io.fs import AtomicOutput, env_error
 
-__all__ = ["write_json", "warn"]
+__all__ = ["write_json", "warn", "Progress"]
 
 
-def write_json(target: str | None, schema: str, body: dict) -> None:
-    """Write ``{"schema": ..., "version": ..., **body}`` to ``target`` ('-' = stdout)."""
+def write_json(target: str | None, schema: str, body: dict, *, private: bool = False) -> None:
+    """Write ``{"schema": ..., "version": ..., **body}`` to ``target`` ('-' = stdout).
+
+    ``private``: the document holds patient data (labels): the file is mode 0600."""
     if not target:
         return
     doc = {"schema": schema, "version": __version__, **body}
@@ -21,11 +24,72 @@ def write_json(target: str | None, schema: str, body: dict) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    out = AtomicOutput(target)
+    out = AtomicOutput(target, mode=0o600 if private else 0o644)
     with out as f:
-        f.write(text.encode())
+        try:
+            f.write(text.encode())
+        except OSError as exc:
+            raise env_error(exc, target) from exc
         out.commit()
 
 
 def warn(path: str, message: str) -> None:
     print(f"mediasec: {path}: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+class Progress:
+    """Progress for people (a bar on a terminal) or robots (JSON lines, at most 10/s)."""
+
+    def __init__(self, mode: str | None):
+        self.json = mode == "json"
+        self.bar = mode is None and sys.stderr.isatty()
+        self.last = 0.0
+        self.pending: dict | None = None
+        self.total = 0
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+
+    def bytes(self, n: int, name: str) -> None:
+        self.done += n
+        if self.json or self.bar:
+            self.event({"event": "progress", "done_bytes": self.done,
+                        "total_bytes": self.total, "file": name})
+
+    def __call__(self, event: dict) -> None:
+        self.event(event)
+
+    def event(self, event: dict) -> None:
+        if not (self.json or self.bar) or event.get("event") != "progress":
+            return
+        now = time.monotonic()
+        if now - self.last >= 0.1 or event.get("done_bytes") == event.get("total_bytes"):
+            self._emit(event)
+            self.last = now
+            self.pending = None
+        else:
+            self.pending = event
+
+    def _emit(self, event: dict) -> None:
+        if self.json:
+            sys.stderr.write(json.dumps(event) + "\n")
+        else:
+            total = event.get("total_bytes") or 1
+            frac = min(1.0, event["done_bytes"] / total)
+            width = 30
+            fill = int(frac * width)
+            sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {frac * 100:5.1f}% "
+                             f"{event['done_bytes'] / 1e6:9.1f}/{total / 1e6:.1f} MB "
+                             f"{event.get('file', '')[:40]:<40}")
+        sys.stderr.flush()
+
+    def finish(self, result: dict) -> None:
+        if self.pending is not None:
+            self._emit(self.pending)
+        if self.bar:
+            sys.stderr.write("\n")
+        if self.json:
+            sys.stderr.write(json.dumps({"event": "result", **result}) + "\n")
+        sys.stderr.flush()

@@ -26,7 +26,7 @@ from mediasec.errors import DecryptionError, InputError, MalformedError, NotCMSE
 from mediasec.policy import CIPHERS
 
 __all__ = ["EnvelopeLayout", "EnvelopedHead", "read_enveloped_head", "decrypt_chunks",
-           "ciphertext_size", "ENVELOPED_PREFIXES", "looks_enveloped"]
+           "ciphertext_size", "looks_enveloped"]
 
 _OID_ENVELOPED = bytes.fromhex("06092a864886f70d010703")
 
@@ -45,9 +45,6 @@ def looks_enveloped(first: bytes) -> bool:
     else:
         return False
     return first[skip:skip + len(_OID_ENVELOPED)] == _OID_ENVELOPED
-
-
-ENVELOPED_PREFIXES = ("30 80", "30 81..84")
 
 
 def _content_type_der(oid: str) -> bytes:
@@ -89,12 +86,12 @@ class EnvelopeLayout:
     chunk: int | None    # BER piece size, None for definite framing
 
     @classmethod
-    def build(cls, *, recipient_infos: list, inner_type: str,
+    def build(cls, *, recipient_infos: list[bytes], inner_type: str,
               cipher: str, iv: bytes, plain_len: int, chunk: int | None) -> "EnvelopeLayout":
         if chunk is not None and chunk % block_size(cipher):
             raise ValueError("the BER piece size must be a multiple of the block size")
         ct_len = ciphertext_size(plain_len, cipher)
-        infos = [ri if isinstance(ri, bytes) else ri.dump() for ri in recipient_infos]
+        infos = list(recipient_infos)  # encoded RecipientInfos (``recipient_info_der``)
         version = _version(infos)
         body_ris = b"".join(sorted(infos))  # DER SET OF: sorted encodings
         ris = b"\x31" + der_len(len(body_ris)) + body_ris
@@ -125,9 +122,6 @@ class EnvelopeLayout:
         # of which octets_size counts too
         return (len(self.prefix) + octets_size(self.ciphertext_len, chunk=self.chunk) - 4
                 + len(self.suffix))
-
-    def piece_header(self, n: int) -> bytes:
-        return b"\x04" + der_len(n)
 
 
 class Encryptor:

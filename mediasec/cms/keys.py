@@ -138,9 +138,6 @@ class KeyTransportRecipient:
             self._template = _Spliced(self._info(filler).dump(), [filler])
         return self._template.fill(self._encrypt(cek))
 
-    def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
-        return self._info(self._encrypt(cek))
-
     def _info(self, enc: bytes) -> acms.RecipientInfo:
         if self.oaep:
             sha256 = {"algorithm": "sha256"}
@@ -240,11 +237,6 @@ class PasswordRecipient:
             self._templates[key] = _Spliced(self._info(f_iv, f_wrapped, content_cipher).dump(),
                                             [f_iv, f_wrapped])
         return self._templates[key].fill(iv, wrapped)
-
-    def recipient_info(self, cek: bytes, content_cipher: str) -> acms.RecipientInfo:
-        iv = secrets.token_bytes(block_size(content_cipher))
-        return self._info(iv, _kek_wrap(content_cipher, self._kek(content_cipher), iv, cek),
-                          content_cipher)
 
     def _info(self, iv: bytes, wrapped: bytes, content_cipher: str) -> acms.RecipientInfo:
         kdf_params = {"salt": aalgos.Pbkdf2Salt(name="specified", value=self.salt),

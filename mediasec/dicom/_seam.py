@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import struct
-import warnings
 import zlib
 from typing import Iterator
 
 from mediasec.errors import InputError, MediasecError, NotDicomError
 
-__all__ = ["dictionary_vr", "dictionary_keyword", "translate_pydicom", "captured_warnings"]
+__all__ = ["dictionary_vr", "translate_pydicom"]
 
 
 def _datadict():
@@ -31,13 +30,6 @@ def dictionary_vr(tag: int) -> str | None:
         return _datadict().dictionary_VR(tag)
     except KeyError:
         return None
-
-
-def dictionary_keyword(tag: int) -> str:
-    try:
-        return _datadict().keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-    except Exception:  # noqa: BLE001 - pydicom raises various things for odd tags
-        return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 @contextlib.contextmanager
@@ -56,12 +48,3 @@ def translate_pydicom(path: str | None = None) -> Iterator[None]:
         raise InputError(f"cannot read the DICOM data set: {type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:200]}", path=path,
                          code="DICOM_UNREADABLE") from exc
-
-
-@contextlib.contextmanager
-def captured_warnings(into: list[str]) -> Iterator[None]:
-    """Collect warnings raised inside (pydicom's included) into ``into`` as one-line strings."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    into.extend(" ".join(str(w.message).split()) for w in caught)

@@ -54,7 +54,34 @@ class Truncated(InputError):
         super().__init__(message, **kw)
 
 
-class FileReader:
+class _Buffered:
+    """A forward reader with a small refillable buffer; ``_more(want)`` brings new bytes."""
+
+    __slots__ = ()
+
+    def tell(self) -> int:
+        return self.base + self.off
+
+    def fill(self, n: int) -> bool:
+        if len(self.buf) - self.off >= n:
+            return True
+        rest = self.buf[self.off:]
+        self.base += self.off
+        self.off = 0
+        self.buf = rest
+        more = self._more(n - len(rest))
+        self.buf = rest + more if rest else more
+        return len(self.buf) >= n
+
+    def take(self, n: int) -> bytes:
+        if not self.fill(n):
+            raise Truncated()
+        b = self.buf[self.off:self.off + n]
+        self.off += n
+        return b
+
+
+class FileReader(_Buffered):
     """Forward reader over a seekable binary file with a small refillable buffer.
 
     ``skip`` past the buffer seeks, so large values (pixel data, encapsulated documents)
@@ -70,27 +97,9 @@ class FileReader:
         self.buf = first if first is not None else b""
         self.off = 0
 
-    def tell(self) -> int:
-        return self.base + self.off
-
-    def fill(self, n: int) -> bool:
-        if len(self.buf) - self.off >= n:
-            return True
-        rest = self.buf[self.off:]
-        self.base += self.off
-        self.off = 0
-        want = max(n - len(rest), CHUNK)
-        self.fp.seek(self.base + len(rest))
-        more = self.fp.read(want)
-        self.buf = rest + more if rest else more
-        return len(self.buf) >= n
-
-    def take(self, n: int) -> bytes:
-        if not self.fill(n):
-            raise Truncated()
-        b = self.buf[self.off:self.off + n]
-        self.off += n
-        return b
+    def _more(self, want: int) -> bytes:
+        self.fp.seek(self.base + len(self.buf))
+        return self.fp.read(max(want, CHUNK))
 
     def skip(self, n: int) -> None:
         if n <= len(self.buf) - self.off:
@@ -122,7 +131,7 @@ class FileReader:
                 raise Truncated()
 
 
-class InflateReader:
+class InflateReader(_Buffered):
     """The same interface over a raw-deflate stream (Deflated Explicit VR LE, PS3.5 A.5)."""
 
     __slots__ = ("fp", "z", "buf", "off", "base", "eof", "_done_input")
@@ -135,9 +144,6 @@ class InflateReader:
         self.off = 0
         self.base = 0
         self._done_input = False
-
-    def tell(self) -> int:
-        return self.base + self.off
 
     def _more(self, want: int) -> bytes:
         out = b""
@@ -161,22 +167,6 @@ class InflateReader:
                 self._done_input = True
                 break
         return out
-
-    def fill(self, n: int) -> bool:
-        if len(self.buf) - self.off >= n:
-            return True
-        rest = self.buf[self.off:]
-        self.base += self.off
-        self.off = 0
-        self.buf = rest + self._more(n - len(rest))
-        return len(self.buf) >= n
-
-    def take(self, n: int) -> bytes:
-        if not self.fill(n):
-            raise Truncated()
-        b = self.buf[self.off:self.off + n]
-        self.off += n
-        return b
 
     def skip(self, n: int) -> None:
         for _ in self.copy_to(n, CHUNK):

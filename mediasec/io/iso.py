@@ -1,4 +1,4 @@
-"""ISO 9660 images over pycdlib, written in one pass from a ``MediumPlan``.
+"""ISO 9660 images over pycdlib, written in one pass from planned sizes.
 
 The layout (directories, extents) is made from the planned sizes; then ``write_fp``
 pulls every file's bytes, in extent order, from its producer through a ``LazyReader``
@@ -19,7 +19,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from mediasec.errors import InternalError, UsageError
 from mediasec.io.fs import env_error
 
-__all__ = ["LazyReader", "IsoFile", "IsoImage", "write_iso", "SECTOR"]
+__all__ = ["LazyReader", "IsoFile", "IsoImage", "SECTOR"]
 
 SECTOR = 2048
 
@@ -156,10 +156,3 @@ class IsoImage:
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         return size
-
-
-def write_iso(files: list[IsoFile], out, *, patch: dict | None = None,
-              blocksize: int = 1 << 20, **layout) -> int:
-    """Lay out ``files`` and write the image into the open ``AtomicOutput`` ``out``."""
-    return IsoImage(files, name=out.target, **layout).write(out, patch=patch,
-                                                             blocksize=blocksize)

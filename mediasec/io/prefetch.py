@@ -19,6 +19,7 @@ from typing import Iterator
 
 from mediasec.errors import InternalError
 from mediasec.io.workers import Pool, default_workers
+from mediasec.media.plan import WrappedProducer
 
 __all__ = ["Prefetcher", "PrefetchedProducer"]
 
@@ -51,25 +52,16 @@ def _produce(job: tuple[int, int]) -> tuple[int, int, int, str]:
     return index, slot, pos, h.hexdigest()
 
 
-class PrefetchedProducer:
+class PrefetchedProducer(WrappedProducer):
     """Stands in for a planned producer; its bytes come from the prefetcher's workers."""
 
     computes_sha256 = True
 
     def __init__(self, inner, index: int, prefetcher: "Prefetcher"):
-        self.inner = inner
-        self.kind = inner.kind
+        super().__init__(inner)
         self.index = index
         self._prefetcher = prefetcher
         self.sha256: str | None = None
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    @property
-    def source(self):
-        return getattr(self.inner, "source", None)
 
     def chunks(self) -> Iterator[bytes]:
         data, self.sha256 = self._prefetcher.take(self.index)

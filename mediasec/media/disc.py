@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from mediasec import __version__
 from mediasec.errors import InputError
 from mediasec.media.fileset import FileSetModel
+from mediasec.media.plan import WrappedProducer
 
-__all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "TeeProducer", "BytesFile", "Placeholder",
+__all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "TeeProducer", "Placeholder",
            "manifest_line_size", "manifest_bytes", "split_for_media", "estimate_disc_bytes",
            "pdi_files", "label_data", "disc_bytes", "study_summaries"]
 
@@ -54,23 +55,14 @@ class Overhead:
         return SECTOR + 1024 if self.udf else 1024
 
 
-class TeeProducer:
+class TeeProducer(WrappedProducer):
     """Wraps a producer: SHA-256 of the bytes that pass, and a byte-count callback."""
 
     def __init__(self, inner, on_bytes: Callable[[int, str], None] | None, name: str):
-        self.inner = inner
-        self.kind = inner.kind
+        super().__init__(inner)
         self.name = name
         self._on_bytes = on_bytes
         self.sha256: str | None = None
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    @property
-    def source(self):
-        return getattr(self.inner, "source", None)
 
     def chunks(self) -> Iterator:
         # a producer that hashes its own bytes (made in a worker) saves a second pass
@@ -83,22 +75,6 @@ class TeeProducer:
                 self._on_bytes(len(c), self.name)
             yield c
         self.sha256 = self.inner.sha256 if own else h.hexdigest()
-
-
-@dataclass(frozen=True)
-class BytesFile:
-    """A small non-DICOM file (README.TXT, INDEX.HTM ...)."""
-
-    data: bytes = field(repr=False)
-    kind: str = "content"
-    source: str | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    def chunks(self):
-        yield self.data
 
 
 @dataclass(frozen=True)

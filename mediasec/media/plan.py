@@ -30,7 +30,7 @@ from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.media.fileset import FileSetModel, Instance
 
-__all__ = ["Producer", "CopyProducer", "ConvertProducer", "BytesProducer", "write_producer",
+__all__ = ["Producer", "WrappedProducer", "CopyProducer", "ConvertProducer", "BytesProducer", "write_producer",
            "PlannedFile", "MediumPlan", "plan_medium", "check_transfer_syntaxes",
            "suggest_profile"]
 
@@ -47,6 +47,23 @@ class Producer(Protocol):
     def size(self) -> int: ...
 
     def chunks(self) -> Iterator[bytes]: ...
+
+
+class WrappedProducer:
+    """Base of a producer that passes another one's bytes on (hashing, prefetching): it
+    keeps the inner producer's kind, size and source."""
+
+    def __init__(self, inner: Producer):
+        self.inner = inner
+        self.kind = inner.kind
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    @property
+    def source(self):
+        return getattr(self.inner, "source", None)
 
 
 @dataclass(frozen=True)
