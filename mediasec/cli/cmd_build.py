@@ -35,7 +35,7 @@ from mediasec.media.build import (BuildResult, ScanResult, plan_build, release_s
 from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder,
                                  TeeProducer, estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media)
-from mediasec.media.plan import BytesProducer
+from mediasec.media.plan import BytesProducer, write_producer
 from mediasec.media.secure import make_protector
 
 DEFAULT_FOLDER_PROFILE = "STD-GEN-USB-JPEG"
@@ -80,7 +80,6 @@ class _Disc:
 
     plan: object
     files: list
-    manifest_paths: list   # components of every file the manifest covers, in order
 
     def writing(self, reporter, workers: int):
         """A context giving the files' producers, hashing tees around worker-made bytes."""
@@ -106,8 +105,8 @@ class _Writing:
 
     def manifest(self) -> bytes:
         digests = []
-        for (comps, _p, _r), tee in zip(self.disc.files, self.tees):
-            if comps in self.disc.manifest_paths:
+        for (comps, _p, role), tee in zip(self.disc.files, self.tees):
+            if role != "manifest":
                 if tee.sha256 is None:
                     raise EnvironmentFailure("a file was not written before the manifest")
                 digests.append(("/".join(comps), tee.sha256))
@@ -176,7 +175,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
     whole = plan_build(scan, profile=unbounded, opener=open_input, fileset_uid=base_uid,
                        fileset_id=fileset_id, fill_missing=fill_missing, protect=protect)
     udf = iso and profile.family in ("dvd", "bd")
-    overhead = Overhead(udf=udf) if iso else Overhead(udf=False)
+    overhead = Overhead(udf=udf)
     # the DICOMDIR, PDI pages and their folder, and the manifest: a few sectors each
     reserve = 4 * SECTOR + (4 * SECTOR if pdi else 0)
     groups = [None]
@@ -192,7 +191,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         groups = split_for_media(whole.model, size_of.__getitem__, cap, reserve=reserve,
                                  overhead=overhead)
     names = _disc_names(output, len(groups), iso)
-    for n in names[1:] if len(names) > 1 else ():
+    for n in names[1:]:
         _check_output(n)
 
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")
@@ -213,11 +212,10 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                                          disc=i, of=len(groups), institution=pdi_institution,
                                          contact=pdi_contact, created=created).items():
                 files.append((comps, BytesProducer(data, kind="content"), "content"))
-        covered = [c for c, _p, _r in files]
-        if not no_manifest:
-            msize = sum(manifest_line_size("/".join(c)) for c in covered)
+        if not no_manifest:  # it covers every other file of the medium
+            msize = sum(manifest_line_size("/".join(c)) for c, _p, _r in files)
             files.append(((MANIFEST_NAME,), Placeholder(msize), "manifest"))
-        discs.append(_Disc(plan, files, covered if not no_manifest else []))
+        discs.append(_Disc(plan, files))
 
     release_scan_values(scan)  # every plan is made: the records hold what is needed
     reporter.start(sum(p.size for d in discs for _c, p, _r in d.files))
@@ -257,8 +255,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                             f.write(w.manifest())
                             reporter.bytes(tee.size, MANIFEST_NAME)
                         else:
-                            for c in tee.chunks():
-                                f.write(c)
+                            write_producer(tee, f)
                 sink.commit()
                 digests.append([t.sha256 for t in w.tees])
             written.append(sum(p.size for _c, p, _r in disc.files))
