@@ -76,12 +76,9 @@ class SecureFileProducer:
         self.content_len = content_len
         self._chunk = None if options.framing == "der" else options.chunk
         if signers:
-            st = options.signing_time
-            if st is None:
-                st = _dt.datetime.now(_dt.timezone.utc)
-            self.inner = InnerLayout.signed(content_len, signers,
-                                            signing_time=st if st is not False else None,
-                                            chunk=self._chunk, template=template)
+            self.inner = InnerLayout.signed(
+                content_len, signers, chunk=self._chunk,
+                template=template or self.make_template(signers, options))
         else:
             policy.check_digest(options.digest)
             self.inner = InnerLayout.digested(content_len, digest=options.digest,

@@ -97,8 +97,9 @@ class InnerLayout:
 
     @classmethod
     def signed(cls, content_len: int, signers: list[Signer], *,
-               signing_time: _dt.datetime | None, chunk: int | None = None,
+               signing_time: _dt.datetime | None = None, chunk: int | None = None,
                template: "SignedTemplate | None" = None) -> "InnerLayout":
+        """With ``template`` (the job's), ``signers`` and ``signing_time`` are its own."""
         if template is None:
             template = SignedTemplate(signers, signing_time=signing_time, chunk=chunk)
         elif template.chunk != chunk:

@@ -11,7 +11,6 @@ File-set ID; "disc n of m" is the volume set size and sequence number.
 from __future__ import annotations
 
 import os
-from typing import Callable
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
@@ -29,13 +28,12 @@ class LazyReader:
 
     mode = "rb"  # pycdlib checks for a binary file object
 
-    def __init__(self, producer, name: str, on_bytes: Callable[[int], None] | None = None):
+    def __init__(self, producer, name: str):
         self._producer = producer
         self.name = name
         self._it = None
         self._cur = memoryview(b"")
         self._left = producer.size
-        self._on_bytes = on_bytes
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) not in ((0, 0), (0, 1)) or (self._it is not None and offset):
@@ -72,8 +70,6 @@ class LazyReader:
             if self._cur or next(self._it, None) is not None:
                 raise InternalError(f"{self.name}: producer wrote more than planned")
             self._it = None
-        if self._on_bytes is not None and got:
-            self._on_bytes(got)
         return data
 
     def close(self) -> None:
