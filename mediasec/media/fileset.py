@@ -215,6 +215,23 @@ class _Missing:
         raise err
 
 
+def _uid_or_made(s: ScannedFile, tag: int, kind: str, made: dict, key: tuple) -> str:
+    """The file's UID at ``tag``, or one made up from ``key`` (the same for the same key)."""
+    uid = s.text(tag)
+    if uid:
+        return uid
+    uid, files = made.setdefault(key, (_hash_uid(kind, *key), []))
+    files.append(s.source)
+    return uid
+
+
+def _claim(owners: dict, uid: str, parent: str, s: ScannedFile, warnings: list, code: str,
+           what: str) -> None:
+    """An entity belongs to the first parent it was seen under; a second one is warned of."""
+    if owners.setdefault(uid, parent) != parent:
+        warnings.append((code, f"{s.source}: {what}; kept with the first"))
+
+
 def index_fileset(scans: Iterable[ScannedFile], *, profile: MediaProfile,
                   fill_missing: bool = False,
                   same_content: Callable[[ScannedFile, ScannedFile], bool]) -> FileSetModel:
@@ -271,27 +288,15 @@ def index_fileset(scans: Iterable[ScannedFile], *, profile: MediaProfile,
     made_series: dict[tuple, tuple[str, list]] = {}
     for pid, members in patients.items():
         for s, rtype in members:
-            st_uid = s.text(STUDY_UID)
-            if not st_uid:
-                key = (pid, s.text(STUDY_ID) or "", s.text(STUDY_DATE) or "",
-                       s.text(0x00080050) or "")
-                st_uid, files = made_study.setdefault(key, (_hash_uid("study", *key), []))
-                files.append(s.source)
-            owner = study_of.setdefault(st_uid, pid)
-            if owner != pid:
-                warnings.append(("FILESET_STUDY_TWO_PATIENTS",
-                                 f"{s.source}: study {st_uid} also appears under another "
-                                 "patient; kept with the first"))
-            se_uid = s.text(SERIES_UID)
-            if not se_uid:
-                key = (st_uid, s.text(MODALITY) or "", s.text(SERIES_NUMBER) or "")
-                se_uid, files = made_series.setdefault(key, (_hash_uid("series", *key), []))
-                files.append(s.source)
-            parent = series_of.setdefault(se_uid, st_uid)
-            if parent != st_uid:
-                warnings.append(("FILESET_SERIES_TWO_STUDIES",
-                                 f"{s.source}: series {se_uid} also appears in another "
-                                 "study; kept with the first"))
+            st_uid = _uid_or_made(s, STUDY_UID, "study", made_study,
+                                  (pid, s.text(STUDY_ID) or "", s.text(STUDY_DATE) or "",
+                                   s.text(0x00080050) or ""))
+            _claim(study_of, st_uid, pid, s, warnings, "FILESET_STUDY_TWO_PATIENTS",
+                   f"study {st_uid} also appears under another patient")
+            se_uid = _uid_or_made(s, SERIES_UID, "series", made_series,
+                                  (st_uid, s.text(MODALITY) or "", s.text(SERIES_NUMBER) or ""))
+            _claim(series_of, se_uid, st_uid, s, warnings, "FILESET_SERIES_TWO_STUDIES",
+                   f"series {se_uid} also appears in another study")
             if se_uid not in series:
                 studies.setdefault(series_of[se_uid], []).append(se_uid)
             series.setdefault(se_uid, []).append((s, rtype))
