@@ -8,13 +8,9 @@ writes a series; ``KINDS`` maps a short name to (SOP Class UID, expected leaf re
 from __future__ import annotations
 
 import hashlib
-import os
 import pathlib
-import zlib
 
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
                          ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit)
 

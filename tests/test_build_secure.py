@@ -21,7 +21,7 @@ import pytest
 
 from _cms import wrap_content_info
 from _dicomgen import ct_series
-from conftest import DICOM, PKI, assert_one_line_error, peer, run_cli, run_peer
+from conftest import DICOM, PKI, assert_one_line_error, run_cli, run_peer
 
 # the fixtures a CD (Explicit VR LE only) takes: implicit VR and deflate are converted
 CD_PILE = [DICOM / n for n in ("ct1.dcm", "ct2.dcm", "ct3_ile.dcm", "mr1.dcm",

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import padding as sympad
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from _cms import (PASSWORD, PKI, SAMPLE, env_password, ktri, protect_bytes, signer, write)
+from _cms import (PKI, SAMPLE, env_password, ktri, protect_bytes, signer, write)
 from conftest import DICOM, assert_one_line_error, run_cli
 
 R2048 = ["--key", PKI / "recipient-2048.key.pem", "--cert", PKI / "recipient-2048.pem"]

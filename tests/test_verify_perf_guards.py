@@ -23,7 +23,7 @@ from mediasec.errors import IntegrityError, MalformedError, SignatureError
 from mediasec.pki import trust as ptrust
 from mediasec.pki.trust import check_signer_certificate
 
-from _cms import SAMPLE, cert, key, ktri, open_bytes, protect_bytes, signer, trust
+from _cms import SAMPLE, cert, ktri, open_bytes, protect_bytes, signer, trust
 
 T0 = _dt.datetime(2026, 6, 1, 12, 0, tzinfo=_dt.timezone.utc)
 
