@@ -44,12 +44,18 @@ class LazyReader:
         return self._producer.size - self._left
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes, copied out of the producer's chunks as they are consumed.
+
+        A producer's chunk is valid only until its next chunk is asked for (the CMS
+        producer reuses two buffers), so no view of a chunk may outlive a ``next()``:
+        every piece is copied into the result before the iterator is advanced.
+        """
         if self._it is None:
             self._it = iter(self._producer.chunks())
         if n < 0:
             n = self._left
         n = min(n, self._left)
-        parts = []
+        out = bytearray(n)
         got = 0
         while got < n:
             if not self._cur:
@@ -60,17 +66,16 @@ class LazyReader:
                 self._cur = memoryview(nxt)
                 continue
             k = min(n - got, len(self._cur))
-            parts.append(self._cur[:k])
+            out[got:got + k] = self._cur[:k]
             # an empty slice would still pin the whole chunk: pycdlib keeps every reader
             self._cur = self._cur[k:] if k < len(self._cur) else memoryview(b"")
             got += k
         self._left -= got
-        data = parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
         if self._left == 0 and self._it is not None:
             if self._cur or next(self._it, None) is not None:
                 raise InternalError(f"{self.name}: producer wrote more than planned")
             self._it = None
-        return data
+        return out
 
     def close(self) -> None:
         self._it = None
