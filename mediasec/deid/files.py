@@ -1,0 +1,199 @@
+"""Part 10 files in and out: the de-identify and re-identify steps a front end calls.
+
+``DeidJob`` holds what is fixed for a whole job (profile, keyed mapper, escrow
+recipients, policy); ``DeidJob.deidentify(src, dst)`` reads one Part 10 file from a binary
+stream and writes the de-identified file (new File Meta, blank preamble, originals in the
+Encrypted Attributes Sequence) to another. ``reidentify(src, dst, decrypters=...)`` does
+the reverse. Both read the whole data set into memory (one file at a time).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+
+from mediasec.deid import profile as P
+from mediasec.deid.engine import MARK_TAGS, TAG_IDENTITY_REMOVED, deidentify_dataset
+from mediasec.deid.escrow import TAG_ENCRYPTED_ATTRS, open_escrow, seal_originals
+from mediasec.deid.mapping import Mapper
+from mediasec.dicom._seam import translate_pydicom
+from mediasec.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from mediasec.errors import InputError, NotDicomError, UsageError
+from mediasec.policy import AlgorithmPolicy
+from mediasec.report import Finding, Outcome
+
+__all__ = ["DeidJob", "DeidFileResult", "ReidFileResult", "reidentify", "reidentify_dataset",
+           "read_part10", "check_burned_in"]
+
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass
+class DeidFileResult:
+    sop_instance_uid: str          # the new one
+    sop_class_uid: str
+    removed: int
+    replaced: int
+    escrowed: bool
+    findings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"sop_instance_uid": self.sop_instance_uid, "sop_class_uid": self.sop_class_uid,
+                "removed": self.removed, "replaced": self.replaced, "escrowed": self.escrowed,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+@dataclass
+class ReidFileResult:
+    sop_instance_uid: str          # the restored one
+    restored: int
+    recipient: dict
+    findings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"sop_instance_uid": self.sop_instance_uid, "restored": self.restored,
+                "recipient": self.recipient,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def read_part10(src: BinaryIO) -> Dataset:
+    head = src.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)")
+    src.seek(0)
+    with translate_pydicom():
+        ds = dcmread(src)
+        for _ in ds.iterall():   # decode everything now: damage is reported here
+            pass
+    return ds
+
+
+def check_burned_in(ds: Dataset) -> None:
+    """Refuse what Basic cannot make clean: burned-in text, free-text documents, video."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    always, unless_no = P.burned_in_risk()
+    why = None
+    if flag == "YES":
+        why = "it is flagged Burned In Annotation YES"
+    elif sop_class in always:
+        why = f"it is {always[sop_class]}, which may carry identifying pixels or text"
+    elif sop_class in unless_no and flag != "NO":
+        why = (f"it is {unless_no[sop_class]} without Burned In Annotation NO, so its "
+               "pixels may carry identifying text")
+    if why:
+        raise InputError(f"refused: {why}; attribute de-identification cannot clean it "
+                         "(give --accept-burned-in to take it as it is)",
+                         code="DEID_BURNED_IN")
+
+
+def _file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = ds.SOPClassUID
+    fm.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    fm.TransferSyntaxUID = transfer_syntax
+    fm.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    fm.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return fm
+
+
+def _write(ds: Dataset, src_ds: Dataset, dst: BinaryIO) -> None:
+    ts = str(src_ds.file_meta.TransferSyntaxUID)
+    ds.file_meta = _file_meta(ds, ts)
+    ds.preamble = b"\x00" * 128        # PS3.10 7.5: nothing executable rides along
+    enc = src_ds.original_encoding
+    ds.set_original_encoding(enc[0], enc[1], src_ds.original_character_set)
+    with translate_pydicom():
+        dcmwrite(dst, ds, enforce_file_format=True)
+
+
+class DeidJob:
+    """What stays fixed over a whole de-identification job.
+
+    ``recipients``: ``mediasec.cms.keys`` recipients for the escrow (RSA certificates
+    and/or a password); an empty list needs ``escrow=False`` (``--no-escrow``).
+    ``mapping_key``: the HMAC key for UIDs, pseudonyms and date shifts (None: random, so
+    consistent within the job only).
+    """
+
+    def __init__(self, *, options=(), recipients=(), escrow: bool = True,
+                 cipher: str = "aes-256", policy: AlgorithmPolicy = AlgorithmPolicy(),
+                 mapping_key: bytes | None = None, accept_burned_in: bool = False,
+                 rng: Callable[[int], bytes] = secrets.token_bytes):
+        self.profile = P.Profile(options)
+        self.recipients = list(recipients)
+        self.escrow = escrow
+        if escrow and not self.recipients:
+            raise UsageError("the originals need an escrow recipient: give --escrow-to CERT "
+                             "and/or --escrow-password-env VAR, or --no-escrow to discard "
+                             "them", code="USAGE_NO_ESCROW")
+        if not escrow and self.recipients:
+            raise UsageError("--no-escrow and escrow recipients exclude each other",
+                             code="USAGE")
+        policy.check_cipher(cipher)
+        self.cipher = cipher
+        self.policy = policy
+        self.mapper = Mapper(mapping_key)
+        self.accept_burned_in = accept_burned_in
+        self.rng = rng
+
+    def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, DeidFileResult]:
+        """The de-identified data set (no File Meta) and what was done: the build stage."""
+        if str(ds.get("SOPClassUID", "")) == _DICOMDIR_CLASS or (
+                hasattr(ds, "file_meta") and
+                str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_CLASS):
+            raise InputError("a DICOMDIR is not de-identified: it is rebuilt from the "
+                             "de-identified files", code="DEID_DICOMDIR")
+        findings = []
+        if not self.accept_burned_in:
+            check_burned_in(ds)
+        elif str(ds.get("BurnedInAnnotation", "")).upper() != "NO":
+            findings.append(Finding("DEID_BURNED_IN_ACCEPTED", Outcome.WARNING,
+                                    "pixel data not checked for burned-in text "
+                                    "(--accept-burned-in)"))
+        res = deidentify_dataset(ds, self.profile, self.mapper)
+        out = res.dataset
+        if self.escrow:
+            out.add(seal_originals(res.originals, recipients=self.recipients,
+                                   cipher=self.cipher, policy=self.policy, rng=self.rng))
+        findings += res.findings
+        return out, DeidFileResult(str(out.get("SOPInstanceUID", "")),
+                                   str(out.get("SOPClassUID", "")), res.removed,
+                                   res.replaced, self.escrow, findings)
+
+    def deidentify(self, src: BinaryIO, dst: BinaryIO) -> DeidFileResult:
+        ds = read_part10(src)
+        out, result = self.deidentify_dataset(ds)
+        _write(out, ds, dst)
+        return result
+
+
+def reidentify_dataset(ds: Dataset, decrypters: list) -> tuple[Dataset, ReidFileResult]:
+    opened = open_escrow(ds, decrypters)
+    out = Dataset()
+    for elem in ds:
+        tag = int(elem.tag)
+        if tag == TAG_ENCRYPTED_ATTRS or tag in MARK_TAGS:
+            continue
+        out.add(elem)
+    for elem in opened.originals:
+        out.add(elem)
+    if TAG_IDENTITY_REMOVED not in opened.originals:
+        out.add_new(TAG_IDENTITY_REMOVED, "CS", "NO")   # PS3.15 E.1.2
+    findings = [Finding(code, Outcome.WARNING, msg) for code, msg in opened.legacy]
+    return out, ReidFileResult(str(out.get("SOPInstanceUID", "")), len(opened.originals),
+                               opened.recipient, findings)
+
+
+def reidentify(src: BinaryIO, dst: BinaryIO, *, decrypters: list) -> ReidFileResult:
+    """Restore the originals of one de-identified Part 10 file."""
+    ds = read_part10(src)
+    out, result = reidentify_dataset(ds, decrypters)
+    _write(out, ds, dst)
+    return result
+
