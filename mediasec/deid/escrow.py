@@ -200,11 +200,28 @@ _CTRL_OK = {"LT": "\r\n\f\t\x1b", "ST": "\r\n\f\t\x1b", "UT": "\r\n\f\t\x1b", "P
             "LO": "\x1b", "SH": "\x1b", "UC": "\x1b"}
 
 
+def _without_zero_tail(plain: bytes) -> bytes:
+    """``plain`` without zero bytes after the Modified Attributes Sequence (tolerated)."""
+    if plain[:6] != b"\x00\x04\x50\x05SQ" or len(plain) < 12 or not plain.endswith(b"\x00"):
+        return plain
+    n = int.from_bytes(plain[8:12], "little")
+    if n != 0xFFFFFFFF:
+        end = 12 + n
+    else:
+        k = plain.rfind(b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+        if k < 0:
+            return plain
+        end = k + 8
+    if end < len(plain) and not plain[end:].strip(b"\x00"):
+        return plain[:end]
+    return plain
+
+
 def decode_modified(plain: bytes) -> Dataset:
     """Parse and check the decrypted data set; its single Modified Attributes item."""
     damaged = DecryptionError("the decrypted attributes are not a valid data set (damaged "
                               "or tampered Encrypted Content)", code="DEID_ESCROW_DAMAGED")
-    body = plain.rstrip(b"\x00") if plain.endswith(b"\x00\x00") else plain
+    body = _without_zero_tail(plain)
     try:
         fp = BytesIO(body)
         ds = read_dataset(fp, is_implicit_VR=False, is_little_endian=True,
