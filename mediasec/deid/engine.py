@@ -59,6 +59,7 @@ _DUMMY = {"AE": "DEIDENTIFIED", "AS": "000Y", "CS": "DEIDENTIFIED", "DA": "19000
           "SH": "DEIDENTIFIED", "ST": "DEIDENTIFIED", "LT": "DEIDENTIFIED",
           "UT": "DEIDENTIFIED", "UC": "DEIDENTIFIED", "UR": "urn:oid:2.25.0"}
 _NUMBER = re.compile(r"^\d{1,3}([.,]\d{1,2})?(MM|CM|M|S|MS|MIN|SEC|D|KV|MAS|MA|ML|MG|G|%)?$")
+_HONORIFICS = frozenset({"MR", "MS", "DR"})
 _TOKEN = re.compile(r"[A-Za-z0-9%]+|[^A-Za-z0-9%]+")
 
 
@@ -134,7 +135,10 @@ class _Walker:
         out = []
         for tok in _TOKEN.findall(str(text)):
             if tok[0].isalnum() or tok[0] == "%":
-                if tok.upper() in self.words or _NUMBER.match(tok.upper()):
+                up = tok.upper()
+                if up in _HONORIFICS and not tok.isupper():
+                    out.append(" ")       # "Mr", "Dr": a name follows, not a modality
+                elif up in self.words or _NUMBER.match(up):
                     out.append(tok)
                 else:
                     out.append(" ")
@@ -199,11 +203,26 @@ class _Walker:
             touched.append((elem, diff))
         return out, changed, touched
 
-    def sequence(self, elem, depth: int, *, clean: bool = False,
-                 content: bool = False) -> DataElement:
+    def sequence(self, elem, depth: int, *, clean: bool = False, content: bool = False,
+                 dummy: bool = False) -> DataElement:
         items = []
         changed = False
         for item in elem.value or ():
+            local = 0x00080100 in item and str(
+                item[0x00080102].value if 0x00080102 in item else "").strip() not in _STD_SCHEMES
+            if clean and local:
+                changed = True   # a private or local code: dropped
+                continue
+            if dummy and local:
+                # a local code in a sequence to be replaced by a dummy: it may name anyone
+                new_item, _, _ = self.dataset(item, depth + 1)
+                for tag, vr, value in ((0x00080100, "SH", "DEID"),
+                                       (0x00080102, "SH", "99MSDEID"),
+                                       (0x00080104, "LO", "DEIDENTIFIED")):
+                    new_item[tag] = DataElement(tag, vr, value)   # never mutate shared elements
+                items.append(new_item)
+                changed = True
+                continue
             if content:
                 new = self.content_item(item, depth + 1, clean)
                 if new is None:
@@ -211,11 +230,6 @@ class _Walker:
                     continue
                 new_item, ch = new
             else:
-                if clean and 0x00080102 in item and 0x00080100 in item:
-                    scheme = str(item.get((0x0008, 0x0102)).value or "").strip()
-                    if scheme not in _STD_SCHEMES:
-                        changed = True   # a private or local code: dropped
-                        continue
                 new_item, ch, _ = self.dataset(item, depth + 1)
             items.append(new_item)
             changed |= ch
@@ -226,7 +240,7 @@ class _Walker:
     def element(self, elem, depth: int):
         tag = int(elem.tag)
         group = tag >> 16
-        if tag & 0xFFFF == 0 or group in (0x0002, 0x0004):
+        if tag & 0xFFFF == 0 or group in (0x0000, 0x0002, 0x0004):
             return None           # group lengths; File Meta and DICOMDIR groups
         act, row = self.p.action(tag, self.sop_class)
         vr = elem.VR
@@ -282,7 +296,7 @@ class _Walker:
         is_content = int(elem.tag) in (TAG_CONTENT_SEQ, TAG_ACQ_CONTEXT)
         if act == "D":
             if vr == "SQ":
-                return self.sequence(elem, depth, content=is_content)
+                return self.sequence(elem, depth, content=is_content, dummy=True)
             return self.dummy(elem)
         if act == "C":
             if vr == "SQ":

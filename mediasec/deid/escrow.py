@@ -21,6 +21,7 @@ import zlib
 from io import BytesIO
 from typing import Callable
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -254,6 +255,17 @@ def _check(ds: Dataset, depth: int, *, ascii_only: bool) -> None:
         raise ValueError("nesting too deep")
     for elem in ds:
         vr = elem.VR
+        tag = int(elem.tag)
+        if not tag >> 16 & 1:
+            # a public tag: known to the dictionary with this VR (noise makes up tags)
+            try:
+                known = dictionary_VR(tag)
+            except KeyError:
+                known = None
+            if known is None and vr == "UN":
+                raise ValueError("an unknown public tag")
+            if known is not None and vr not in known and vr != "UN":
+                raise ValueError("a VR that does not match the dictionary")
         if vr == "SQ":
             for item in elem.value:
                 _check(item, depth + 1, ascii_only=ascii_only)
