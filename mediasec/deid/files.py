@@ -9,7 +9,9 @@ the reverse. Both read the whole data set into memory (one file at a time).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
@@ -31,6 +33,15 @@ __all__ = ["DeidJob", "DeidFileResult", "ReidFileResult", "reidentify", "reident
            "read_part10", "check_burned_in"]
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pydicom's warnings (odd values in the input or in a damaged escrow) stay out of the
+    user's terminal; what matters is raised or reported as findings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @dataclass
@@ -167,9 +178,10 @@ class DeidJob:
                                    res.replaced, self.escrow, findings)
 
     def deidentify(self, src: BinaryIO, dst: BinaryIO) -> DeidFileResult:
-        ds = read_part10(src)
-        out, result = self.deidentify_dataset(ds)
-        _write(out, ds, dst)
+        with _quiet():
+            ds = read_part10(src)
+            out, result = self.deidentify_dataset(ds)
+            _write(out, ds, dst)
         return result
 
 
@@ -192,8 +204,9 @@ def reidentify_dataset(ds: Dataset, decrypters: list) -> tuple[Dataset, ReidFile
 
 def reidentify(src: BinaryIO, dst: BinaryIO, *, decrypters: list) -> ReidFileResult:
     """Restore the originals of one de-identified Part 10 file."""
-    ds = read_part10(src)
-    out, result = reidentify_dataset(ds, decrypters)
-    _write(out, ds, dst)
+    with _quiet():
+        ds = read_part10(src)
+        out, result = reidentify_dataset(ds, decrypters)
+        _write(out, ds, dst)
     return result
 

@@ -217,16 +217,24 @@ class Profile:
             if not row.std_comp_iod:
                 return "X"      # not in any standard IOD: its first letter
             act = self._by_attribute_type(tag, act, sop_class)
+        elif act == "X" and self._type_of(tag, sop_class) == "1":
+            act = "D"           # Type 1 in this IOD: removing it would break the IOD (E.1.1)
         return act
 
-    def _by_attribute_type(self, tag: int, act: str, sop_class: str) -> str:
+    @staticmethod
+    def _type_of(tag: int, sop_class: str) -> str | None:
         spec = _compound_types().get(tag)
-        if spec is not None:
-            typ = spec["default"]
-            for prefix, t in spec.get("by_sop_class_prefix", {}).items():
-                if sop_class.startswith(prefix):
-                    typ = t
-        else:
+        if spec is None:
+            return None
+        typ = spec["default"]
+        for prefix, t in spec.get("by_sop_class_prefix", {}).items():
+            if sop_class.startswith(prefix):
+                typ = t
+        return typ
+
+    def _by_attribute_type(self, tag: int, act: str, sop_class: str) -> str:
+        typ = self._type_of(tag, sop_class)
+        if typ is None:
             typ = "2" if act == "X/Z" else "1"
         choice = _by_type()[act].get(typ) or _by_type()[act].get(typ.rstrip("C"))
         if choice is None:
