@@ -166,3 +166,33 @@ def test_everything_fixture_through_the_cli(cli, tmp_path):
     assert res.code == 0, res
     codes = {f["code"] for f in json.loads(res.stdout)["files"][0]["findings"]}
     assert {"DEID_UNKNOWN_REMOVED", "DEID_SIGNATURE_REMOVED"} <= codes
+
+
+def test_build_deidentify_no_patient_name_anywhere_on_the_medium(cli, tmp_path):
+    src = tmp_path / "in"
+    g.ct_series(src / "DOE_JANE", 2)
+    g.write_instance(src / "sr.dcm", "sr", series="SR")
+    out, label = tmp_path / "disc", tmp_path / "label.json"
+    res = cli("build", src, "-o", out, "--deidentify", "--escrow-to", CERT,
+              "--mapping-key-env", "MAPKEY", "--pdi", "--label", label, env=ENV)
+    assert res.code == 0, res
+    assert not [p for p in tmp_path.iterdir() if ".deid-" in p.name]   # staging removed
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 6
+    for p in files + [label]:
+        data = p.read_bytes().upper()
+        assert b"DOE" not in data and b"JANE" not in data, p
+    assert json.loads(label.read_text())["discs"][0]["patients"][0]["name"] == ""
+    dicomdir = dcmread(out / "DICOMDIR")
+    pat = [r for r in dicomdir.DirectoryRecordSequence if r.DirectoryRecordType == "PATIENT"]
+    assert len(pat) == 1 and str(pat[0].PatientName) == ""
+    inst = next(p for p in files if p.name.startswith("IM"))
+    back = tmp_path / "back.dcm"
+    assert cli("reidentify", inst, "-o", back, "--key", KEY, env=ENV).code == 0
+    assert str(dcmread(back).PatientName) == "DOE^JANE"
+
+
+def test_build_deid_flags_need_deidentify(cli, ct, tmp_path):
+    res = cli("build", ct.parent, "-o", tmp_path / "disc", "--escrow-to", CERT, env=ENV)
+    assert_one_line_error(res, 2, "--deidentify")
+    assert not (tmp_path / "disc").exists()

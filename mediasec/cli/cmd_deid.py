@@ -204,3 +204,94 @@ def reidentify_cmd(inputs, out, key, cert, key_password_env, password_env, ask_p
     write_json(json_out, "mediasec.reidentify/1", {
         "output": out,
         "files": [{"input": p, "output": o, **r.to_dict()} for p, o, r in results]})
+
+
+# -- build --deidentify ------------------------------------------------------------------------
+
+def deid_build_options(f):
+    """The ``build --deidentify`` flags (the de-identification flags of ``deidentify``)."""
+    options = [
+        click.option("--deidentify", "deid", is_flag=True, help="De-identify every file "
+                     "first (PS3.15 E.1): a teaching/research medium; the DICOMDIR, labels "
+                     "and PDI pages then hold only de-identified values."),
+        click.option("--option", "deid_options", multiple=True,
+                     type=click.Choice(list(OPTIONS)), help="With --deidentify: a PS3.15 "
+                     "E.3 option (repeatable)."),
+        click.option("--escrow-to", "deid_escrow_to", multiple=True,
+                     type=click.Path(dir_okay=False), help="With --deidentify: recipient "
+                     "certificate of the encrypted originals (repeatable)."),
+        click.option("--escrow-password-env", "deid_escrow_password_env", metavar="VAR",
+                     help="With --deidentify: password recipient of the originals."),
+        click.option("--no-escrow", "deid_no_escrow", is_flag=True,
+                     help="With --deidentify: discard the originals (irreversible)."),
+        click.option("--mapping-key-env", "deid_mapping_key_env", metavar="VAR",
+                     help="With --deidentify: key of the UID/date mapping."),
+        click.option("--accept-burned-in", "deid_accept_burned_in", is_flag=True,
+                     help="With --deidentify: take objects that may carry burned-in text."),
+    ]
+    for o in reversed(options):
+        f = o(f)
+    return f
+
+
+def deidentified_sources(sources, output: str, flags: dict):
+    """With ``--deidentify``: de-identify every DICOM file of ``sources`` into a private
+    folder beside ``output`` (removed when the command ends) and return it as the only
+    source; without, ``sources`` unchanged. Only de-identified data (originals encrypted)
+    ever lands in that folder."""
+    deid_flags = {k: flags.pop(k) for k in list(flags) if k.startswith("deid")}
+    if not deid_flags.get("deid"):
+        if any(v for k, v in deid_flags.items() if k != "deid"):
+            raise UsageError("the de-identification flags need --deidentify", code="USAGE")
+        return sources
+    policy = AlgorithmPolicy(allow_legacy=flags.get("allow_legacy", False))
+    recipients = []
+    for p in deid_flags["deid_escrow_to"]:
+        for c in read_certificates(p, "escrow certificate"):
+            try:
+                recipients.append(KeyTransportRecipient(c, policy=policy))
+            except MediasecError as exc:
+                raise exc.with_path(p)
+    pw = read_password(deid_flags["deid_escrow_password_env"])
+    if pw is not None:
+        recipients.append(PasswordRecipient(pw, iterations=flags.get("pbkdf2_iterations",
+                                                                     600_000), policy=policy))
+    job = DeidJob(options=deid_flags["deid_options"], recipients=recipients,
+                  escrow=not deid_flags["deid_no_escrow"], policy=policy,
+                  mapping_key=_mapping_key(deid_flags["deid_mapping_key_env"]),
+                  accept_burned_in=deid_flags["deid_accept_burned_in"])
+    import secrets
+    import shutil
+    from mediasec.io.folder import collect_inputs
+    parent = os.path.dirname(os.path.abspath(output))
+    folder = os.path.join(parent, f".{os.path.basename(output)}.deid-{secrets.token_hex(4)}")
+    try:
+        os.mkdir(folder, 0o700)
+    except OSError as exc:
+        raise env_error(exc, folder) from exc
+    click.get_current_context().call_on_close(
+        lambda: shutil.rmtree(folder, ignore_errors=True))
+    for path, _size in collect_inputs(sources):
+        with _open(path) as src:
+            head = src.read(132)
+            src.seek(0)
+            if len(head) < 132 or head[128:132] != b"DICM" or _is_dicomdir(src):
+                continue      # not DICOM (the scan would skip it) or a DICOMDIR (rebuilt)
+            tmp = AtomicOutput(os.path.join(folder, ".incoming"))
+            with tmp as dst:
+                result = _step(job.deidentify, src, dst, path)
+                tmp.target = os.path.join(folder, f"{result.sop_instance_uid}.dcm")
+                if not os.path.exists(tmp.target):
+                    tmp.commit()
+        for f in result.findings:
+            if f.outcome in (Outcome.WARNING, Outcome.FAILED):
+                warn(path, f.message)
+    return (folder,)
+
+
+def _is_dicomdir(src) -> bool:
+    head = src.read(1024)
+    src.seek(0)
+    uid = b"1.2.840.10008.1.3.10"
+    at = head.find(uid)
+    return at >= 0 and head[at + len(uid):at + len(uid) + 1] not in b"0123456789."
