@@ -256,7 +256,15 @@ def _check(ds: Dataset, depth: int, *, ascii_only: bool) -> None:
     for elem in ds:
         vr = elem.VR
         tag = int(elem.tag)
-        if not tag >> 16 & 1:
+        if tag >> 16 & 1:
+            # a private tag: a creator (gggg,00xx) reserves the block of every element
+            low = tag & 0xFFFF
+            if low >= 0x1000:
+                if (tag & 0xFFFF0000 | low >> 8) not in ds:
+                    raise ValueError("a private element without its creator")
+            elif not 0x10 <= low <= 0xFF:
+                raise ValueError("an element number no private group uses")
+        else:
             # a public tag: known to the dictionary with this VR (noise makes up tags)
             try:
                 known = dictionary_VR(tag)

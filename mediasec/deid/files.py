@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
+from pydicom.filebase import DicomFileLike
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import dcmwrite, write_dataset
 
 from mediasec.deid import profile as P
 from mediasec.deid.engine import MARK_TAGS, TAG_IDENTITY_REMOVED, deidentify_dataset
@@ -30,7 +33,7 @@ from mediasec.policy import AlgorithmPolicy
 from mediasec.report import Finding, Outcome
 
 __all__ = ["DeidJob", "DeidFileResult", "ReidFileResult", "reidentify", "reidentify_dataset",
-           "read_part10", "check_burned_in"]
+           "read_part10", "Part10", "check_burned_in"]
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
@@ -72,16 +75,95 @@ class ReidFileResult:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-def read_part10(src: BinaryIO) -> Dataset:
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Part10:
+    """A Part 10 file read for rewriting: every element but the pixel data in ``dataset``;
+    the pixel data element stays in the source, at ``pixel_span`` (start, end), and is
+    copied raw on writing, so memory does not grow with the pixel data."""
+
+    dataset: Dataset
+    src: BinaryIO
+    pixel_span: tuple[int, int] | None = None
+    pixel_tag: int = 0x7FE00010
+
+
+def read_part10(src: BinaryIO) -> Part10:
+    """Read a Part 10 file from a seekable stream (a deflated one wholly, others without
+    their pixel data, whose bytes are left where they are)."""
     head = src.read(132)
     if len(head) < 132 or head[128:132] != b"DICM":
         raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)")
     src.seek(0)
     with translate_pydicom():
-        ds = dcmread(src)
-        for _ in ds.iterall():   # decode everything now: damage is reported here
+        ds = dcmread(src, stop_before_pixels=True)
+        ts = ds.file_meta.TransferSyntaxUID
+        out = Part10(ds, src)
+        if ts == _DEFLATED:
+            src.seek(0)
+            out = Part10(dcmread(src), src)
+        else:
+            pos = src.tell()
+            found = _pixel_span(src, pos, ts.is_implicit_VR, ts.is_little_endian)
+            if found is not None:
+                tag, end = found
+                out.pixel_span, out.pixel_tag = (pos, end), tag
+                src.seek(end)
+                trailing = read_dataset(src, ts.is_implicit_VR, ts.is_little_endian,
+                                        parent_encoding=ds._character_set)
+                for elem in trailing.values():
+                    ds[elem.tag] = elem
+        for _ in out.dataset.iterall():   # decode everything now: damage is reported here
             pass
-    return ds
+    return out
+
+
+def _pixel_span(src: BinaryIO, pos: int, implicit: bool, little: bool):
+    """(tag, end offset) of the pixel data element starting at ``pos``, or None at the end."""
+    e = "<" if little else ">"
+    src.seek(pos)
+    hdr = src.read(8)
+    if not hdr:
+        return None
+    size = src.seek(0, 2)
+    if len(hdr) < 8:
+        raise InputError("the file ends inside an element header", code="DICOM_UNREADABLE")
+    group, elem = struct.unpack(e + "HH", hdr[:4])
+    tag = group << 16 | elem
+    if tag not in _PIXEL_TAGS:
+        raise InputError(f"unexpected element ({group:04X},{elem:04X}) where the pixel data "
+                         "was expected", code="DICOM_UNREADABLE")
+    if implicit:
+        length, body = struct.unpack(e + "L", hdr[4:8])[0], pos + 8
+    elif hdr[4:6] in _LONG_VRS:
+        src.seek(pos + 8)
+        length, body = struct.unpack(e + "L", src.read(4))[0], pos + 12
+    else:
+        length, body = struct.unpack(e + "H", hdr[6:8])[0], pos + 8
+    if length != 0xFFFFFFFF:
+        if body + length > size:
+            raise InputError("the pixel data runs past the end of the file",
+                             code="DICOM_UNREADABLE")
+        return tag, body + length
+    p = body       # encapsulated: items up to the sequence delimiter, skipped unread
+    while True:
+        src.seek(p)
+        ih = src.read(8)
+        if len(ih) < 8:
+            raise InputError("the encapsulated pixel data is cut short",
+                             code="DICOM_UNREADABLE")
+        g, el, n = struct.unpack(e + "HHL", ih)
+        if (g, el) == (0xFFFE, 0xE0DD):
+            return tag, p + 8
+        if (g, el) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF or p + 8 + n > size:
+            raise InputError("malformed encapsulated pixel data", code="DICOM_UNREADABLE")
+        p += 8 + n
 
 
 def check_burned_in(ds: Dataset) -> None:
@@ -113,14 +195,41 @@ def _file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
     return fm
 
 
-def _write(ds: Dataset, src_ds: Dataset, dst: BinaryIO) -> None:
-    ts = str(src_ds.file_meta.TransferSyntaxUID)
-    ds.file_meta = _file_meta(ds, ts)
-    ds.preamble = b"\x00" * 128        # PS3.10 7.5: nothing executable rides along
+def _write(ds: Dataset, source: Part10, dst: BinaryIO) -> None:
+    """``ds`` as a Part 10 file (new File Meta, blank preamble), the pixel data copied raw
+    from the source in its place."""
+    src_ds = source.dataset
+    ts = src_ds.file_meta.TransferSyntaxUID
+    head, tail = ds, None
+    if source.pixel_span is not None:
+        head, tail = Dataset(), Dataset()
+        for elem in ds.values():
+            (head if elem.tag < source.pixel_tag else tail)[elem.tag] = elem
+    head.file_meta = _file_meta(ds, str(ts))
+    head.preamble = b"\x00" * 128        # PS3.10 7.5: nothing executable rides along
     enc = src_ds.original_encoding
-    ds.set_original_encoding(enc[0], enc[1], src_ds.original_character_set)
+    head.set_original_encoding(enc[0], enc[1], src_ds.original_character_set)
     with translate_pydicom():
-        dcmwrite(dst, ds, enforce_file_format=True)
+        dcmwrite(dst, head, enforce_file_format=True)
+        if source.pixel_span is None:
+            return
+        start, end = source.pixel_span
+        src = source.src
+        src.seek(start)
+        buf = bytearray(min(_CHUNK, end - start))
+        left = end - start
+        while left:
+            n = src.readinto(memoryview(buf)[:min(len(buf), left)])
+            if not n:
+                raise InputError("the file shrank while it was being read",
+                                 code="INPUT_CHANGED")
+            dst.write(memoryview(buf)[:n])
+            left -= n
+        if len(tail):
+            fp = DicomFileLike(dst)
+            fp.is_little_endian = ts.is_little_endian
+            fp.is_implicit_VR = ts.is_implicit_VR
+            write_dataset(fp, tail, parent_encoding=src_ds._character_set)
 
 
 class DeidJob:
@@ -178,10 +287,12 @@ class DeidJob:
                                    res.replaced, self.escrow, findings)
 
     def deidentify(self, src: BinaryIO, dst: BinaryIO) -> DeidFileResult:
+        """One Part 10 file from ``src`` (seekable) to ``dst``; memory does not grow with
+        the pixel data, which is copied raw (except in deflated files)."""
         with _quiet():
-            ds = read_part10(src)
-            out, result = self.deidentify_dataset(ds)
-            _write(out, ds, dst)
+            source = read_part10(src)
+            out, result = self.deidentify_dataset(source.dataset)
+            _write(out, source, dst)
         return result
 
 
@@ -205,8 +316,8 @@ def reidentify_dataset(ds: Dataset, decrypters: list) -> tuple[Dataset, ReidFile
 def reidentify(src: BinaryIO, dst: BinaryIO, *, decrypters: list) -> ReidFileResult:
     """Restore the originals of one de-identified Part 10 file."""
     with _quiet():
-        ds = read_part10(src)
-        out, result = reidentify_dataset(ds, decrypters)
-        _write(out, ds, dst)
+        source = read_part10(src)
+        out, result = reidentify_dataset(source.dataset, decrypters)
+        _write(out, source, dst)
     return result
 
