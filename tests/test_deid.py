@@ -42,8 +42,10 @@ def job(rsa, *options, **kw):
 
 
 def run(j, raw: bytes):
+    rewritten, res = j.prepare(io.BytesIO(raw))
     out = io.BytesIO()
-    res = j.deidentify(io.BytesIO(raw), out)
+    rewritten.write_to(out)
+    assert rewritten.size == len(out.getvalue())     # a build stage plans with it
     return out.getvalue(), dcmread(io.BytesIO(out.getvalue())), res
 
 
@@ -415,6 +417,10 @@ def test_cross_references_resolve_after_uid_replacement(rsa):
     assert ev.ReferencedSeriesSequence[0].SeriesInstanceUID in series
     assert out[3].ContentSequence[-1].ReferencedSOPSequence[0].ReferencedSOPInstanceUID \
         == out[0].SOPInstanceUID
+    assert j.dangling_references() == 0
+    lone = job(rsa)
+    run(lone, G.part10(pr))
+    assert lone.dangling_references() == 1    # its CT is not in this job
 
 
 def test_structured_content_clean(rsa):

@@ -178,6 +178,7 @@ def deidentify(inputs, out, options, escrow_to, escrow_password_env, no_escrow,
         "longitudinal_temporal": job.profile.temporal,
         "escrow": ({"recipients": len(recipients), "cipher": cipher} if recipients else None),
         "mapping": "keyed" if mapping_key_env else "random per job",
+        "dangling_references": job.dangling_references(),
         "files": [{"input": p, "output": o, **r.to_dict()} for p, o, r in results]})
 
 

@@ -75,7 +75,8 @@ class DeidResult:
 
 class _Walker:
     def __init__(self, profile: P.Profile, mapper: Mapper, sop_class: str,
-                 offset: int | None, result: DeidResult):
+                 offset: int | None, result: DeidResult, issuer: str = ""):
+        self._issuer = issuer
         self.p = profile
         self.m = mapper
         self.sop_class = sop_class
@@ -409,8 +410,7 @@ def deidentify_dataset(ds: Dataset, profile: P.Profile, mapper: Mapper) -> DeidR
     offset = mapper.date_offset(issuer, pid) if profile.has("retain-long-modified-dates") \
         else None
     result = DeidResult(Dataset(), Dataset(), date_offset_days=offset)
-    w = _Walker(profile, mapper, sop_class, offset, result)
-    w._issuer = issuer
+    w = _Walker(profile, mapper, sop_class, offset, result, issuer)
     out, _, touched = w.dataset(ds, 0)
     if not profile.has("retain-safe-private") and TAG_PRIVATE_CHARS in out:
         del out[TAG_PRIVATE_CHARS]

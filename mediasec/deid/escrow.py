@@ -33,7 +33,7 @@ from mediasec.cms import oids
 from mediasec.cms._ber import ByteStream
 from mediasec.cms.envelope import (EnvelopeLayout, Encryptor, decrypt_chunks,
                                    read_enveloped_head)
-from mediasec.cms.keys import Decrypter, Unwrapped, block_size, describe_recipient
+from mediasec.cms.keys import Decrypter, Unwrapped, block_size
 from mediasec.errors import (DecryptionError, InputError, MalformedError, MediasecError,
                              NoRecipientError, WrongPasswordError)
 from mediasec.policy import AlgorithmPolicy, CIPHERS

@@ -14,11 +14,11 @@ import secrets
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomFileLike
+from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import dcmwrite, write_dataset
 
@@ -33,7 +33,7 @@ from mediasec.policy import AlgorithmPolicy
 from mediasec.report import Finding, Outcome
 
 __all__ = ["DeidJob", "DeidFileResult", "ReidFileResult", "reidentify", "reidentify_dataset",
-           "read_part10", "Part10", "check_burned_in"]
+           "read_part10", "Part10", "Rewritten", "check_burned_in"]
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 
@@ -195,9 +195,51 @@ def _file_meta(ds: Dataset, transfer_syntax: str) -> FileMetaDataset:
     return fm
 
 
-def _write(ds: Dataset, source: Part10, dst: BinaryIO) -> None:
-    """``ds`` as a Part 10 file (new File Meta, blank preamble), the pixel data copied raw
-    from the source in its place."""
+@dataclass
+class Rewritten:
+    """A rewritten Part 10 file of exactly ``size`` bytes: ``head`` (preamble, File Meta
+    and the elements before the pixel data), the pixel data copied raw from the source,
+    then ``tail``. ``chunks()`` streams it; a build stage can plan with ``size``."""
+
+    head: bytes
+    source: Part10
+    tail: bytes
+
+    @property
+    def size(self) -> int:
+        span = self.source.pixel_span
+        return len(self.head) + (span[1] - span[0] if span else 0) + len(self.tail)
+
+    def chunks(self, piece: int = _CHUNK) -> Iterator[memoryview]:
+        """The file's bytes; each view is valid until the next step."""
+        yield memoryview(self.head)
+        span = self.source.pixel_span
+        if span is not None:
+            start, end = span
+            src = self.source.src
+            src.seek(start)
+            buf = bytearray(min(piece, max(end - start, 1)))
+            left = end - start
+            while left:
+                n = src.readinto(memoryview(buf)[:min(len(buf), left)])
+                if not n:
+                    raise InputError("the file shrank while it was being read",
+                                     code="INPUT_CHANGED")
+                yield memoryview(buf)[:n]
+                left -= n
+        if self.tail:
+            yield memoryview(self.tail)
+
+    def write_to(self, dst: BinaryIO) -> int:
+        for mv in self.chunks():
+            while mv:
+                n = dst.write(mv)
+                mv = mv[n:]
+        return self.size
+
+
+def _encode(ds: Dataset, source: Part10) -> Rewritten:
+    """``ds`` as a Part 10 file (new File Meta, blank preamble) around the source's pixels."""
     src_ds = source.dataset
     ts = src_ds.file_meta.TransferSyntaxUID
     head, tail = ds, None
@@ -210,26 +252,16 @@ def _write(ds: Dataset, source: Part10, dst: BinaryIO) -> None:
     enc = src_ds.original_encoding
     head.set_original_encoding(enc[0], enc[1], src_ds.original_character_set)
     with translate_pydicom():
-        dcmwrite(dst, head, enforce_file_format=True)
-        if source.pixel_span is None:
-            return
-        start, end = source.pixel_span
-        src = source.src
-        src.seek(start)
-        buf = bytearray(min(_CHUNK, end - start))
-        left = end - start
-        while left:
-            n = src.readinto(memoryview(buf)[:min(len(buf), left)])
-            if not n:
-                raise InputError("the file shrank while it was being read",
-                                 code="INPUT_CHANGED")
-            dst.write(memoryview(buf)[:n])
-            left -= n
-        if len(tail):
-            fp = DicomFileLike(dst)
+        hb = DicomBytesIO()
+        dcmwrite(hb, head, enforce_file_format=True)
+        tb = b""
+        if tail is not None and len(tail):
+            fp = DicomBytesIO()
             fp.is_little_endian = ts.is_little_endian
             fp.is_implicit_VR = ts.is_implicit_VR
             write_dataset(fp, tail, parent_encoding=src_ds._character_set)
+            tb = fp.getvalue()
+    return Rewritten(hb.getvalue(), source, tb)
 
 
 class DeidJob:
@@ -261,6 +293,14 @@ class DeidJob:
         self.mapper = Mapper(mapping_key)
         self.accept_burned_in = accept_burned_in
         self.rng = rng
+        self._instances: set = set()
+        self._referenced: set = set()
+
+    def dangling_references(self) -> int:
+        """How many distinct referenced SOP Instances (after mapping) were not among the
+        instances de-identified by this job so far (they resolve only if de-identified
+        later with the same mapping key)."""
+        return len(self._referenced - self._instances)
 
     def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, DeidFileResult]:
         """The de-identified data set (no File Meta) and what was done: the build stage."""
@@ -282,18 +322,37 @@ class DeidJob:
             out.add(seal_originals(res.originals, recipients=self.recipients,
                                    cipher=self.cipher, policy=self.policy, rng=self.rng))
         findings += res.findings
+        self._instances.add(str(out.get("SOPInstanceUID", "")))
+        _collect_refs(out, self._referenced)
         return out, DeidFileResult(str(out.get("SOPInstanceUID", "")),
                                    str(out.get("SOPClassUID", "")), res.removed,
                                    res.replaced, self.escrow, findings)
 
-    def deidentify(self, src: BinaryIO, dst: BinaryIO) -> DeidFileResult:
-        """One Part 10 file from ``src`` (seekable) to ``dst``; memory does not grow with
-        the pixel data, which is copied raw (except in deflated files)."""
+    def prepare(self, src: BinaryIO) -> tuple[Rewritten, DeidFileResult]:
+        """De-identify the header of the Part 10 file in ``src`` (seekable): the output,
+        of known size, streams on demand (``Rewritten.chunks``), its pixel data read from
+        ``src`` then. Memory does not grow with the pixel data (except in deflated files)."""
         with _quiet():
             source = read_part10(src)
             out, result = self.deidentify_dataset(source.dataset)
-            _write(out, source, dst)
+            return _encode(out, source), result
+
+    def deidentify(self, src: BinaryIO, dst: BinaryIO) -> DeidFileResult:
+        """One Part 10 file from ``src`` (seekable) to ``dst``."""
+        rewritten, result = self.prepare(src)
+        rewritten.write_to(dst)
         return result
+
+
+def _collect_refs(ds: Dataset, into: set, depth: int = 0) -> None:
+    if depth > 32:
+        return
+    for elem in ds.values():
+        if elem.tag == 0x00081155 and elem.value:
+            into.add(str(elem.value))
+        elif elem.VR == "SQ" and elem.tag != 0x04000500:
+            for item in elem.value or ():
+                _collect_refs(item, into, depth + 1)
 
 
 def reidentify_dataset(ds: Dataset, decrypters: list) -> tuple[Dataset, ReidFileResult]:
@@ -318,6 +377,6 @@ def reidentify(src: BinaryIO, dst: BinaryIO, *, decrypters: list) -> ReidFileRes
     with _quiet():
         source = read_part10(src)
         out, result = reidentify_dataset(source.dataset, decrypters)
-        _write(out, source, dst)
+        _encode(out, source).write_to(dst)
     return result
 
