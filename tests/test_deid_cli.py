@@ -45,7 +45,8 @@ def test_single_file_with_cert_and_password_escrow(cli, ct, tmp_path):
         assert res.code == 0, res
         assert json.loads(res.stdout)["schema"] == "mediasec.reidentify/1"
         again = dcmread(back)
-        assert again.PatientName == "DOE^JANE" and again.SOPInstanceUID == dcmread(ct).SOPInstanceUID
+        assert again.PatientName == "DOE^JANE"
+        assert again.SOPInstanceUID == dcmread(ct).SOPInstanceUID
 
 
 def test_folder_in_folder_out_named_by_uid(cli, tmp_path):
