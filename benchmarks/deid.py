@@ -103,8 +103,8 @@ def main() -> int:
             print(f"{name:34} {s:8.2f} {n / s:8.1f} {rss:12.1f} {s / base:11.2f}x")
         ratio = rows[1][1] / base
         print(f"mediasec is {ratio:.1f}x faster than gdcmanon process-per-file "
-              f"(goal >= 3x: {'met' if ratio >= 3 else 'NOT met'}); "
-              f"{rows[2][1] / base:.1f}x against gdcmanon's directory mode")
+              f"(goal >= 3x: {'met' if ratio >= 3 else 'NOT met'}); gdcmanon's own "
+              f"directory mode is {base / rows[2][1]:.1f}x faster than mediasec")
         print("checked: every input has an output; 5 of ours re-identified by gdcmanon -d")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -16,10 +16,11 @@ from mediasec.cli._protection import key_options, load_keys, with_options
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.keys import KeyTransportRecipient, PasswordRecipient
-from mediasec.deid import DeidJob, reidentify
+from mediasec.deid import DeidJob
+from mediasec.deid.files import prepare_reidentify
 from mediasec.deid.profile import OPTIONS
 from mediasec.errors import MediasecError, UsageError
-from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, StagingDir, env_error
+from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, StagingDir, env_error, fsync_dir
 from mediasec.io.keys import read_certificates, read_password
 from mediasec.policy import CIPHERS, AlgorithmPolicy
 from mediasec.report import Outcome
@@ -51,7 +52,7 @@ def _open(path: str):
 
 
 def _run(files, out, step, *, secret: bool):
-    """``step(src_file, dst_file) -> result`` over every input, atomically."""
+    """``step(src_file) -> (Rewritten, result)`` over every input, atomically."""
     results = []
     single = len(files) == 1 and not os.path.isdir(out)
     if single:
@@ -63,7 +64,9 @@ def _run(files, out, step, *, secret: bool):
             dst = target.open()
         try:
             with _open(files[0]) as src:
-                results.append((files[0], out, _step(step, src, dst, files[0])))
+                rewritten, result = _step(step, src, files[0])
+                _write(rewritten, dst, out)
+            results.append((files[0], out, result))
             target.commit()
         finally:
             if not target.committed:
@@ -71,39 +74,50 @@ def _run(files, out, step, *, secret: bool):
         return results
     staging = StagingDir(out)
     with staging as folder:
-        if secret:
-            os.chmod(folder, 0o700)
+        # a hidden folder, removed on failure and renamed at the end: no file in it is
+        # visible under OUT before every input is done (0700 while it holds plaintext)
+        os.chmod(folder, 0o700 if secret else 0o755)
         seen = set()
         for path in files:
             with _open(path) as src:
-                tmp = AtomicOutput(os.path.join(folder, ".incoming"), secret=secret)
+                rewritten, result = _step(step, src, path)
+                name = f"{result.sop_instance_uid}.dcm"
+                if name in seen:
+                    warn(path, "the same SOP Instance as an earlier input: skipped")
+                    continue
+                seen.add(name)
+                target = os.path.join(folder, name)
                 try:
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                                 0o600 if secret else 0o644)
+                except OSError as exc:
+                    raise env_error(exc, os.path.join(out, name)) from exc
+                with os.fdopen(fd, "wb", buffering=0) as dst:
+                    _write(rewritten, dst, os.path.join(out, name))
                     try:
-                        dst = tmp.open()
-                    except AnonymousUnsupported:
-                        tmp = AtomicOutput(os.path.join(folder, ".incoming"))
-                        dst = tmp.open()
-                    result = _step(step, src, dst, path)
-                    name = f"{result.sop_instance_uid}.dcm"
-                    if name in seen:
-                        warn(path, "the same SOP Instance as an earlier input: skipped")
-                        continue
-                    seen.add(name)
-                    tmp.target = os.path.join(folder, name)
-                    tmp.commit()
-                finally:
-                    if not tmp.committed:
-                        tmp.abort()
+                        os.fsync(dst.fileno())
+                    except OSError as exc:
+                        raise env_error(exc, os.path.join(out, name)) from exc
             results.append((path, os.path.join(out, name), result))
-        if secret:
+        try:
+            fsync_dir(folder)
             os.chmod(folder, 0o755)
+        except OSError as exc:
+            raise env_error(exc, out) from exc
         staging.commit()
     return results
 
 
-def _step(step, src, dst, path):
+def _write(rewritten, dst, name):
     try:
-        return step(src, dst)
+        rewritten.write_to(dst)
+    except OSError as exc:
+        raise env_error(exc, name) from exc
+
+
+def _step(step, src, path):
+    try:
+        return step(src)
     except MediasecError as exc:
         raise exc.with_path(path)
     except OSError as exc:
@@ -167,7 +181,7 @@ def deidentify(inputs, out, options, escrow_to, escrow_password_env, no_escrow,
                   cipher=cipher, policy=policy, mapping_key=_mapping_key(mapping_key_env),
                   accept_burned_in=accept_burned_in)
     files = _inputs(inputs)
-    results = _run(files, out, job.deidentify, secret=False)
+    results = _run(files, out, job.prepare, secret=False)
     for path, _, r in results:
         for f in r.findings:
             if f.outcome in (Outcome.WARNING, Outcome.FAILED):
@@ -197,7 +211,7 @@ def reidentify_cmd(inputs, out, key, cert, key_password_env, password_env, ask_p
         raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
                          code="USAGE_NO_KEY")
     files = _inputs(inputs)
-    results = _run(files, out, lambda s, d: reidentify(s, d, decrypters=decrypters),
+    results = _run(files, out, lambda s: prepare_reidentify(s, decrypters=decrypters),
                    secret=True)
     for path, _, r in results:
         for f in r.findings:
@@ -278,12 +292,11 @@ def deidentified_sources(sources, output: str, flags: dict):
             src.seek(0)
             if len(head) < 132 or head[128:132] != b"DICM" or _is_dicomdir(src):
                 continue      # not DICOM (the scan would skip it) or a DICOMDIR (rebuilt)
-            tmp = AtomicOutput(os.path.join(folder, ".incoming"))
-            with tmp as dst:
-                result = _step(job.deidentify, src, dst, path)
-                tmp.target = os.path.join(folder, f"{result.sop_instance_uid}.dcm")
-                if not os.path.exists(tmp.target):
-                    tmp.commit()
+            rewritten, result = _step(job.prepare, src, path)
+            target = os.path.join(folder, f"{result.sop_instance_uid}.dcm")
+            if not os.path.exists(target):
+                with open(target, "xb") as dst:
+                    _write(rewritten, dst, target)
         for f in result.findings:
             if f.outcome in (Outcome.WARNING, Outcome.FAILED):
                 warn(path, f.message)

@@ -33,6 +33,7 @@ from mediasec.policy import AlgorithmPolicy
 from mediasec.report import Finding, Outcome
 
 __all__ = ["DeidJob", "DeidFileResult", "ReidFileResult", "reidentify", "reidentify_dataset",
+           "prepare_reidentify",
            "read_part10", "Part10", "Rewritten", "check_burned_in"]
 
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -372,11 +373,18 @@ def reidentify_dataset(ds: Dataset, decrypters: list) -> tuple[Dataset, ReidFile
                                opened.recipient, findings)
 
 
-def reidentify(src: BinaryIO, dst: BinaryIO, *, decrypters: list) -> ReidFileResult:
-    """Restore the originals of one de-identified Part 10 file."""
+def prepare_reidentify(src: BinaryIO, *, decrypters: list) -> tuple[Rewritten, ReidFileResult]:
+    """Restore the originals of one de-identified Part 10 file (seekable ``src``): the
+    output of known size, streamed on demand."""
     with _quiet():
         source = read_part10(src)
         out, result = reidentify_dataset(source.dataset, decrypters)
-        _encode(out, source).write_to(dst)
+        return _encode(out, source), result
+
+
+def reidentify(src: BinaryIO, dst: BinaryIO, *, decrypters: list) -> ReidFileResult:
+    """Restore the originals of one de-identified Part 10 file."""
+    rewritten, result = prepare_reidentify(src, decrypters=decrypters)
+    rewritten.write_to(dst)
     return result
 
