@@ -22,6 +22,7 @@ import click
 
 from mediasec._data import media_profile
 from mediasec.cli._protection import load_protection, protection_options
+from mediasec.cli.cmd_deid import deid_build_options, deidentified_sources
 from mediasec.cli.main import cli
 from mediasec.cli.render import Progress, write_json
 from mediasec.cms.secure import ProtectOptions
@@ -145,6 +146,7 @@ class _Writing:
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes that encrypt and sign (default: 2, or 1 on one CPU).")
+@deid_build_options
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
               fileset_uid, progress, workers, cipher, digest, framing, **flags):
@@ -158,6 +160,8 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         raise UsageError(f"{profile.id} is a secure profile: give --encrypt-to CERT and/or "
                          "--password-env VAR", path=output, code="USAGE_SECURE_NEEDS_RECIPIENT")
     _check_output(output)
+    fill_missing = fill_missing or flags.get("deid")  # de-identified: Study Date/ID are empty
+    sources = deidentified_sources(sources, output, flags)   # --deidentify: a de-identified copy
     if fileset_id is None:
         fileset_id = "DICOM" if iso else ""
     base_uid = fileset_uid or f"2.25.{uuid.uuid4().int}"
