@@ -55,8 +55,9 @@ def _display(name: str) -> str:
 
 
 def _read_ranges(fd: int, ranges, image_size: int, bufs) -> Iterator[memoryview]:
-    """Yield the ranges as views into the two reused ``bufs`` (valid until the one after
-    next is produced; the reader serves one file at a time)."""
+    """Yield the ranges as views into the two reused ``bufs``; each is valid only until the
+    next is requested (the byte-path contract, ``mediasec.media.plan.Producer``; the reader
+    serves one file at a time)."""
     i = 0
     for off, length in ranges:
         if off < 0 or length < 0 or off + length > image_size:

@@ -39,7 +39,22 @@ Opener = Callable[[str], BinaryIO]
 
 @runtime_checkable
 class Producer(Protocol):
-    """Makes one output file: exactly ``size`` bytes from ``chunks()``."""
+    """Makes one output file: exactly ``size`` bytes from ``chunks()``.
+
+    **The byte-path contract** (the one rule for every chunk iterator in mediasec: these
+    producers and their wrappers, ``SecureFileProducer.chunks``, the prefetcher's slots,
+    ``ChunkReader``, ``ByteStream``, ``decrypt_chunks``/``iter_octets``, and the readers of
+    a received medium, ``MediumSource.open``): **a yielded chunk is valid only until the
+    next chunk is requested.** Producers may yield views of buffers they reuse (the CMS
+    producer encrypts through two reused buffers; a prefetched file is a view into a
+    shared slot; the medium readers read into reused buffers), so a consumer must use or
+    copy a chunk *before* it advances the iterator - never keep a view, a slice or a
+    ``memoryview`` of it across ``next()`` (``bytes``, ``bytearray`` slices, ``b"".join``
+    of views made *after* advancing all break it). A source that happens to give more
+    (two alternating buffers) does not widen the contract. ``tests/_poison.py`` scribbles
+    over every chunk as soon as the next one is requested; ``tests/test_bytepath.py``
+    runs every consumer through it.
+    """
 
     kind: str
 

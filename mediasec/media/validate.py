@@ -140,7 +140,8 @@ class MediumSource(Protocol):
     def entries(self) -> list[MediumEntry]: ...
 
     def open(self, handle: Any) -> Iterator[bytes]:
-        """The file's bytes as chunks (views valid until the one after next)."""
+        """The file's bytes as chunks, each valid only until the next is requested (the
+        byte-path contract of ``mediasec.media.plan.Producer``)."""
         ...
 
     def worker_spec(self) -> tuple:
@@ -298,16 +299,16 @@ class _Tee:
     def prime(self, n: int) -> bytes:
         """The first ``n`` bytes (or fewer at the end), without consuming them.
 
-        The first chunk is held as the reader's view (valid until the one after next is
-        read); only when more chunks are needed are the held ones copied.
+        The first chunk is held as the reader's view; when more chunks are needed the held
+        ones are copied *before* the next is requested (a chunk is valid only until then).
         """
         have = sum(len(c) for c in self._replay)
         while have < n:
+            if self._replay:
+                self._replay = [bytes(c) for c in self._replay]
             nxt = next(self._it, None)
             if nxt is None:
                 break
-            if self._replay:
-                self._replay = [bytes(c) for c in self._replay]
             self._replay.append(nxt)
             have += len(nxt)
         if len(self._replay) == 1:
