@@ -31,6 +31,7 @@ from pydicom.sequence import Sequence
 
 from mediasec.cms import oids
 from mediasec.cms._ber import ByteStream
+from mediasec.cms.secure import unwrap_key
 from mediasec.cms.envelope import (EnvelopeLayout, Encryptor, decrypt_chunks,
                                    read_enveloped_head)
 from mediasec.cms.keys import Decrypter, Unwrapped, block_size
@@ -125,7 +126,7 @@ def _decrypt(data: bytes, decrypters: list[Decrypter]):
     for candidate in attempts:
         s = ByteStream([candidate], what="the Encrypted Content")
         head = read_enveloped_head(s)
-        unwrapped = _unwrap(head, decrypters)
+        unwrapped = unwrap_key(head, decrypters, no_key="give --key/--cert or --password-env to re-identify")
         try:
             plain = b"".join(bytes(c) for c in decrypt_chunks(s, head, unwrapped.cek))
         except MalformedError as exc:
@@ -135,21 +136,6 @@ def _decrypt(data: bytes, decrypters: list[Decrypter]):
             raise
         return plain, unwrapped, head
     raise last
-
-
-def _unwrap(head, decrypters) -> Unwrapped:
-    errors = []
-    for d in decrypters:
-        try:
-            return d.unwrap(head.recipient_infos, CIPHERS[head.cipher])
-        except (NoRecipientError, WrongPasswordError) as exc:
-            errors.append(exc)
-    for exc in errors:
-        if isinstance(exc, WrongPasswordError):
-            raise exc
-    if errors:
-        raise errors[0]
-    raise InputError("give --key/--cert or --password-env to re-identify", code="CMS_NO_KEY")
 
 
 def open_escrow(ds: Dataset, decrypters: list[Decrypter]) -> EscrowOpened:
