@@ -7,10 +7,12 @@ import pathlib
 
 # As in ARCHITECTURE.md, except that inside the foundation ``errors`` sits below the rest
 # (policy.py and _data.py raise our errors): with all at 0 the check would forbid that.
-LAYER = dict(errors=0, policy=0.5, report=0.5, ports=0.5, _stream=0.5, _data=0.5, cms=1,
-             pki=1, dicom=1, media=2, sign=2, deid=2, io=3, net=3, cli=3)
+LAYER = dict(errors=0, policy=0.5, report=0.5, ports=0.5, _stream=0.5, _data=0.5, _job=0.5,
+             cms=1, pki=1, dicom=1, media=2, sign=2, deid=2, io=3, net=3, api=3, cli=3)
+# ``api`` is the edge's composition root (the Python API): it wires io (and later net) to
+# the domain; the command line calls it.
 SIDEWAYS = {("cms", "pki"), ("media", "sign"), ("media", "deid"), ("net", "io"),
-            ("cli", "io"), ("cli", "net")}
+            ("cli", "io"), ("cli", "net"), ("api", "io"), ("api", "net"), ("cli", "api")}
 EDGE_ONLY = {"os", "sys", "socket", "subprocess", "tempfile", "shutil", "getpass",
              "pycdlib", "pynetdicom", "click", "rich"}
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "mediasec"

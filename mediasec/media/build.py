@@ -15,13 +15,13 @@ before the sink is created; ``write_plan`` then writes each output byte once.
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, ContextManager, Iterable, Protocol
 
 from mediasec import __version__
 from mediasec._data import MediaProfile
+from mediasec._job import collector_paused
 from mediasec.dicom.dicomdir import decode_dicomdir
 from mediasec.dicom.fileid import FileId
 from mediasec.dicom.scan import ScannedFile, scan_file
@@ -29,8 +29,8 @@ from mediasec.errors import InputError, NotDicomError
 from mediasec.media.fileset import Skipped, index_fileset, narrow_tags, wanted_tags
 from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium, write_producer
 
-__all__ = ["MediumSink", "ScanResult", "BuildResult", "scan_inputs", "plan_build",
-           "release_scan_values", "write_plan", "same_content", "MAX_DICOMDIR_BYTES"]
+__all__ = ["MediumSink", "ScanResult", "PlanReport", "scan_inputs", "plan_build",
+           "release_scan_values", "same_content", "MAX_DICOMDIR_BYTES"]
 
 MAX_DICOMDIR_BYTES = 256 << 20
 Opener = Callable[[str], BinaryIO]
@@ -52,7 +52,9 @@ class ScanResult:
 
 
 @dataclass(frozen=True)
-class BuildResult:
+class PlanReport:
+    """One plan as the ``mediasec.build/1`` fields (counts, outputs, DICOMDIR tree...)."""
+
     plan: MediumPlan
     scan: ScanResult
     output: str | None = None
@@ -109,7 +111,8 @@ def same_content(opener: Opener) -> Callable[[ScannedFile, ScannedFile], bool]:
 
 
 def _without_cycle_collector(fn):
-    """Run ``fn`` with Python's cycle collector paused.
+    """Run ``fn`` with Python's cycle collector paused (``mediasec._job``: counted, so two
+    jobs in two threads do not switch it back on under each other).
 
     Scanning and planning build tens of thousands of small acyclic objects; each automatic
     generation-2 collection walks all of them, which made planning grow faster than linearly
@@ -117,13 +120,8 @@ def _without_cycle_collector(fn):
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        was = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             return fn(*args, **kwargs)
-        finally:
-            if was:
-                gc.enable()
     return wrapper
 
 
@@ -219,20 +217,3 @@ def release_scan_values(scan: ScanResult) -> None:
     """
     for s in scan.scans:
         s.values.clear()
-
-
-def write_plan(plan: MediumPlan, sink: MediumSink, *, on_progress: Progress | None = None
-               ) -> None:
-    """Write every planned file once, in plan order, then commit the sink."""
-    total = plan.total_bytes
-    done = 0
-    for pf in plan.files:
-        def tick(n: int, _pf=pf) -> None:
-            nonlocal done
-            done += n
-            if on_progress is not None:
-                on_progress({"event": "progress", "done_bytes": done, "total_bytes": total,
-                             "file": "/".join(_pf.file_id)})
-        with sink.open_file(pf.file_id, pf.size) as out:
-            write_producer(pf.producer, out, tick)
-    sink.commit()
