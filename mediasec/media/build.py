@@ -27,7 +27,8 @@ from mediasec.dicom.fileid import FileId
 from mediasec.dicom.scan import ScannedFile, scan_file
 from mediasec.errors import InputError, NotDicomError
 from mediasec.media.fileset import Skipped, index_fileset, narrow_tags, wanted_tags
-from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium, write_producer
+from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium
+from mediasec.media.stages import FileStages
 
 __all__ = ["MediumSink", "ScanResult", "PlanReport", "scan_inputs", "plan_build",
            "release_scan_values", "same_content", "MAX_DICOMDIR_BYTES"]
@@ -196,7 +197,8 @@ def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, ope
 
 @_without_cycle_collector
 def plan_build(scan: ScanResult, *, profile: MediaProfile, opener: Opener, fileset_uid: str,
-               fileset_id: str = "", fill_missing: bool = False, protect=None) -> MediumPlan:
+               fileset_id: str = "", fill_missing: bool = False,
+               stages: FileStages | None = None) -> MediumPlan:
     """Every check and decision, before any output exists."""
     if not scan.scans:
         first = scan.skipped[0].source if scan.skipped else None
@@ -205,7 +207,7 @@ def plan_build(scan: ScanResult, *, profile: MediaProfile, opener: Opener, files
     model = index_fileset(scan.scans, profile=profile, fill_missing=fill_missing,
                           same_content=same_content(opener))
     return plan_medium(model, profile=profile, fileset_uid=fileset_uid, fileset_id=fileset_id,
-                       opener=opener, protect=protect)
+                       opener=opener, stages=stages)
 
 
 def release_scan_values(scan: ScanResult) -> None:

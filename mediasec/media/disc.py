@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from mediasec import __version__
@@ -26,7 +26,7 @@ from mediasec.media.plan import WrappedProducer
 
 __all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "TeeProducer", "Placeholder",
            "manifest_line_size", "manifest_bytes", "split_for_media", "estimate_disc_bytes",
-           "pdi_files", "label_data", "disc_bytes", "study_summaries"]
+           "pdi_files", "label_data", "disc_bytes", "study_summaries", "subset_model"]
 
 SECTOR = 2048
 MANIFEST_NAME = "MANIFEST.SHA"
@@ -149,6 +149,34 @@ def split_for_media(model: FileSetModel, size_of: Callable[[str], int], capacity
         discs[-1].extend(srcs)
         used += n
     return discs
+
+
+def subset_model(model: FileSetModel, keep: set[str]) -> FileSetModel:
+    """The part of ``model`` whose instances come from ``keep`` (one medium of a spanned
+    job): the same records and keys, no second indexing; only what concerns those files
+    (made-up values) is carried over."""
+    patients = []
+    for p in model.patients:
+        studies = []
+        for st in p.children:
+            series = []
+            for se in st.children:
+                kids = tuple(i for i in se.children if i.scanned.source in keep)
+                if kids:
+                    series.append(replace(se, children=kids))
+            if series:
+                studies.append(replace(st, children=tuple(series)))
+        if studies:
+            patients.append(replace(p, children=tuple(studies)))
+    made_up = []
+    for m in model.made_up:
+        files = tuple(f for f in m.files if f in keep)
+        if files:
+            made_up.append(replace(m, files=files))
+    return FileSetModel(tuple(patients),
+                        tuple(i for i in model.root_objects if i.scanned.source in keep),
+                        duplicates=(), made_up=tuple(made_up), skipped=(),
+                        warnings=model.warnings)
 
 
 def estimate_disc_bytes(sizes: list[int], n_dirs: int, overhead: Overhead) -> int:

@@ -33,11 +33,12 @@ from mediasec.cms.secure import ProtectOptions
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.media.build import PlanReport, ScanResult, plan_build, release_scan_values, \
     scan_inputs
+from mediasec._job import collector_paused
 from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder, TeeProducer,
                                  estimate_disc_bytes, label_data, manifest_bytes,
-                                 manifest_line_size, pdi_files, split_for_media)
-from mediasec.media.plan import BytesProducer
-from mediasec.media.secure import make_protector
+                                 manifest_line_size, pdi_files, split_for_media, subset_model)
+from mediasec.media.plan import BytesProducer, plan_medium
+from mediasec.media.stages import FileStages, ProtectStage, ReadStage
 from mediasec.policy import AlgorithmPolicy
 
 __all__ = ["BuildRequest", "BuildResult", "BuildPorts", "DiscFile", "DiscLayout", "DiscWriter",
@@ -228,14 +229,17 @@ class _Writing:
         return manifest_bytes(digests)
 
 
-def _plan_discs(req: BuildRequest, profile: MediaProfile, scan: ScanResult, opener, protect,
-                base_uid: str, fileset_id: str, created: str):
+def _plan_discs(req: BuildRequest, profile: MediaProfile, scan: ScanResult, opener,
+                stages: FileStages, base_uid: str, fileset_id: str, created: str):
     """The whole job's plan and its media: spanning, each medium's File-set, PDI pages and
-    manifest."""
+    manifest. The job is planned once: each file's stages are prepared once (one content
+    key per file, whatever medium it lands on); a medium of a spanned job takes its part
+    of the job's File-set model and those prepared files."""
     cap = req.capacity or profile.capacity_bytes
     unbounded = dataclasses.replace(profile, capacity_bytes=None)
     whole = plan_build(scan, profile=unbounded, opener=opener, fileset_uid=base_uid,
-                       fileset_id=fileset_id, fill_missing=req.fill_missing, protect=protect)
+                       fileset_id=fileset_id, fill_missing=req.fill_missing, stages=stages)
+    prepared = {f.source: f.producer for f in whole.files if f.role == "instance"}
     udf = req.iso and profile.family in ("dvd", "bd")
     overhead = Overhead(udf=udf)
     # the DICOMDIR, PDI pages and their folder, and the manifest: a few sectors each
@@ -257,12 +261,9 @@ def _plan_discs(req: BuildRequest, profile: MediaProfile, scan: ScanResult, open
         if group is None:
             plan = whole
         else:
-            keep = set(group)
-            sub = ScanResult(tuple(s for s in scan.scans if s.source in keep), scan.skipped,
-                             scan.input_filesets)
-            plan = plan_build(sub, profile=unbounded, opener=opener,
-                              fileset_uid=f"{base_uid}.{i}", fileset_id=fileset_id,
-                              fill_missing=req.fill_missing, protect=protect)
+            plan = plan_medium(subset_model(whole.model, set(group)), profile=unbounded,
+                               fileset_uid=f"{base_uid}.{i}", fileset_id=fileset_id,
+                               opener=opener, stages=stages, pipelines=prepared)
         files = [DiscFile(tuple(pf.file_id), pf.producer, pf.role) for pf in plan.files]
         if req.pdi:
             for comps, data in pdi_files(plan.model, secure=profile.secure, profile_id=profile.id,
@@ -306,16 +307,19 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     fileset_id = ("DICOM" if req.iso else "") if req.fileset_id is None else req.fileset_id
     base_uid = req.fileset_uid or f"2.25.{uuid.uuid4().int}"
     rng = req.rng or (lambda n: secrets.token_bytes(n))
-    protect = (make_protector(recipients=req.recipients, signers=req.signers, policy=req.policy,
-                              options=req.options, rng=rng)
-               if profile.secure else None)
+    stages = FileStages(
+        read=ReadStage(ports.open_input),
+        protect=ProtectStage.for_job(recipients=req.recipients, signers=req.signers,
+                                     policy=req.policy, options=req.options, rng=rng)
+        if profile.secure else None)
     created = utc_now().strftime("%Y-%m-%d")
 
     inputs = ports.collect(req.sources)
     scan = scan_inputs(inputs, profile=profile, opener=ports.open_input, resolve=ports.resolve,
                        on_progress=on_progress)
-    whole, discs = _plan_discs(req, profile, scan, ports.open_input, protect, base_uid,
-                               fileset_id, created)
+    with collector_paused():
+        whole, discs = _plan_discs(req, profile, scan, ports.open_input, stages, base_uid,
+                                   fileset_id, created)
     names = disc_names(req.output, len(discs), req.iso)
     for n in names[1:]:
         ports.check_output(n)
