@@ -12,7 +12,7 @@ below reach its memos through ``current_job()``, a ``contextvars`` lookup that t
 sets while it runs (``with job.active():``). A context variable belongs to one thread
 (and is inherited by a forked worker process), so the lookup never sees another thread's
 job. Code running outside any job (a test calling a primitive directly) gets a job of its
-own thread, made on first use.
+own thread (a new thread starts with an empty context), made on first use.
 
 The cycle-collector pause is process-wide by nature (``gc`` is one switch for the
 interpreter); ``Job.collector_paused()`` counts the jobs that asked for it and switches
@@ -62,16 +62,14 @@ class Job:
 
 _CURRENT: contextvars.ContextVar[Job | None] = contextvars.ContextVar("mediasec_job",
                                                                       default=None)
-_THREAD = threading.local()
 
 
 def current_job() -> Job:
     """The job running in this thread; outside any job, this thread's own."""
     job = _CURRENT.get()
     if job is None:
-        job = getattr(_THREAD, "job", None)
-        if job is None:
-            job = _THREAD.job = Job("thread")
+        job = Job("thread")
+        _CURRENT.set(job)
     return job
 
 
