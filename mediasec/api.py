@@ -24,6 +24,7 @@ command line; ``load_certificates``/``load_private_key`` read them from bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -60,6 +61,11 @@ Progress = Callable[[dict], None]
 def build(request: BuildRequest, *, on_progress: Progress | None = None) -> BuildResult:
     """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
     Nothing exists at the output unless the whole job succeeded."""
+    if isinstance(request.sources, (str, bytes, os.PathLike)):
+        raise UsageError("BuildRequest.sources is a list of files and folders",
+                         code="USAGE_BAD_INPUT")
+    request = dataclasses.replace(request, sources=tuple(os.fspath(s) for s in request.sources),
+                                  output=os.fspath(request.output))
     with Job("build").active():
         return run_build(request, FileSystemPorts(), on_progress=on_progress)
 

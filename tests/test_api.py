@@ -81,8 +81,8 @@ def test_api_and_cli_make_the_same_image(tmp_path, pin, secure):
     assert res.code == 0, res
     pin()
     events = []
-    result = mediasec.build(mediasec.BuildRequest(
-        [str(p) for p in PILE], str(tmp_path / "api.iso"), pdi=True, fileset_uid=UID,
+    result = mediasec.build(mediasec.BuildRequest(   # paths as pathlib.Path work too
+        PILE, tmp_path / "api.iso", pdi=True, fileset_uid=UID,
         workers=2, recipients=[_password()] if secure else []), on_progress=events.append)
     cli_bytes = (tmp_path / "cli.iso").read_bytes()
     assert (tmp_path / "api.iso").read_bytes() == cli_bytes
@@ -114,6 +114,9 @@ def test_api_errors_are_the_error_tree(tmp_path):
     with pytest.raises(mediasec.errors.InputError) as e:
         mediasec.build(mediasec.BuildRequest([str(PKI / "trust.pem")], str(tmp_path / "y")))
     assert e.value.code == "INPUT_NO_DICOM"
+    with pytest.raises(mediasec.errors.UsageError) as e:   # one path, not a list of them
+        mediasec.build(mediasec.BuildRequest(str(DICOM), str(tmp_path / "z.iso")))
+    assert e.value.code == "USAGE_BAD_INPUT"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.iso"]
     # the CLI maps the same exception to its exit code and one line
     assert_one_line_error(run_cli("build", PILE[0], "-o", tmp_path / "taken.iso"), 2,
