@@ -25,6 +25,7 @@ from mediasec._job import collector_paused
 from mediasec.dicom.dicomdir import decode_dicomdir
 from mediasec.dicom.fileid import FileId
 from mediasec.dicom.scan import ScannedFile, scan_file
+from mediasec.dicom.tags import REF_FILE_ID
 from mediasec.errors import InputError, NotDicomError
 from mediasec.media.fileset import Skipped, index_fileset, narrow_tags, wanted_tags
 from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium
@@ -175,7 +176,7 @@ def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, ope
             try:
                 fid = rec.file_id
             except InputError as exc:
-                info["missing"].append({"file_id": rec.text(0x00041500), "reason": exc.message})
+                info["missing"].append({"file_id": rec.text(REF_FILE_ID), "reason": exc.message})
                 continue
             if fid is None:
                 continue

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from mediasec import __version__
+from mediasec.dicom import tags
 from mediasec.errors import InputError
 from mediasec.media.fileset import FileSetModel
 from mediasec.media.plan import WrappedProducer
@@ -199,13 +200,13 @@ def study_summaries(model: FileSetModel) -> list[dict]:
     out = []
     for p in model.patients:
         for st in p.children:
-            modalities = sorted({_text(se.keys, 0x00080060) for se in st.children} - {""})
+            modalities = sorted({_text(se.keys, tags.MODALITY) for se in st.children} - {""})
             out.append({
-                "patient_name": _text(p.keys, 0x00100010).replace("^", " ").strip(),
-                "patient_id": _text(p.keys, 0x00100020),
-                "birth_date": _text(p.keys, 0x00100030),
-                "study_date": _text(st.keys, 0x00080020),
-                "study_description": _text(st.keys, 0x00081030),
+                "patient_name": _text(p.keys, tags.PATIENT_NAME).replace("^", " ").strip(),
+                "patient_id": _text(p.keys, tags.PATIENT_ID),
+                "birth_date": _text(p.keys, tags.PATIENT_BIRTH_DATE),
+                "study_date": _text(st.keys, tags.STUDY_DATE),
+                "study_description": _text(st.keys, tags.STUDY_DESCRIPTION),
                 "modalities": modalities,
                 "series": len(st.children),
                 "instances": sum(len(se.children) for se in st.children),

@@ -22,6 +22,7 @@ from mediasec.dicom.dicomdir import DirRecord, encode_dicomdir
 from mediasec.dicom.fileid import DICOMDIR, FileId, FileIdAllocator, validate_file_id
 from mediasec.dicom.part10 import CHUNK, CONVERTIBLE
 from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile
+from mediasec.dicom.tags import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.media.fileset import FileSetModel, Instance
 from mediasec.media.stages import FileItem, FileStages, ReadStage
@@ -149,7 +150,8 @@ class MediumPlan:
                 d["file_id"] = "/".join(r.file_id)
                 d["sop_class_uid"] = r.sop_class_uid
                 d["sop_instance_uid"] = r.sop_instance_uid
-            for tag, name in ((0x0020000D, "study_uid"), (0x0020000E, "series_uid")):
+            for tag, name in ((STUDY_INSTANCE_UID, "study_uid"),
+                              (SERIES_INSTANCE_UID, "series_uid")):
                 hit = next((v for t, _, v in r.keys if t == tag), None)
                 if hit is not None:
                     d[name] = hit.decode("ascii").rstrip("\0 ")
