@@ -43,13 +43,13 @@ from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker
                                 worker_init)
 from mediasec.io.workers import Pool, default_workers
 from mediasec.media.extract import ExtractReport, plan_extract
-from mediasec.media.jobs import BuildRequest, BuildResult, run_build
+from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
 from mediasec.media.validate import (MediaReport, examine_file, finish_validation, index_medium,
                                      tree_from_facts)
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Outcome
 
-__all__ = ["BuildRequest", "BuildResult", "build", "VerifyRequest", "verify", "ExtractRequest",
+__all__ = ["BuildRequest", "BuildResult", "build", "check_build", "VerifyRequest", "verify", "ExtractRequest",
            "extract", "ListRequest", "list_medium", "ProtectRequest", "ProtectResult", "protect",
            "UnprotectRequest", "unprotect", "InspectRequest", "InspectResult", "inspect"]
 
@@ -58,16 +58,26 @@ Progress = Callable[[dict], None]
 
 # -- build -------------------------------------------------------------------------------
 
-def build(request: BuildRequest, *, on_progress: Progress | None = None) -> BuildResult:
-    """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
-    Nothing exists at the output unless the whole job succeeded."""
+def _normalized(request: BuildRequest) -> BuildRequest:
     if isinstance(request.sources, (str, bytes, os.PathLike)):
         raise UsageError("BuildRequest.sources is a list of files and folders",
                          code="USAGE_BAD_INPUT")
-    request = dataclasses.replace(request, sources=tuple(os.fspath(s) for s in request.sources),
-                                  output=os.fspath(request.output))
+    return dataclasses.replace(request, sources=tuple(os.fspath(s) for s in request.sources),
+                               output=os.fspath(request.output))
+
+
+def build(request: BuildRequest, *, on_progress: Progress | None = None) -> BuildResult:
+    """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
+    Nothing exists at the output unless the whole job succeeded."""
+    request = _normalized(request)
     with Job("build").active():
         return run_build(request, FileSystemPorts(), on_progress=on_progress)
+
+
+def check_build(request: BuildRequest) -> None:
+    """The refusals ``build`` makes before reading any input (profile, recipients, output),
+    for a caller with work of its own to do first."""
+    preflight(_normalized(request), FileSystemPorts())
 
 
 # -- verify ------------------------------------------------------------------------------

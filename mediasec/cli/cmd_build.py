@@ -13,12 +13,14 @@ recipients is refused (PS3.11: the secure format only on secure profiles).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import click
 
-from mediasec.api import BuildRequest, build
+from mediasec.api import BuildRequest, build, check_build
 from mediasec.cli._protection import load_protection, protection_options
+from mediasec.cli.cmd_deid import deid_build_options, deidentified_sources
 from mediasec.cli.main import cli
 from mediasec.cli.render import Progress, write_json
 from mediasec.cms.secure import ProtectOptions
@@ -57,21 +59,29 @@ from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes that encrypt and sign (default: 2, or 1 on one CPU).")
+@deid_build_options
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
               fileset_uid, progress, workers, cipher, digest, framing, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
                                                   digest=digest, **flags)
-    reporter = Progress(progress)
-    result = build(BuildRequest(
+    request = BuildRequest(
         sources=tuple(sources), output=output, profile=profile_name, recipients=recipients,
         signers=signers, policy=policy,
         options=ProtectOptions(cipher=cipher, framing=framing, digest=digest), span=span,
         capacity=capacity, pdi=pdi, pdi_institution=pdi_institution, pdi_contact=pdi_contact,
         manifest=not no_manifest, labels=bool(label_target), fill_missing=fill_missing,
-        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers),
-        on_progress=reporter)
+        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers)
+    if flags.get("deid"):
+        check_build(request)   # every refusal before the de-identification pass
+        # de-identified: Study Date/ID are empty, so the directory keys are made up
+        request = dataclasses.replace(request, fill_missing=True)
+    # --deidentify: the build reads a de-identified copy (a private folder beside OUT)
+    request = dataclasses.replace(request,
+                                  sources=tuple(deidentified_sources(sources, output, flags)))
+    reporter = Progress(progress)
+    result = build(request, on_progress=reporter)
     doc = result.to_dict()
     if label_target:
         write_json(label_target, "mediasec.label/1", result.labels, private=True)

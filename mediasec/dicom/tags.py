@@ -13,6 +13,7 @@ __all__ = ["KEYWORDS", "TAG", "tag_for", "keyword_for",
            "STUDY_TIME", "MODALITY", "STUDY_DESCRIPTION", "PATIENT_NAME", "PATIENT_ID",
            "PATIENT_BIRTH_DATE", "STUDY_INSTANCE_UID", "SERIES_INSTANCE_UID", "STUDY_ID",
            "SERIES_NUMBER", "INSTANCE_NUMBER", "PIXEL_REPRESENTATION", "PIXEL_DATA",
+           "FLOAT_PIXEL_DATA", "DOUBLE_FLOAT_PIXEL_DATA", "PIXEL_BULK",
            "FILESET_ID", "FIRST_ROOT", "LAST_ROOT", "CONSISTENCY", "RECORD_SEQUENCE", "NEXT",
            "IN_USE", "LOWER", "RECORD_TYPE", "PRIVATE_RECORD_UID", "REF_FILE_ID",
            "REF_SOP_CLASS", "REF_SOP_INSTANCE", "REF_TS"]
@@ -36,6 +37,8 @@ KEYWORDS: dict[int, str] = {
     0x00200011: "SeriesNumber",
     0x00200013: "InstanceNumber",
     0x00280103: "PixelRepresentation",
+    0x7FE00008: "FloatPixelData",
+    0x7FE00009: "DoubleFloatPixelData",
     0x7FE00010: "PixelData",
     # Basic Directory (PS3.3 F.3, F.5)
     0x00041130: "FileSetID",
@@ -82,6 +85,10 @@ SERIES_NUMBER = TAG["SeriesNumber"]
 INSTANCE_NUMBER = TAG["InstanceNumber"]
 PIXEL_REPRESENTATION = TAG["PixelRepresentation"]
 PIXEL_DATA = TAG["PixelData"]
+FLOAT_PIXEL_DATA = TAG["FloatPixelData"]
+DOUBLE_FLOAT_PIXEL_DATA = TAG["DoubleFloatPixelData"]
+#: the bulk pixel elements (a header scan stops at them; rewriters copy them raw)
+PIXEL_BULK = frozenset({FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA, PIXEL_DATA})
 FILESET_ID = TAG["FileSetID"]
 FIRST_ROOT = TAG["OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity"]
 LAST_ROOT = TAG["OffsetOfTheLastDirectoryRecordOfTheRootDirectoryEntity"]

@@ -42,7 +42,7 @@ from mediasec.media.stages import FileStages, ProtectStage, ReadStage
 from mediasec.policy import AlgorithmPolicy
 
 __all__ = ["BuildRequest", "BuildResult", "BuildPorts", "DiscFile", "DiscLayout", "DiscWriter",
-           "run_build", "choose_profile", "utc_now", "DEFAULT_FOLDER_PROFILE",
+           "run_build", "preflight", "choose_profile", "utc_now", "DEFAULT_FOLDER_PROFILE",
            "DEFAULT_ISO_PROFILE"]
 
 DEFAULT_FOLDER_PROFILE = "STD-GEN-USB-JPEG"
@@ -294,9 +294,10 @@ class _Bytes:
                               "total_bytes": self.total, "file": name})
 
 
-def run_build(req: BuildRequest, ports: BuildPorts, *,
-              on_progress: Progress | None = None) -> BuildResult:
-    """The one build path (see the module docstring)."""
+def preflight(req: BuildRequest, ports: BuildPorts) -> MediaProfile:
+    """The refusals that need no input read: profile, recipients, output. ``run_build``
+    starts with them; a front end with work of its own before the build (the CLI's
+    de-identification pass) calls it first."""
     profile = choose_profile(req.profile, iso=req.iso,
                              secure=bool(req.recipients or req.signers), output=req.output)
     if profile.secure and not req.recipients:
@@ -304,6 +305,13 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
                          "--password-env VAR", path=req.output,
                          code="USAGE_SECURE_NEEDS_RECIPIENT")
     ports.check_output(req.output)
+    return profile
+
+
+def run_build(req: BuildRequest, ports: BuildPorts, *,
+              on_progress: Progress | None = None) -> BuildResult:
+    """The one build path (see the module docstring)."""
+    profile = preflight(req, ports)
     fileset_id = ("DICOM" if req.iso else "") if req.fileset_id is None else req.fileset_id
     base_uid = req.fileset_uid or f"2.25.{uuid.uuid4().int}"
     rng = req.rng or (lambda n: secrets.token_bytes(n))
