@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     # jobs
-    "build", "BuildRequest", "BuildResult",
+    "build", "check_build", "BuildRequest", "BuildResult",
     "verify", "VerifyRequest",
     "extract", "ExtractRequest",
     "list_medium", "ListRequest",

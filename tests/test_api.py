@@ -207,3 +207,24 @@ def test_a_build_and_a_verify_in_threads(tmp_path):
     assert report.to_dict()["files"] == expected["files"] and not report.failed
     assert built.outcome == "passed"
     _verify_clean(tmp_path / "b.iso")
+
+
+def test_the_public_names_are_pinned():
+    """``mediasec.__all__`` is the API: each name resolves, and a change here is a
+    deliberate one."""
+    assert mediasec.__all__ == [
+        "build", "check_build", "BuildRequest", "BuildResult",
+        "verify", "VerifyRequest",
+        "extract", "ExtractRequest",
+        "list_medium", "ListRequest",
+        "protect", "ProtectRequest", "ProtectResult",
+        "unprotect", "UnprotectRequest",
+        "inspect", "InspectRequest", "InspectResult",
+        "ProtectOptions", "AlgorithmPolicy", "TrustContext",
+        "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
+        "PasswordDecrypter", "load_certificates", "load_private_key",
+        "errors"]
+    for name in mediasec.__all__:
+        assert getattr(mediasec, name) is not None
+    with pytest.raises(AttributeError):
+        mediasec.plan_medium   # noqa: B018 - internals are not part of it
