@@ -228,3 +228,28 @@ def test_the_public_names_are_pinned():
         assert getattr(mediasec, name) is not None
     with pytest.raises(AttributeError):
         mediasec.plan_medium   # noqa: B018 - internals are not part of it
+
+
+def _state_of(secret):
+    return {"secret": secret}
+
+
+def _peek(state, item):
+    return (type(state["secret"]).__name__, item)   # the worker has it (not sent back)
+
+
+def test_worker_secrets_are_never_pickled():
+    """``Pool(setup=...)``: forked workers inherit the setup arguments; where only
+    ``spawn`` would be available (pickling them through a pipe) the pool runs in-process."""
+    from mediasec.io.workers import Pool
+
+    class Unpicklable:            # a stand-in for a key: pickling it fails loudly
+        def __reduce__(self):
+            raise AssertionError("a secret was pickled")
+    key = Unpicklable()
+    with Pool(2, setup=_state_of, args=(key,)) as pool:
+        assert pool.workers == 2
+        assert list(pool.run(_peek, range(3))) == [("Unpicklable", i) for i in range(3)]
+    with Pool(2, setup=_state_of, args=(key,), context="spawn") as pool:
+        assert pool.workers == 1
+        assert list(pool.run(_peek, [7])) == [("Unpicklable", 7)]
