@@ -23,8 +23,7 @@ from typing import BinaryIO, Callable, Iterable
 from mediasec.dicom._elements import BULK_STOP, UNDEFINED, strip_value
 from mediasec.dicom._transcode import (FileReader, InflateReader, Truncated, iter_implicit,
                                        read_header, walk_undefined)
-from mediasec.dicom.tags import (PIXEL_REPRESENTATION, SOP_CLASS_UID,
-                                 SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET)
+from mediasec.dicom.tags import SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
 from mediasec.errors import InputError, NotDicomError
 
 __all__ = ["ScannedFile", "scan_file", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE", "TS_DEFLATED_LE",

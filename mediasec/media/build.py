@@ -1,15 +1,14 @@
-"""Build a File-set: scan inputs, index, plan, and stream the plan into a sink.
+"""Build a File-set, first steps: scan inputs, index, plan (``media.jobs`` runs the job).
 
 The domain never touches the file system: the edge hands in
 
 * ``inputs``: ``(source, size)`` pairs (sources are opaque strings, e.g. paths);
 * ``opener(source) -> BinaryIO``;
 * ``resolve(dicomdir_source, file_id) -> (source, size) | None`` to follow the records of
-  a DICOMDIR found among the inputs (read as a File-set);
-* a ``MediumSink`` (``open_file(file_id, size)`` context manager, ``commit()``).
+  a DICOMDIR found among the inputs (read as a File-set).
 
-Every refusal (transfer syntax, duplicates, Type 1 keys, capacity) happens in ``plan_build``,
-before the sink is created; ``write_plan`` then writes each output byte once.
+Every refusal (transfer syntax, duplicates, Type 1 keys) happens in ``plan_build``, before
+any output exists; ``media.jobs.run_build`` then writes each output byte once.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, ContextManager, Iterable, Protocol
+from typing import BinaryIO, Callable, Iterable
 
 from mediasec import __version__
 from mediasec._data import MediaProfile
@@ -31,19 +30,13 @@ from mediasec.media.fileset import Skipped, index_fileset, narrow_tags, wanted_t
 from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium
 from mediasec.media.stages import FileStages
 
-__all__ = ["MediumSink", "ScanResult", "PlanReport", "scan_inputs", "plan_build",
+__all__ = ["ScanResult", "PlanReport", "scan_inputs", "plan_build",
            "release_scan_values", "same_content", "MAX_DICOMDIR_BYTES"]
 
 MAX_DICOMDIR_BYTES = 256 << 20
 Opener = Callable[[str], BinaryIO]
 Resolver = Callable[[str, FileId], "tuple[str, int] | None"]
 Progress = Callable[[dict], None]
-
-
-class MediumSink(Protocol):
-    def open_file(self, file_id: FileId, size: int) -> ContextManager[BinaryIO]: ...
-
-    def commit(self) -> None: ...
 
 
 @dataclass(frozen=True)

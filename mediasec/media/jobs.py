@@ -27,7 +27,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, ContextManager, Protocol, Sequence
 
-from mediasec import __version__
 from mediasec._data import MediaProfile, media_profile
 from mediasec.cms.secure import ProtectOptions
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
