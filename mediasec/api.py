@@ -125,9 +125,10 @@ class ExtractRequest:
     workers: int | None = None
 
 
-def extract(request: ExtractRequest) -> ExtractReport:
+def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> ExtractReport:
     """Each plaintext file exists only as an anonymous inode until its checks pass; the
-    folder appears only if at least one file was written."""
+    folder appears only if at least one file was written. Progress: one event per file
+    read, in bytes of the medium."""
     decrypters = list(request.decrypters)
     spec = medium_spec(request.medium)
     staging = StagingDir(request.output)
@@ -141,7 +142,13 @@ def extract(request: ExtractRequest) -> ExtractReport:
                     raise UsageError("the medium is encrypted; give --key/--cert or "
                                      "--password-env", path=request.medium, code="USAGE_NO_KEY")
                 tasks = plan_extract(fsi)
-                results = list(pool.run(worker_extract, tasks))
+                total, done, results = sum(t.size for t in tasks), 0, []
+                for task, result in zip(tasks, pool.run(worker_extract, tasks)):
+                    results.append(result)
+                    done += task.size
+                    if on_progress is not None:
+                        on_progress({"event": "progress", "done_bytes": done,
+                                     "total_bytes": total, "file": task.path})
         findings = list(fsi.medium_findings)
         if fsi.dicomdir_result is not None:
             findings += [f for f in fsi.dicomdir_result.findings

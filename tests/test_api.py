@@ -197,6 +197,13 @@ def test_a_build_and_a_verify_in_threads(tmp_path):
     mediasec.build(mediasec.BuildRequest([str(p) for p in PILE], str(tmp_path / "a.iso"),
                                          recipients=[_password()], workers=2))
     expected = _verify_clean(tmp_path / "a.iso").to_dict()
+    events = []
+    extracted = mediasec.extract(mediasec.ExtractRequest(
+        str(tmp_path / "a.iso"), str(tmp_path / "x"),
+        decrypters=[mediasec.PasswordDecrypter(b"api secret")], workers=1),
+        on_progress=events.append)
+    assert extracted.written == len(PILE) and extracted.outcome.value == "passed"
+    assert events[-1]["done_bytes"] == events[-1]["total_bytes"] > 0
     built, report = _in_threads(
         lambda: mediasec.build(mediasec.BuildRequest(
             [str(p) for p in PILE], str(tmp_path / "b.iso"), recipients=[_password()],
