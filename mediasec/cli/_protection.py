@@ -9,10 +9,10 @@ from mediasec.cms.keys import (KeyDecrypter, KeyTransportRecipient, PasswordDecr
                                PasswordRecipient, RSASigner)
 from mediasec.errors import MediasecError, UsageError
 from mediasec.io.keys import read_certificates, read_password, read_private_key
-from mediasec.io.medium import keys_payload
-from mediasec.policy import CIPHERS, AlgorithmPolicy
+from mediasec.policy import CIPHERS, AlgorithmPolicy, TrustContext
 
-__all__ = ["protection_options", "load_protection", "key_options", "with_options", "load_keys"]
+__all__ = ["protection_options", "load_protection", "key_options", "with_options", "load_keys",
+           "load_trust"]
 
 
 def protection_options(f):
@@ -117,10 +117,9 @@ def with_options(options):
     return deco
 
 
-def load_keys(key, cert, key_password_env, password_env, ask_password):
-    """``(decrypters, payload)``: Decrypter objects here, and the bytes-only payload for
-    the workers' initializer."""
-    decrypters, specs = [], []
+def load_keys(key, cert, key_password_env, password_env, ask_password) -> list:
+    """The Decrypter objects the flags name (a key file and/or a password)."""
+    decrypters = []
     if key:
         k, bundled = read_private_key(key, password_env=key_password_env)
         c = read_certificates(cert)[0] if cert else bundled
@@ -128,7 +127,6 @@ def load_keys(key, cert, key_password_env, password_env, ask_password):
             decrypters.append(KeyDecrypter(k, c))
         except MediasecError as exc:
             raise exc.with_path(cert or key)
-        specs.append((k, c))
     elif cert:
         raise UsageError("--cert needs --key", code="USAGE")
     pw = read_password(password_env, prompt=ask_password)
@@ -137,5 +135,12 @@ def load_keys(key, cert, key_password_env, password_env, ask_password):
             decrypters.append(PasswordDecrypter(pw))
         except MediasecError as exc:
             raise exc.with_path(password_env or "password")
-        specs.append(pw)
-    return decrypters, keys_payload(specs)
+    return decrypters
+
+
+def load_trust(paths) -> TrustContext | None:
+    """The trust anchors of ``--trust`` (None when there are none)."""
+    anchors = []
+    for p in paths:
+        anchors += read_certificates(p, "trust anchor file")
+    return TrustContext(anchors=tuple(anchors)) if anchors else None

@@ -206,7 +206,7 @@ def reidentify_cmd(inputs, out, key, cert, key_password_env, password_env, ask_p
                    json_out):
     """Restore the original attributes of de-identified files from their Encrypted
     Attributes Sequence, with a recipient key or the password."""
-    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)[0]
+    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)
     if not decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
                          code="USAGE_NO_KEY")

@@ -22,35 +22,15 @@ from __future__ import annotations
 
 import click
 
-from mediasec._data import media_profile
-from mediasec.cli._protection import key_options, load_keys, with_options
+from mediasec.api import (ExtractRequest, ListRequest, VerifyRequest, extract, list_medium,
+                          verify)
+from mediasec.cli._protection import key_options, load_keys, load_trust, with_options
 from mediasec.cli.main import cli
 from mediasec.cli.render import Progress, write_json
-from mediasec.errors import UsageError
-from mediasec.io.fs import StagingDir
-from mediasec.io.keys import read_certificates
-from mediasec.io.medium import medium_spec, open_medium, worker_examine, worker_extract, worker_init
-from mediasec.io.workers import Pool, default_workers
-from mediasec.media.extract import ExtractReport, plan_extract
-from mediasec.media.validate import (MediaReport, examine_file, finish_validation,
-                                     index_medium, summarize_tree, tree_from_facts)
-from mediasec.policy import TrustContext
+from mediasec.media.validate import MediaReport, summarize_tree
 from mediasec.report import Outcome
 
 __all__: list[str] = []
-
-
-# -- keys, trust, progress ---------------------------------------------------------------------
-
-def load_trust(paths) -> tuple[TrustContext | None, tuple]:
-    from cryptography.hazmat.primitives.serialization import Encoding
-    anchors = []
-    for p in paths:
-        anchors += read_certificates(p, "trust anchor file")
-    if not anchors:
-        return None, ()
-    return (TrustContext(anchors=tuple(anchors)),
-            tuple(c.public_bytes(Encoding.DER) for c in anchors))
 
 
 def _workers_option(f):
@@ -74,19 +54,10 @@ def _workers_option(f):
 def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
                profile_name, json_target, progress, workers):
     """Check a received disc, ISO image or File-set folder, file by file."""
-    profile = media_profile(profile_name) if profile_name else None
-    decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, ders = load_trust(trust)
-    spec = medium_spec(medium)
     reporter = Progress(progress)
-    # workers first (forked small), then the medium is parsed in this process
-    with Pool(workers or default_workers(), initializer=worker_init,
-              initargs=(spec, payload, ders, None)) as pool:
-        with open_medium(medium) as source:
-            fsi = index_medium(source, decrypters=decrypters, trust=tc)
-            report = finish_validation(source, fsi, decrypters=decrypters, trust=tc,
-                                       examiner=lambda tasks: pool.map(worker_examine, tasks),
-                                       profile=profile, on_progress=reporter)
+    report = verify(VerifyRequest(
+        medium, decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust), profile=profile_name, workers=workers), on_progress=reporter)
     doc = report.to_dict()
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
@@ -165,35 +136,10 @@ def _sev(items) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print mediasec.ls/1 JSON.")
 def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust, as_json):
     """List patients, studies, series and files (from the DICOMDIR, else from the files)."""
-    decrypters, _ = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, _ = load_trust(trust)
-    with open_medium(medium) as source:
-        fsi = index_medium(source, decrypters=decrypters, trust=tc)
-        notes = []
-        if fsi.usable:
-            tree, origin = fsi.tree, "dicomdir"
-        elif fsi.dicomdir_secure and not decrypters:
-            tree, origin = [], "none"
-            notes.append("the DICOMDIR is encrypted: give --key/--cert or --password-env "
-                         "to list patients and studies")
-        else:
-            facts = []
-            for e in fsi.index.entries:
-                if e.kind != "file" or e is fsi.dicomdir_entry or e is fsi.manifest_entry:
-                    continue
-                facts.append(examine_file(source.open(e.handle), path=e.path, size=e.size,
-                                          decrypters=decrypters, header_only=True))
-            tree, origin = tree_from_facts(facts), "files"
-            notes.append("no usable DICOMDIR: the tree was built from the files' headers")
-        files = [{"path": e.path, "size": e.size, "kind": e.kind}
-                 for e in fsi.index.entries]
-        body = {"medium": {"path": source.label, "kind": source.description,
-                           "volume_id": source.volume_id,
-                           "fileset_id": fsi.directory.fileset_id if fsi.usable else None,
-                           "dicomdir": getattr(fsi.dicomdir_entry, "path", None),
-                           "dicomdir_format": (fsi.dicomdir_facts.kind
-                                               if fsi.dicomdir_facts else None)},
-                "source": origin, "notes": notes, "tree": tree, "files": files}
+    body = list_medium(ListRequest(
+        medium, decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust)))
+    notes = body["notes"]
     if as_json:
         write_json("-", "mediasec.ls/1", body)
         return 0
@@ -251,31 +197,11 @@ def render_ls(body: dict) -> str:
 def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
                 include_invalid, json_target, workers):
     """Write the medium's valid DICOM files, decrypted, into a new folder."""
-    decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, ders = load_trust(trust)
-    spec = medium_spec(medium)
-    staging = StagingDir(output)
-    with staging as root:
-        with Pool(workers or default_workers(), initializer=worker_init,
-                  initargs=(spec, payload, ders,
-                            {"staging": root, "include_invalid": include_invalid})) as pool:
-            with open_medium(medium) as source:
-                fsi = index_medium(source, decrypters=decrypters, trust=tc)
-                if fsi.dicomdir_secure and not decrypters:
-                    raise UsageError("the medium is encrypted; give --key/--cert or "
-                                     "--password-env", path=medium, code="USAGE_NO_KEY")
-                tasks = plan_extract(fsi)
-                results = list(pool.map(worker_extract, tasks))
-        findings = list(fsi.medium_findings)
-        if fsi.dicomdir_result is not None:
-            findings += [f for f in fsi.dicomdir_result.findings
-                         if f.outcome is not Outcome.PASSED]
-        for path, fs in sorted(fsi.missing.items()):
-            findings += [f.__class__(f.code, f.outcome, f"{path}: {f.message}", f.detail)
-                         for f in fs if path not in {t.path for t in tasks}]
-        report = ExtractReport(output, tuple(results), tuple(findings))
-        if report.written:
-            staging.commit()
+    report = extract(ExtractRequest(
+        medium, output,
+        decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust), include_invalid=include_invalid, workers=workers))
+    results = report.results
     doc = report.to_dict()
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()

@@ -19,15 +19,16 @@ from pydicom.sequence import Sequence
 
 from mediasec.deid import profile as P
 from mediasec.deid.mapping import Mapper, shift_da, shift_dt
+from mediasec.dicom import tags
 from mediasec.errors import InputError
 from mediasec.report import Finding, Outcome
 
 __all__ = ["DeidResult", "deidentify_dataset", "MARK_TAGS"]
 
-TAG_SOP_CLASS = 0x00080016
-TAG_SOP_INSTANCE = 0x00080018
-TAG_CHARSET = 0x00080005
-TAG_PATIENT_ID = 0x00100020
+TAG_SOP_CLASS = tags.SOP_CLASS_UID
+TAG_SOP_INSTANCE = tags.SOP_INSTANCE_UID
+TAG_CHARSET = tags.SPECIFIC_CHARACTER_SET
+TAG_PATIENT_ID = tags.PATIENT_ID
 TAG_ISSUER = 0x00100021
 TAG_PRIVATE_CHARS = 0x00080300
 TAG_CONTENT_SEQ = 0x0040A730

@@ -35,6 +35,7 @@ from mediasec.cms.secure import unwrap_key
 from mediasec.cms.envelope import (EnvelopeLayout, Encryptor, decrypt_chunks,
                                    read_enveloped_head)
 from mediasec.cms.keys import Decrypter, Unwrapped, block_size
+from mediasec.dicom import tags
 from mediasec.errors import (DecryptionError, InputError, MalformedError, MediasecError,
                              NoRecipientError, WrongPasswordError)
 from mediasec.policy import AlgorithmPolicy, CIPHERS
@@ -223,8 +224,8 @@ def decode_modified(plain: bytes) -> Dataset:
             raise InputError(f"the Modified Attributes Sequence has {len(seq)} items, not 1",
                              code="DEID_ESCROW_CONTENT")
         item = seq[0]
-        _check(item, 0, ascii_only=0x00080005 not in item)
-        if 0x00080018 not in item:
+        _check(item, 0, ascii_only=tags.SPECIFIC_CHARACTER_SET not in item)
+        if tags.SOP_INSTANCE_UID not in item:
             raise InputError("the escrowed attributes lack the SOP Instance UID",
                              code="DEID_ESCROW_CONTENT")
         return item

@@ -28,6 +28,7 @@ from mediasec.deid.escrow import TAG_ENCRYPTED_ATTRS, open_escrow, seal_original
 from mediasec.deid.mapping import Mapper
 from mediasec.dicom._seam import translate_pydicom
 from mediasec.dicom.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+from mediasec.dicom.tags import PIXEL_BULK, PIXEL_DATA
 from mediasec.errors import InputError, NotDicomError, UsageError
 from mediasec.policy import AlgorithmPolicy
 from mediasec.report import Finding, Outcome
@@ -76,7 +77,7 @@ class ReidFileResult:
                 "findings": [f.to_dict() for f in self.findings]}
 
 
-_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+_PIXEL_TAGS = PIXEL_BULK
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                        b"UR", b"UT", b"UV"})
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -92,7 +93,7 @@ class Part10:
     dataset: Dataset
     src: BinaryIO
     pixel_span: tuple[int, int] | None = None
-    pixel_tag: int = 0x7FE00010
+    pixel_tag: int = PIXEL_DATA
 
 
 def read_part10(src: BinaryIO) -> Part10:

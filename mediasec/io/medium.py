@@ -20,8 +20,10 @@ symlinked file is followed only if its real path stays inside the root's real pa
 is listed as ``kind="escape"`` and never opened. ``open`` re-checks containment on the real
 path at open time and opens it with ``O_NOFOLLOW``.
 
-Worker glue: ``worker_init(spec, keys, trust)`` (the pool initializer; keys and passwords
-arrive as bytes through the initializer's arguments) and ``worker_examine(task)``.
+Worker glue: ``worker_init(spec, decrypters, trust, extra)`` (the pool's ``setup``: its
+arguments, keys included, are inherited by the forked workers, never pickled - see
+``io.workers``) returns the worker's state; ``worker_examine(state, task)`` and
+``worker_extract(state, task)`` are the tasks.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from mediasec.errors import InputError, UsageError
 from mediasec.io.fs import env_error
 from mediasec.media.validate import ExamineTask, FileFacts, MediumEntry, examine_file
 
-__all__ = ["IsoSource", "FolderSource", "open_medium", "medium_spec", "keys_payload",
+__all__ = ["IsoSource", "FolderSource", "open_medium", "medium_spec",
            "worker_extract", "SecretOutput", "reopen", "worker_init",
-           "worker_examine", "worker_state", "CHUNK"]
+           "worker_examine", "CHUNK"]
 
 CHUNK = 1 << 20
 _VERSION = re.compile(r";\d*\Z")
@@ -331,60 +333,17 @@ def reopen(spec: tuple):
 
 # -- worker glue -------------------------------------------------------------------------------
 
-_STATE: dict = {}
+def worker_init(spec: tuple, decrypters=(), trust=None, extra: dict | None = None) -> dict:
+    """Pool ``setup``: reopen the medium; the decrypters and trust context are the caller's
+    own objects (inherited at fork, see ``io.workers``)."""
+    return dict(reader=reopen(spec), decrypters=list(decrypters), trust=trust,
+                extra=dict(extra or {}))
 
 
-def worker_state() -> dict:
-    return _STATE
-
-
-def worker_init(spec: tuple, keys: tuple, trust_ders: tuple, extra: dict | None = None) -> None:
-    """Pool initializer: reopen the medium and rebuild decrypters and trust from bytes.
-
-    ``keys`` is a tuple of ``("key", pkcs8_der, cert_der_or_None)`` and
-    ``("password", bytes)`` items.
-    """
-    from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
-    from mediasec.pki.certs import load_certificates, load_private_key
-    from mediasec.policy import TrustContext
-
-    decrypters = []
-    for item in keys:
-        if item[0] == "key":
-            key, _ = load_private_key(item[1])
-            cert = load_certificates(item[2])[0] if item[2] else None
-            decrypters.append(KeyDecrypter(key, cert))
-        elif item[0] == "password":
-            decrypters.append(PasswordDecrypter(item[1]))
-    anchors = tuple(load_certificates(d)[0] for d in trust_ders)
-    _STATE.clear()
-    _STATE.update(reader=reopen(spec), decrypters=decrypters,
-                  trust=TrustContext(anchors=anchors) if anchors else None,
-                  extra=dict(extra or {}))
-
-
-def worker_examine(task: ExamineTask) -> FileFacts:
+def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
     """Pool task: read one file once (see ``examine_file``)."""
-    return examine_file(_STATE["reader"].open(task.handle), path=task.path, size=task.size,
-                        decrypters=_STATE["decrypters"], trust=_STATE["trust"])
-
-
-def keys_payload(decrypter_specs) -> tuple:
-    """Normalise loaded keys for ``worker_init``: ``(key_obj, cert_obj)`` pairs and
-    password bytes -> the bytes-only tuple (PKCS#8 DER, unencrypted, held in memory only)."""
-    from cryptography.hazmat.primitives import serialization
-
-    out = []
-    for spec in decrypter_specs:
-        if isinstance(spec, (bytes, bytearray)):
-            out.append(("password", bytes(spec)))
-            continue
-        key, cert = spec
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        cder = cert.public_bytes(serialization.Encoding.DER) if cert is not None else None
-        out.append(("key", der, cder))
-    return tuple(out)
+    return examine_file(state["reader"].open(task.handle), path=task.path, size=task.size,
+                        decrypters=state["decrypters"], trust=state["trust"])
 
 
 def examine_fn(source, decrypters, trust) -> Any:
@@ -441,14 +400,13 @@ class _NullOutput:
         pass
 
 
-def worker_extract(task):
+def worker_extract(st: dict, task):
     """Pool task for ``extract``: one read, plaintext into an anonymous file, committed only
     when the checks pass. Without ``O_TMPFILE`` the file is checked in a first read and
     written (mode 0600, named temp file) in a second one."""
     from mediasec.io.fs import AnonymousUnsupported, AtomicOutput
     from mediasec.media.extract import extract_file
 
-    st = _STATE
     root = st["extra"]["staging"]
     kw = dict(decrypters=st["decrypters"], trust=st["trust"],
               include_invalid=st["extra"].get("include_invalid", False))

@@ -9,12 +9,12 @@ is checked here: a signer's certificate must allow digitalSignature or nonRepudi
 from __future__ import annotations
 
 import datetime as _dt
-from collections import OrderedDict
 
 from cryptography import x509
 from cryptography.x509 import verification as xv
 
 from mediasec.errors import SignatureError
+from mediasec.pki import certs as pcerts
 from mediasec.policy import TrustContext
 
 __all__ = ["check_signer_certificate"]
@@ -46,8 +46,8 @@ def _check_key_usage(cert: x509.Certificate) -> None:
 #: path validation runs once per medium, not once per file. The key holds the exact time
 #: used (and its UTC offset, which the messages' dates are written in), so files signed at
 #: different times are each validated at their own time.
-_RESULTS: OrderedDict = OrderedDict()
-_RESULTS_MAX = 64
+#: The map belongs to the running job (see ``pki.certs._Memo``).
+_RESULTS = pcerts._Memo(64)
 
 
 def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: TrustContext,
@@ -61,17 +61,13 @@ def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: Trust
         at = at.replace(tzinfo=_dt.timezone.utc)
     key = (cert, tuple(carried), tuple(trust.anchors), tuple(trust.intermediates), at,
            at.utcoffset())
-    hit = _RESULTS.get(key)
+    hit = _RESULTS.lookup(key)
     if hit is None:
         try:
             hit = ("ok", tuple(_validate(cert, carried, trust, at)))
         except SignatureError as exc:
             hit = ("error", exc.message, exc.code)
-        _RESULTS[key] = hit
-        if len(_RESULTS) > _RESULTS_MAX:
-            _RESULTS.popitem(last=False)
-    else:
-        _RESULTS.move_to_end(key)
+        _RESULTS.put(key, hit)
     if hit[0] == "ok":
         return list(hit[1])
     raise SignatureError(hit[1], code=hit[2])

@@ -1,0 +1,111 @@
+"""The build job's edge: ``BuildPorts`` over the file system, pycdlib and the workers.
+
+``mediasec.media.jobs.run_build`` makes every decision; this module only does what needs
+the operating system: collecting and opening inputs, checking that outputs do not exist,
+laying out and writing an ISO image (``AtomicOutput``: an anonymous file named only on
+commit) or a staging folder (``FolderSink``: renamed into place on commit), and forking
+the worker processes that produce small files (``Prefetcher``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from mediasec.errors import UsageError
+from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
+from mediasec.io.fs import AtomicOutput
+from mediasec.io.iso import IsoFile, IsoImage
+from mediasec.io.prefetch import Prefetcher
+from mediasec.media.jobs import DiscFile, DiscLayout
+from mediasec.media.plan import write_producer
+
+__all__ = ["FileSystemPorts", "IsoDiscWriter", "FolderDiscWriter", "check_new_output"]
+
+
+def check_new_output(path: str) -> None:
+    if os.path.lexists(path):
+        raise UsageError("output already exists; choose a new path", path=path,
+                         code="USAGE_OUTPUT_EXISTS")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise UsageError("output folder does not exist", path=path, code="USAGE_NO_OUTPUT_DIR")
+
+
+class IsoDiscWriter:
+    """An image laid out from the planned sizes (``size`` exact), written in one pass."""
+
+    def __init__(self, path: str, files: list[DiscFile], layout: DiscLayout):
+        self.out = AtomicOutput(path, anonymous=True)
+        self.files = files
+        self.image = IsoImage([IsoFile(f.components, f.producer, f.name) for f in files],
+                              volume_id=layout.volume_id, udf=layout.udf,
+                              interchange_level=layout.interchange_level,
+                              set_size=layout.set_size, seqnum=layout.seqnum,
+                              name=self.out.target)
+        self.size = self.image.size
+
+    def write(self, manifest: Callable[[], bytes] | None) -> int:
+        patch = {f.components: manifest for f in self.files
+                 if f.role == "manifest" and manifest is not None}
+        return self.image.write(self.out, patch=patch)
+
+    def commit(self) -> None:
+        self.out.commit()
+
+    def abort(self) -> None:
+        if not self.out.committed:
+            self.out.abort()
+
+
+class FolderDiscWriter:
+    """A File-set folder built beside its target and renamed into place on commit."""
+
+    size = None
+
+    def __init__(self, path: str, files: list[DiscFile], on_bytes: Callable[[int, str], None]):
+        self.files = files
+        self.on_bytes = on_bytes
+        self.sink = FolderSink(path)
+        self.sink.__enter__()
+        self._open = True
+
+    def write(self, manifest: Callable[[], bytes] | None) -> int:
+        for f in self.files:
+            content = f.role in ("content", "manifest")
+            with self.sink.open_file(f.components, f.producer.size, content=content) as out:
+                if f.role == "manifest":
+                    data = manifest() if manifest is not None else b""
+                    out.write(data)
+                    self.on_bytes(len(data), f.name)
+                else:
+                    write_producer(f.producer, out)
+        return sum(f.producer.size for f in self.files)
+
+    def commit(self) -> None:
+        self.sink.commit()
+        self.sink.__exit__(None, None, None)
+        self._open = False
+
+    def abort(self) -> None:
+        if self._open:
+            self._open = False
+            self.sink.__exit__(RuntimeError, None, None)
+
+
+class FileSystemPorts:
+    """``BuildPorts`` for paths on this machine."""
+
+    collect = staticmethod(collect_inputs)
+    open_input = staticmethod(open_input)
+    resolve = staticmethod(resolve_file_id)
+    check_output = staticmethod(check_new_output)
+    absolute = staticmethod(os.path.abspath)
+
+    def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
+                  on_bytes: Callable[[int, str], None]):
+        if layout.kind == "iso":
+            return IsoDiscWriter(path, files, layout)
+        return FolderDiscWriter(path, files, on_bytes)
+
+    def prefetch(self, producers: list, workers: int | None) -> Prefetcher:
+        return Prefetcher(producers, workers=workers)
