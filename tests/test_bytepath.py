@@ -21,12 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
-from mediasec.cms.secure import ProtectOptions, SecureFileProducer, open_secure_file
+from mediasec.cms.secure import ProtectOptions, open_secure_file
 from mediasec.io.iso import IsoFile, IsoImage, LazyReader
 from mediasec.media.disc import TeeProducer
 from mediasec.media.extract import ExtractTask, extract_file
 from mediasec.media.plan import BytesProducer, write_producer
-from mediasec.media.secure import ChunkReader, SecureProducer
+from mediasec.media.stages import ChunkReader, FileItem, ProtectStage
 from mediasec.media.validate import examine_file
 
 from _cms import PASSWORD, SAMPLE, cert, key, ktri, pwri, signer
@@ -43,13 +43,21 @@ DECRYPTERS = [KeyDecrypter(key("recipient-2048"), cert("recipient-2048")),
 
 
 def secure_producer(data: bytes, *, sizes=None, chunk: int = 4096, signed=True):
-    """A SecureProducer over a poisoned plaintext producer (small CMS chunks: many buffer
-    reuses in a small file)."""
+    """The build's protect stage over a poisoned plaintext producer (small CMS chunks: many
+    buffer reuses in a small file): ``size`` and ``chunks()`` as the image writer sees them."""
     inner = PoisonProducer(BytesProducer(data), sizes)
-    cms = SecureFileProducer(len(data), recipients=RECIPIENTS,
-                             signers=[signer()] if signed else [],
-                             options=ProtectOptions(chunk=chunk))
-    return SecureProducer(inner, cms)
+    stage = ProtectStage.for_job(recipients=RECIPIENTS,
+                                 signers=[signer()] if signed else [],
+                                 options=ProtectOptions(chunk=chunk))
+    step = stage.prepare(FileItem(role="instance", size=len(data)), len(data))
+
+    class Protected:
+        size = step.size
+
+        def chunks(self):
+            return step.run(inner)
+
+    return Protected()
 
 
 def drain_reader(reader, reads) -> bytes:
