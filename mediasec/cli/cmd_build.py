@@ -27,7 +27,7 @@ from mediasec.cli.render import Progress, write_json
 from mediasec.cms.secure import ProtectOptions
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
-from mediasec.io.fs import AtomicOutput
+from mediasec.io.fs import AtomicOutput, check_new_output
 from mediasec.io.iso import IsoFile, IsoImage
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.build import (BuildResult, ScanResult, plan_build, release_scan_values,
@@ -60,11 +60,7 @@ def _choose_profile(name: str | None, *, iso: bool, secure: bool, output: str):
 
 
 def _check_output(path: str) -> None:
-    if os.path.lexists(path):
-        raise UsageError("output already exists; choose a new path", path=path,
-                         code="USAGE_OUTPUT_EXISTS")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise UsageError("output folder does not exist", path=path, code="USAGE_NO_OUTPUT_DIR")
+    check_new_output(path)
 
 
 def _disc_names(output: str, n: int, iso: bool) -> list[str]:
@@ -296,4 +292,12 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                    f"({profile.id}{', secure' if profile.secure else ''}); "
                    f"{c['converted']} converted, {c['skipped']} skipped, "
                    f"{c['duplicates']} duplicates, {c['made_up']} made-up values")
+        for s in doc["skipped"][:_SHOW_SKIPPED]:  # which files, and why
+            click.echo(f"  skipped {s['path']}: {s.get('reason') or s['code']}")
+        if len(doc["skipped"]) > _SHOW_SKIPPED:
+            click.echo(f"  ... and {len(doc['skipped']) - _SHOW_SKIPPED} more "
+                       "(--json lists them all)")
     return 0
+
+
+_SHOW_SKIPPED = 5

@@ -15,7 +15,7 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_sec
                                  open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
-from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, env_error
+from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, check_new_output, env_error
 from mediasec.io.keys import file_chunks, read_certificates
 from mediasec.policy import TrustContext
 from mediasec.report import Outcome
@@ -55,11 +55,13 @@ def _trust(paths) -> TrustContext:
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The Secure DICOM File to write.")
 @protection_options
-@click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
-def protect(src, out, json_out, cipher, digest, framing, **flags):
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option("--json", "json_out", metavar="FILE|-", help="Write a JSON result ('-' = stdout).")
+def protect(src, out, json_out, force, cipher, digest, framing, **flags):
     """Turn one DICOM file into a Secure DICOM File (signed or digested, then enveloped)."""
     policy, recipients, signers = load_protection(subject=src, cipher=cipher, digest=digest,
                                                   **flags)
+    check_new_output(out, force=force, inputs=(src,))
     if not recipients:
         raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
                          code="USAGE_NO_RECIPIENT")
@@ -112,14 +114,18 @@ def _open_report(src, decrypters, trust, sink):
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The plain DICOM file to write.")
 @with_options(key_options)
-@click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option("--strict", is_flag=True, help="Exit 1 (and write nothing) on any warning or "
+              "indeterminate outcome too, e.g. signatures not checked against a trust anchor.")
+@click.option("--json", "json_out", metavar="FILE|-", help="Write a JSON result ('-' = stdout).")
 def unprotect(src, out, key, cert, key_password_env, password_env, ask_password, trust,
-              json_out):
+              json_out, force, strict):
     """Decrypt a Secure DICOM File and check its digest or signatures.
 
     The plain file appears at OUT only when every check passed; until then it has no
     name on disk.
     """
+    check_new_output(out, force=force, inputs=(src,))
     decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)[0]
     if not decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to decrypt",
@@ -133,15 +139,15 @@ def unprotect(src, out, key, cert, key_password_env, password_env, ask_password,
     try:
         if dst is not None:
             report = _open_report(src, decrypters, tc, _writer(dst, out))
-            raise_on(report, src)
+            raise_on(report, src, strict)
             target.commit()
         else:
             # no anonymous temp files here: check everything first, then write
-            raise_on(_open_report(src, decrypters, tc, None), src)
+            raise_on(_open_report(src, decrypters, tc, None), src, strict)
             target = AtomicOutput(out)
             with target as dst2:
                 report = _open_report(src, decrypters, tc, _writer(dst2, out))
-                raise_on(report, src)
+                raise_on(report, src, strict)
                 target.commit()
     finally:
         if not target.committed:
@@ -149,6 +155,8 @@ def unprotect(src, out, key, cert, key_password_env, password_env, ask_password,
     for f in report.findings:
         if f.outcome in (Outcome.WARNING, Outcome.INDETERMINATE):
             warn(src, f.message)
+    if not trust and any(f.code == "SIG_TRUST_NOT_CHECKED" for f in report.findings):
+        warn(src, "signatures were not checked against any trust anchor (no --trust given)")
     write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
                                                    **report.to_dict()})
 
@@ -164,11 +172,16 @@ def _writer(dst, out):
     return write
 
 
-def raise_on(report, src):
+def raise_on(report, src, strict=False):
     try:
         raise_for_failures(report)
     except VerificationError as exc:
         raise exc.with_path(src)
+    if strict:
+        for f in report.findings:
+            if f.outcome in (Outcome.WARNING, Outcome.INDETERMINATE):
+                raise VerificationError(f"--strict: {f.code}: {f.message}", path=src,
+                                        code=f.code)
 
 
 # -- inspect ---------------------------------------------------------------------------------

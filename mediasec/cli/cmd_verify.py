@@ -20,6 +20,8 @@ Keys and passwords reach worker processes through the pool initializer, never ar
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from mediasec._data import media_profile
@@ -70,9 +72,11 @@ def _workers_option(f):
               help="Write the mediasec.verify/1 report to FILE or stdout.")
 @click.option("--progress", type=click.Choice(["json"]), default=None,
               help="Progress as JSON lines on stderr.")
+@click.option("--strict", is_flag=True, help="Exit 1 on any warning or indeterminate "
+              "outcome too (e.g. signatures not checked against a trust anchor).")
 @_workers_option
 def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
-               profile_name, json_target, progress, workers):
+               profile_name, json_target, progress, strict, workers):
     """Check a received disc, ISO image or File-set folder, file by file."""
     profile = media_profile(profile_name) if profile_name else None
     decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
@@ -94,7 +98,16 @@ def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, 
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target != "-":
         click.echo(render_verify(report))
+        if decrypters and not trust and _has_code(report, "SIG_TRUST_NOT_CHECKED"):
+            click.echo("Trust: signatures were not checked against any trust anchor "
+                       "(no --trust given)")
+    if strict and report.outcome is not Outcome.PASSED:
+        return 1
     return 1 if report.failed else 0
+
+
+def _has_code(report: MediaReport, code: str) -> bool:
+    return code in report.problems()
 
 
 _PLURALS = {"study": "studies", "series": "series"}
@@ -247,25 +260,36 @@ def render_ls(body: dict) -> str:
               help="Also write files whose checks failed (when fully decrypted).")
 @click.option("--json", "json_target", default=None, metavar="FILE|-",
               help="Write the mediasec.extract/1 result to FILE or stdout.")
+@click.option("--private", is_flag=True, help="Folders 0700 and files 0600 (default: "
+              "0755 and 0644, whatever the umask).")
+@click.option("--progress", type=click.Choice(["json"]), default=None,
+              help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @_workers_option
 def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
-                include_invalid, json_target, workers):
+                include_invalid, json_target, private, progress, workers):
     """Write the medium's valid DICOM files, decrypted, into a new folder."""
     decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
     tc, ders = load_trust(trust)
     spec = medium_spec(medium)
     staging = StagingDir(output)
+    reporter = Progress(progress)
     with staging as root:
+        os.chmod(root, 0o700 if private else 0o755)
         with Pool(workers or default_workers(), initializer=worker_init,
                   initargs=(spec, payload, ders,
-                            {"staging": root, "include_invalid": include_invalid})) as pool:
+                            {"staging": root, "include_invalid": include_invalid,
+                             "private": private})) as pool:
             with open_medium(medium) as source:
                 fsi = index_medium(source, decrypters=decrypters, trust=tc)
                 if fsi.dicomdir_secure and not decrypters:
                     raise UsageError("the medium is encrypted; give --key/--cert or "
                                      "--password-env", path=medium, code="USAGE_NO_KEY")
                 tasks = plan_extract(fsi)
-                results = list(pool.map(worker_extract, tasks))
+                reporter.start(sum(t.size for t in tasks))
+                results = []
+                for task, r in zip(tasks, pool.map(worker_extract, tasks)):
+                    results.append(r)
+                    reporter.bytes(task.size, task.path)
         findings = list(fsi.medium_findings)
         if fsi.dicomdir_result is not None:
             findings += [f for f in fsi.dicomdir_result.findings
@@ -277,6 +301,7 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
         if report.written:
             staging.commit()
     doc = report.to_dict()
+    reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
                                                 if k not in ("schema", "version")})

@@ -96,6 +96,11 @@ def _validate(cert: x509.Certificate, carried, trust: TrustContext,
             code = "SIG_CHAIN_EXPIRED"
         else:
             code = "SIG_CHAIN_UNTRUSTED"
+        if "candidates exhausted" in text:  # the verifier's words for "no path at all"
+            raise SignatureError(
+                "no path from the signer's certificate to a trust anchor (issuer "
+                f"{cert.issuer.rfc4514_string()} not among the trust anchors or the "
+                "certificates carried with the signature)", code=code) from exc
         raise SignatureError(f"the signer's certificate does not chain to a trust anchor: "
                              f"{text}", code=code) from exc
     return list(chain)
