@@ -142,7 +142,7 @@ def test_untrusted_chain_message_is_ours(tmp_path):
             PKI / "recipient-2048.pem")
     assert r.code == 1, r
     assert "candidates exhausted" not in r.stderr
-    assert "no path from the signer's certificate to a trust anchor" in r.stderr, r
+    assert "does not chain to a trust anchor: no path from its issuer" in r.stderr, r
 
 
 @pytest.fixture(scope="module")
@@ -222,3 +222,61 @@ def test_extract_modes_counts_progress(tmp_path, disc, umask, private, dmode, fm
     assert len(files) == 3 and len(dirs) > 1
     assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {fmode}
     assert {stat.S_IMODE(p.stat().st_mode) for p in dirs} == {dmode}
+
+
+def _protect_sign(tmp_path, *extra, key="signer"):
+    return run("protect", DCM / "ct1.dcm", "-o", tmp_path / "s.sec", "--encrypt-to",
+               PKI / "recipient-2048.pem", "--sign-key", PKI / f"{key}.key.pem",
+               "--sign-cert", PKI / f"{key}.pem", *extra)
+
+
+def test_signing_without_chain_warns_what_was_checked(tmp_path):
+    r = _protect_sign(tmp_path)
+    assert r.code == 0, r
+    assert "warning: signer chain:" in r.stderr
+    assert "no --sign-chain was given" in r.stderr and "Intermediate CA" in r.stderr
+
+
+def test_signing_with_chain_reaching_anchor_is_quiet(tmp_path):
+    r = _protect_sign(tmp_path, "--sign-chain", PKI / "chain.pem", "--trust", PKI / "trust.pem")
+    assert r.code == 0, r
+    assert r.stderr == ""
+
+
+def test_signing_untrusted_signer_warns_at_build_time(tmp_path):
+    pile = tmp_path / "pile"
+    pile.mkdir()
+    (pile / "a.dcm").write_bytes((DCM / "ct1.dcm").read_bytes())
+    r = run("build", pile, "-o", tmp_path / "cd", "--encrypt-to", PKI / "recipient-2048.pem",
+            "--sign-key", PKI / "signer-untrusted.key.pem", "--sign-cert",
+            PKI / "signer-untrusted.pem", "--trust", PKI / "trust.pem", "--workers", "1")
+    assert r.code == 0, r
+    assert "does not chain to a trust anchor: no path from its issuer (CN=mediasec Rogue" \
+        in r.stderr, r
+    assert "candidates exhausted" not in r.stderr
+
+
+def test_extract_strict_without_trust_exits_1(tmp_path, disc):
+    out, _ = disc
+    r = run("extract", out, "-o", tmp_path / "a", *KEY, "--workers", "1")
+    assert r.code == 0, r
+    r = run("extract", out, "-o", tmp_path / "b", *KEY, "--workers", "1", "--strict")
+    assert r.code == 1, r
+    r = run("extract", out, "-o", tmp_path / "c", *KEY, "--workers", "1", "--strict",
+            "--trust", PKI / "trust.pem")
+    assert r.code == 0, r
+
+
+@pytest.mark.parametrize("verb,operand", [("ls", DCM), ("inspect", DCM / "ct1.dcm")])
+def test_json_takes_file_or_stdout(tmp_path, verb, operand):
+    schema = f"mediasec.{verb}/1"
+    for args in (["--json", operand], [operand, "--json"], [operand, "--json", "-"]):
+        r = run(verb, *args)
+        assert r.code == 0, (args, r)
+        assert json.loads(r.stdout)["schema"] == schema
+    target = tmp_path / "out.json"
+    r = run(verb, "--json", target, operand)
+    assert r.code == 0, r
+    assert json.loads(target.read_text())["schema"] == schema
+    assert not r.stdout.lstrip().startswith("{")  # the text summary, not the JSON
+    one_line(run(verb), 2, "Missing argument")

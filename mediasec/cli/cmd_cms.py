@@ -7,7 +7,7 @@ import os
 import click
 
 from mediasec.cli.main import cli
-from mediasec.cli.render import warn, write_json
+from mediasec.cli.render import json_and_operand, json_option, warn, write_json
 from mediasec.cms.envelope import looks_enveloped
 from mediasec.cli._protection import (key_options, load_keys, load_protection,
                                       protection_options, with_options)
@@ -187,20 +187,21 @@ def raise_on(report, src, strict=False):
 # -- inspect ---------------------------------------------------------------------------------
 
 @cli.command("inspect")
-@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("src", type=click.Path(dir_okay=False), required=False)
 @with_options(key_options)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect(src, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+@json_option("Write mediasec.inspect/1 JSON to FILE, or stdout ('-' or no value) "
+             "instead of text.")
+def inspect(src, key, cert, key_password_env, password_env, ask_password, trust, json_target):
     """Show a file's CMS structure (and, with a key, check it) or its DICOM basics."""
+    json_target, src = json_and_operand(json_target, src, "SRC")
     f = _open_input(src)
     with f:
         head = _sniff(f)
     if not looks_enveloped(head):
         if len(head) >= 132 and head[128:132] == b"DICM":
             body = {"file": src, "kind": "plain DICOM Part 10 file"}
-            if as_json:
-                write_json("-", "mediasec.inspect/1", body)
-            else:
+            write_json(json_target, "mediasec.inspect/1", body)
+            if json_target != "-":
                 click.echo(f"{src}: plain DICOM Part 10 file (not protected)")
             return 0
         raise NotCMSError("neither a Secure DICOM File nor a DICOM Part 10 file", path=src)
@@ -215,9 +216,8 @@ def inspect(src, key, cert, key_password_env, password_env, ask_password, trust,
             except MediasecError as exc:
                 raise exc.with_path(src)
     body = {"file": src, "kind": "Secure DICOM File", **report.to_dict()}
-    if as_json:
-        write_json("-", "mediasec.inspect/1", body)
-    else:
+    write_json(json_target, "mediasec.inspect/1", body)
+    if json_target != "-":
         click.echo(_inspect_text(src, body))
     return 1 if report.failures() else 0
 

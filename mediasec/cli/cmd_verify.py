@@ -27,7 +27,7 @@ import click
 from mediasec._data import media_profile
 from mediasec.cli._protection import key_options, load_keys, with_options
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, write_json
+from mediasec.cli.render import Progress, json_and_operand, json_option, write_json
 from mediasec.errors import UsageError
 from mediasec.io.fs import StagingDir
 from mediasec.io.keys import read_certificates
@@ -173,11 +173,13 @@ def _sev(items) -> int:
 # -- ls ----------------------------------------------------------------------------------------
 
 @cli.command("ls")
-@click.argument("medium", type=click.Path())
+@click.argument("medium", type=click.Path(), required=False)
 @with_options(key_options)
-@click.option("--json", "as_json", is_flag=True, help="Print mediasec.ls/1 JSON.")
-def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+@json_option("Write mediasec.ls/1 JSON to FILE, or stdout ('-' or no value).")
+def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
+           json_target):
     """List patients, studies, series and files (from the DICOMDIR, else from the files)."""
+    json_target, medium = json_and_operand(json_target, medium, "MEDIUM")
     decrypters, _ = load_keys(key, cert, key_password_env, password_env, ask_password)
     tc, _ = load_trust(trust)
     with open_medium(medium) as source:
@@ -207,9 +209,10 @@ def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trus
                            "dicomdir_format": (fsi.dicomdir_facts.kind
                                                if fsi.dicomdir_facts else None)},
                 "source": origin, "notes": notes, "tree": tree, "files": files}
-    if as_json:
-        write_json("-", "mediasec.ls/1", body)
-        return 0
+    if json_target:
+        write_json(json_target, "mediasec.ls/1", body, private=True)  # patient names
+        if json_target == "-":
+            return 0
     click.echo(render_ls(body))
     for n in notes:
         click.echo(f"mediasec: {medium}: note: {n}", err=True)
@@ -262,11 +265,13 @@ def render_ls(body: dict) -> str:
               help="Write the mediasec.extract/1 result to FILE or stdout.")
 @click.option("--private", is_flag=True, help="Folders 0700 and files 0600 (default: "
               "0755 and 0644, whatever the umask).")
+@click.option("--strict", is_flag=True, help="Exit 1 on any warning or indeterminate "
+              "outcome too (the valid files are still written).")
 @click.option("--progress", type=click.Choice(["json"]), default=None,
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @_workers_option
 def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
-                include_invalid, json_target, private, progress, workers):
+                include_invalid, json_target, private, strict, progress, workers):
     """Write the medium's valid DICOM files, decrypted, into a new folder."""
     decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
     tc, ders = load_trust(trust)
@@ -316,4 +321,6 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
                 if bad:
                     click.echo(f"mediasec: {r.path}: {bad[0].code}: {bad[0].message}",
                                err=True)
+    if strict and report.outcome is not Outcome.PASSED:
+        return 1
     return 1 if report.outcome is Outcome.FAILED else 0
