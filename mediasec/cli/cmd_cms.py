@@ -59,9 +59,9 @@ def _trust(paths) -> TrustContext:
 @click.option("--json", "json_out", metavar="FILE|-", help="Write a JSON result ('-' = stdout).")
 def protect(src, out, json_out, force, cipher, digest, framing, **flags):
     """Turn one DICOM file into a Secure DICOM File (signed or digested, then enveloped)."""
+    check_new_output(out, force=force, inputs=(src,))  # before any prompt
     policy, recipients, signers = load_protection(subject=src, cipher=cipher, digest=digest,
                                                   **flags)
-    check_new_output(out, force=force, inputs=(src,))
     if not recipients:
         raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
                          code="USAGE_NO_RECIPIENT")
