@@ -37,7 +37,8 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileR
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
 from mediasec.io.discs import FileSystemPorts
-from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, StagingDir, env_error
+from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
+                            env_error)
 from mediasec.io.keys import file_chunks
 from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
                                 worker_init)
@@ -123,6 +124,7 @@ class ExtractRequest:
     trust: TrustContext | None = None
     include_invalid: bool = False
     workers: int | None = None
+    private: bool = False          # folders 0700 and files 0600 (default 0755/0644)
 
 
 def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> ExtractReport:
@@ -133,9 +135,11 @@ def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> 
     spec = medium_spec(request.medium)
     staging = StagingDir(request.output)
     with Job("extract").active(), staging as root:
+        os.chmod(root, 0o700 if request.private else 0o755)
         with Pool(request.workers or default_workers(), setup=worker_init,
                   args=(spec, decrypters, request.trust,
-                        {"staging": root, "include_invalid": request.include_invalid})) as pool:
+                        {"staging": root, "include_invalid": request.include_invalid,
+                         "private": request.private})) as pool:
             with open_medium(request.medium) as source:
                 fsi = index_medium(source, decrypters=decrypters, trust=request.trust)
                 if fsi.dicomdir_secure and not decrypters:
@@ -232,6 +236,7 @@ class ProtectRequest:
     signers: Sequence = ()
     options: ProtectOptions = ProtectOptions()
     policy: AlgorithmPolicy = AlgorithmPolicy()
+    force: bool = False            # replace an existing output file (never the input)
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,7 @@ def protect(request: ProtectRequest) -> ProtectResult:
     if not request.recipients:
         raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
                          code="USAGE_NO_RECIPIENT")
+    check_new_output(out, force=request.force, inputs=(src,))
     with Job("protect").active(), _open_input(src) as f:
         head = _sniff(f)
         if looks_enveloped(head):
@@ -290,6 +296,8 @@ class UnprotectRequest:
     output: str
     decrypters: Sequence
     trust: TrustContext = field(default_factory=TrustContext)
+    force: bool = False            # replace an existing output file (never the input)
+    strict: bool = False           # a warning or indeterminate finding fails too
 
 
 def _open_report(src, decrypters, trust, sink) -> SecureFileReport:
@@ -303,11 +311,16 @@ def _open_report(src, decrypters, trust, sink) -> SecureFileReport:
             raise exc.with_path(src)
 
 
-def _raise_on(report: SecureFileReport, src: str) -> None:
+def _raise_on(report: SecureFileReport, src: str, strict: bool = False) -> None:
     try:
         raise_for_failures(report)
     except VerificationError as exc:
         raise exc.with_path(src)
+    if strict:
+        for f in report.findings:
+            if f.outcome in (Outcome.WARNING, Outcome.INDETERMINATE):
+                raise VerificationError(f"--strict: {f.code}: {f.message}", path=src,
+                                        code=f.code)
 
 
 def _writer(dst, out):
@@ -328,6 +341,8 @@ def unprotect(request: UnprotectRequest) -> SecureFileReport:
     if not request.decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to decrypt",
                          code="USAGE_NO_KEY")
+    check_new_output(out, force=request.force, inputs=(src,))
+    strict = request.strict
     with Job("unprotect").active():
         target = AtomicOutput(out, secret=True)
         try:
@@ -338,16 +353,16 @@ def unprotect(request: UnprotectRequest) -> SecureFileReport:
             if dst is not None:
                 report = _open_report(src, request.decrypters, request.trust,
                                       _writer(dst, out))
-                _raise_on(report, src)
+                _raise_on(report, src, strict)
                 target.commit()
             else:
                 # no anonymous temp files here: check everything first, then write
-                _raise_on(_open_report(src, request.decrypters, request.trust, None), src)
+                _raise_on(_open_report(src, request.decrypters, request.trust, None), src, strict)
                 target = AtomicOutput(out)
                 with target as dst2:
                     report = _open_report(src, request.decrypters, request.trust,
                                           _writer(dst2, out))
-                    _raise_on(report, src)
+                    _raise_on(report, src, strict)
                     target.commit()
         finally:
             if not target.committed:

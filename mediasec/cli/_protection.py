@@ -9,6 +9,8 @@ from mediasec.cms.keys import (KeyDecrypter, KeyTransportRecipient, PasswordDecr
                                PasswordRecipient, RSASigner)
 from mediasec.errors import MediasecError, UsageError
 from mediasec.io.keys import read_certificates, read_password, read_private_key
+from mediasec.cli.render import warn
+from mediasec.pki.trust import signing_chain_problem
 from mediasec.policy import CIPHERS, AlgorithmPolicy, TrustContext
 
 __all__ = ["protection_options", "load_protection", "key_options", "with_options", "load_keys",
@@ -30,6 +32,9 @@ def protection_options(f):
                      help="Intermediate certificates to carry with the signature."),
         click.option("--key-password-env", metavar="VAR", help="Environment variable holding "
                      "the signing key's passphrase."),
+        click.option("--trust", "sign_trust", multiple=True, type=click.Path(dir_okay=False),
+                     help="Trust anchor(s) to check the signer's chain against before signing "
+                     "(a warning when it does not reach one; repeatable)."),
         click.option("--cipher", type=click.Choice(list(CIPHERS)), default="aes-256",
                      show_default=True),
         click.option("--digest", type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
@@ -53,7 +58,7 @@ def protection_options(f):
 
 def load_protection(*, subject: str, encrypt_to, password_env, ask_password, sign_key,
                     sign_cert, sign_chain, key_password_env, cipher, digest, oaep,
-                    recipient_id, pbkdf2_iterations, allow_legacy, **_ignored):
+                    recipient_id, pbkdf2_iterations, allow_legacy, sign_trust=(), **_ignored):
     """``(policy, recipients, signers)``; ``subject`` names the input in policy errors."""
     policy = AlgorithmPolicy(allow_legacy=allow_legacy)
     try:
@@ -88,6 +93,11 @@ def load_protection(*, subject: str, encrypt_to, password_env, ask_password, sig
             signers.append(RSASigner(key, cert, chain, digest=digest, policy=policy))
         except MediasecError as exc:
             raise exc.with_path(sign_key)
+        anchors = [c for p in sign_trust for c in read_certificates(p, "trust anchor file")]
+        problem = signing_chain_problem(cert, chain,
+                                        trust=TrustContext(anchors=tuple(anchors)))
+        if problem:  # the signatures are made anyway; the receiver's check decides
+            warn(sign_cert, f"signer chain: {problem}")
     return policy, recipients, signers
 
 

@@ -98,4 +98,12 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                    f"{', secure' if result.secure else ''}); {c['converted']} converted, "
                    f"{c['skipped']} skipped, {c['duplicates']} duplicates, "
                    f"{c['made_up']} made-up values")
+        for s in doc["skipped"][:_SHOW_SKIPPED]:  # which files, and why
+            click.echo(f"  skipped {s['path']}: {s.get('reason') or s['code']}")
+        if len(doc["skipped"]) > _SHOW_SKIPPED:
+            click.echo(f"  ... and {len(doc['skipped']) - _SHOW_SKIPPED} more "
+                       "(--json lists them all)")
     return 0
+
+
+_SHOW_SKIPPED = 5

@@ -26,7 +26,7 @@ from mediasec.api import (ExtractRequest, ListRequest, VerifyRequest, extract, l
                           verify)
 from mediasec.cli._protection import key_options, load_keys, load_trust, with_options
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, write_json
+from mediasec.cli.render import Progress, json_and_operand, json_option, write_json
 from mediasec.media.validate import MediaReport, summarize_tree
 from mediasec.report import Outcome
 
@@ -50,14 +50,17 @@ def _workers_option(f):
               help="Write the mediasec.verify/1 report to FILE or stdout.")
 @click.option("--progress", type=click.Choice(["json"]), default=None,
               help="Progress as JSON lines on stderr.")
+@click.option("--strict", is_flag=True, help="Exit 1 on any warning or indeterminate "
+              "outcome too (e.g. signatures not checked against a trust anchor).")
 @_workers_option
 def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
-               profile_name, json_target, progress, workers):
+               profile_name, json_target, progress, strict, workers):
     """Check a received disc, ISO image or File-set folder, file by file."""
     reporter = Progress(progress)
+    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)
     report = verify(VerifyRequest(
-        medium, decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
-        trust=load_trust(trust), profile=profile_name, workers=workers), on_progress=reporter)
+        medium, decrypters=decrypters, trust=load_trust(trust), profile=profile_name,
+        workers=workers), on_progress=reporter)
     doc = report.to_dict()
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
@@ -65,7 +68,16 @@ def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, 
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target != "-":
         click.echo(render_verify(report))
+        if decrypters and not trust and _has_code(report, "SIG_TRUST_NOT_CHECKED"):
+            click.echo("Trust: signatures were not checked against any trust anchor "
+                       "(no --trust given)")
+    if strict and report.outcome is not Outcome.PASSED:
+        return 1
     return 1 if report.failed else 0
+
+
+def _has_code(report: MediaReport, code: str) -> bool:
+    return code in report.problems()
 
 
 _PLURALS = {"study": "studies", "series": "series"}
@@ -131,18 +143,21 @@ def _sev(items) -> int:
 # -- ls ----------------------------------------------------------------------------------------
 
 @cli.command("ls")
-@click.argument("medium", type=click.Path())
+@click.argument("medium", type=click.Path(), required=False)
 @with_options(key_options)
-@click.option("--json", "as_json", is_flag=True, help="Print mediasec.ls/1 JSON.")
-def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+@json_option("Write mediasec.ls/1 JSON to FILE, or stdout ('-' or no value).")
+def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
+           json_target):
     """List patients, studies, series and files (from the DICOMDIR, else from the files)."""
+    json_target, medium = json_and_operand(json_target, medium, "MEDIUM")
     body = list_medium(ListRequest(
         medium, decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
         trust=load_trust(trust)))
     notes = body["notes"]
-    if as_json:
-        write_json("-", "mediasec.ls/1", body)
-        return 0
+    if json_target:
+        write_json(json_target, "mediasec.ls/1", body, private=True)  # patient names
+        if json_target == "-":
+            return 0
     click.echo(render_ls(body))
     for n in notes:
         click.echo(f"mediasec: {medium}: note: {n}", err=True)
@@ -193,16 +208,25 @@ def render_ls(body: dict) -> str:
               help="Also write files whose checks failed (when fully decrypted).")
 @click.option("--json", "json_target", default=None, metavar="FILE|-",
               help="Write the mediasec.extract/1 result to FILE or stdout.")
+@click.option("--private", is_flag=True, help="Folders 0700 and files 0600 (default: "
+              "0755 and 0644, whatever the umask).")
+@click.option("--strict", is_flag=True, help="Exit 1 on any warning or indeterminate "
+              "outcome too (the valid files are still written).")
+@click.option("--progress", type=click.Choice(["json"]), default=None,
+              help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @_workers_option
 def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
-                include_invalid, json_target, workers):
+                include_invalid, json_target, private, strict, progress, workers):
     """Write the medium's valid DICOM files, decrypted, into a new folder."""
+    reporter = Progress(progress)
     report = extract(ExtractRequest(
         medium, output,
         decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
-        trust=load_trust(trust), include_invalid=include_invalid, workers=workers))
+        trust=load_trust(trust), include_invalid=include_invalid, workers=workers,
+        private=private), on_progress=reporter)
     results = report.results
     doc = report.to_dict()
+    reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
                                                 if k not in ("schema", "version")})
@@ -217,4 +241,6 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
                 if bad:
                     click.echo(f"mediasec: {r.path}: {bad[0].code}: {bad[0].message}",
                                err=True)
+    if strict and report.outcome is not Outcome.PASSED:
+        return 1
     return 1 if report.outcome is Outcome.FAILED else 0

@@ -12,23 +12,14 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from mediasec.errors import UsageError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
-from mediasec.io.fs import AtomicOutput
+from mediasec.io.fs import AtomicOutput, check_new_output
 from mediasec.io.iso import IsoFile, IsoImage
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.jobs import DiscFile, DiscLayout
 from mediasec.media.plan import write_producer
 
 __all__ = ["FileSystemPorts", "IsoDiscWriter", "FolderDiscWriter", "check_new_output"]
-
-
-def check_new_output(path: str) -> None:
-    if os.path.lexists(path):
-        raise UsageError("output already exists; choose a new path", path=path,
-                         code="USAGE_OUTPUT_EXISTS")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        raise UsageError("output folder does not exist", path=path, code="USAGE_NO_OUTPUT_DIR")
 
 
 class IsoDiscWriter:

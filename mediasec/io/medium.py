@@ -360,18 +360,15 @@ class SecretOutput:
     """An ``O_TMPFILE`` output at ``root/rel`` (folders made as needed); named only on
     ``commit()``. Raises ``AnonymousUnsupported`` at once where the file system has none."""
 
-    def __init__(self, root: str, rel: str):
+    def __init__(self, root: str, rel: str, *, private: bool = False):
         from mediasec.io.fs import AtomicOutput
 
         parts = rel.split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise UsageError(f"bad output path {rel!r}", code="INTERNAL_OUTPUT_PATH")
-        folder = os.path.join(root, *parts[:-1])
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise env_error(exc, folder) from exc
-        self._out = AtomicOutput(os.path.join(folder, parts[-1]), secret=True)
+        folder = _output_folders(root, parts[:-1], private)
+        self._out = AtomicOutput(os.path.join(folder, parts[-1]), secret=True,
+                                 mode=0o600 if private else 0o644)
         self._f = self._out.open()
 
     def write(self, mv) -> None:
@@ -389,6 +386,21 @@ class SecretOutput:
         self._out.abort()
 
 
+def _output_folders(root: str, parts, private: bool) -> str:
+    """Make ``root/parts...`` with mode 0755 (0700 when ``private``) whatever the umask."""
+    folder = root
+    for p in parts:
+        folder = os.path.join(folder, p)
+        try:
+            os.mkdir(folder)
+            os.chmod(folder, 0o700 if private else 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+    return folder
+
+
 class _NullOutput:
     def write(self, mv) -> None:
         pass
@@ -403,16 +415,18 @@ class _NullOutput:
 def worker_extract(st: dict, task):
     """Pool task for ``extract``: one read, plaintext into an anonymous file, committed only
     when the checks pass. Without ``O_TMPFILE`` the file is checked in a first read and
-    written (mode 0600, named temp file) in a second one."""
+    written (named temp file) in a second one."""
     from mediasec.io.fs import AnonymousUnsupported, AtomicOutput
     from mediasec.media.extract import extract_file
 
     root = st["extra"]["staging"]
+    private = st["extra"].get("private", False)
     kw = dict(decrypters=st["decrypters"], trust=st["trust"],
               include_invalid=st["extra"].get("include_invalid", False))
     try:
         return extract_file(st["reader"].open(task.handle), task,
-                            open_output=lambda rel: SecretOutput(root, rel), **kw)
+                            open_output=lambda rel: SecretOutput(root, rel, private=private),
+                            **kw)
     except AnonymousUnsupported:
         pass
     first = extract_file(st["reader"].open(task.handle), task,
@@ -423,8 +437,8 @@ def worker_extract(st: dict, task):
     def named(rel):
         out = SecretOutput.__new__(SecretOutput)
         path = os.path.join(root, *rel.split("/"))
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        out._out = AtomicOutput(path, mode=0o600)
+        _output_folders(root, rel.split("/")[:-1], private)
+        out._out = AtomicOutput(path, mode=0o600 if private else 0o644)
         out._f = out._out.open()
         return out
     return extract_file(st["reader"].open(task.handle), task, open_output=named, **kw)

@@ -767,6 +767,10 @@ def _walk_records(fsi: FileSetIndex, dfind: list[Finding]) -> None:
         raw = _text(rec, REF_FILE_ID)
         if raw is not None and raw.strip(" \0"):
             node["instance_number"] = _text(rec, INSTANCE_NUMBER)
+            # what a PACS import matches on (Referenced ... in File, from the record)
+            node["sop_instance_uid"] = _text(rec, REF_SOP_INSTANCE)
+            node["sop_class_uid"] = _text(rec, REF_SOP_CLASS)
+            node["transfer_syntax"] = _text(rec, REF_TS)
             comps, ff = check_file_id_value(raw)
             for f in ff:
                 dfind.append(Finding(f.code, f.outcome, f"{rtype} record at offset "
@@ -1033,6 +1037,8 @@ def tree_from_facts(facts: Iterable[FileFacts]) -> list[dict]:
                                       "series_number": h.key("series_number"), "_c": {}})
         se["_c"][f.path] = {"type": "INSTANCE", "path": f.path, "file_id": f.path,
                             "sop_instance_uid": h.sop_instance_uid,
+                            "sop_class_uid": h.sop_class_uid,
+                            "transfer_syntax": h.transfer_syntax,
                             "instance_number": h.key("instance_number")}
 
     def finish(node: dict) -> dict:

@@ -17,7 +17,7 @@ from mediasec.errors import SignatureError
 from mediasec.pki import certs as pcerts
 from mediasec.policy import TrustContext
 
-__all__ = ["check_signer_certificate"]
+__all__ = ["check_signer_certificate", "signing_chain_problem"]
 
 
 def _check_time(cert: x509.Certificate, at: _dt.datetime) -> None:
@@ -92,6 +92,36 @@ def _validate(cert: x509.Certificate, carried, trust: TrustContext,
             code = "SIG_CHAIN_EXPIRED"
         else:
             code = "SIG_CHAIN_UNTRUSTED"
+        if "candidates exhausted" in text:  # the verifier's words for "no path at all"
+            raise SignatureError(
+                "the signer's certificate does not chain to a trust anchor: no path from its "
+                f"issuer ({cert.issuer.rfc4514_string()}) to the trust anchors through the "
+                "certificates carried with the signature", code=code) from exc
         raise SignatureError(f"the signer's certificate does not chain to a trust anchor: "
                              f"{text}", code=code) from exc
     return list(chain)
+
+
+def signing_chain_problem(cert: x509.Certificate, chain=(), *,
+                          trust: TrustContext | None = None) -> str | None:
+    """At signing time: why a receiver may not get from the signer to a trust anchor, or
+    None. With ``trust`` anchors, the full check (as a receiver holding them would make,
+    at the current time); without, only that the carried certificates link the signer to
+    its issuer (a self-issued signer, or ``chain`` holding the signer's issuer)."""
+    if trust is not None and trust.anchors:
+        try:
+            check_signer_certificate(cert, carried=tuple(chain), trust=trust)
+        except SignatureError as exc:
+            return f"checked against the given trust anchors: {exc.message}"
+        return None
+    if cert.issuer == cert.subject:
+        return None  # self-issued: the receiver's anchor is the certificate itself
+    issuer = cert.issuer.rfc4514_string()
+    if any(c.subject == cert.issuer for c in chain):
+        return None
+    where = ("no --sign-chain was given" if not chain else
+             "the --sign-chain certificates do not include it")
+    return (f"the signer's certificate is issued by {issuer} and {where}: receivers can "
+            "check the signatures only if they hold that issuer itself as a trust anchor "
+            "(give --sign-chain with the issuing CA certificates, and --trust CA.pem to "
+            "check the whole chain now)")
