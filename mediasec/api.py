@@ -36,7 +36,7 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileR
                                  inspect_secure_file, open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
-from mediasec.io.discs import FileSystemPorts
+from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
@@ -71,8 +71,21 @@ def build(request: BuildRequest, *, on_progress: Progress | None = None) -> Buil
     """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
     Nothing exists at the output unless the whole job succeeded."""
     request = _normalized(request)
+    ports = FileSystemPorts()
+    if request.deidentify is not None:
+        ports = DeidentifyingPorts(ports, request.deidentify)
+        # de-identified: Study Date/ID are empty, so the directory keys are made up
+        request = dataclasses.replace(request, fill_missing=True)
     with Job("build").active():
-        return run_build(request, FileSystemPorts(), on_progress=on_progress)
+        result = run_build(request, ports, on_progress=on_progress)
+    if request.deidentify is not None:
+        result.document["deidentify"] = {
+            "files": ports.deidentified,
+            "escrow": bool(request.deidentify.escrow),
+            "dangling_references": request.deidentify.dangling_references(),
+            "findings": [{"path": path, **f.to_dict()} for path, f in ports.findings
+                         if f.outcome in (Outcome.WARNING, Outcome.FAILED)]}
+    return result
 
 
 def check_build(request: BuildRequest) -> None:

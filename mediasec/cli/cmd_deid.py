@@ -249,16 +249,14 @@ def deid_build_options(f):
     return f
 
 
-def deidentified_sources(sources, output: str, flags: dict):
-    """With ``--deidentify``: de-identify every DICOM file of ``sources`` into a private
-    folder beside ``output`` (removed when the command ends) and return it as the only
-    source; without, ``sources`` unchanged. Only de-identified data (originals encrypted)
-    ever lands in that folder."""
+def deid_job(flags: dict):
+    """With ``--deidentify``: the ``DeidJob`` of the build (``BuildRequest.deidentify``);
+    without, None. Pops the de-identification flags from ``flags``."""
     deid_flags = {k: flags.pop(k) for k in list(flags) if k.startswith("deid")}
     if not deid_flags.get("deid"):
         if any(v for k, v in deid_flags.items() if k != "deid"):
             raise UsageError("the de-identification flags need --deidentify", code="USAGE")
-        return sources
+        return None
     policy = AlgorithmPolicy(allow_legacy=flags.get("allow_legacy", False))
     recipients = []
     for p in deid_flags["deid_escrow_to"]:
@@ -271,41 +269,7 @@ def deidentified_sources(sources, output: str, flags: dict):
     if pw is not None:
         recipients.append(PasswordRecipient(pw, iterations=flags.get("pbkdf2_iterations",
                                                                      600_000), policy=policy))
-    job = DeidJob(options=deid_flags["deid_options"], recipients=recipients,
-                  escrow=not deid_flags["deid_no_escrow"], policy=policy,
-                  mapping_key=_mapping_key(deid_flags["deid_mapping_key_env"]),
-                  accept_burned_in=deid_flags["deid_accept_burned_in"])
-    import secrets
-    import shutil
-    from mediasec.io.folder import collect_inputs
-    parent = os.path.dirname(os.path.abspath(output))
-    folder = os.path.join(parent, f".{os.path.basename(output)}.deid-{secrets.token_hex(4)}")
-    try:
-        os.mkdir(folder, 0o700)
-    except OSError as exc:
-        raise env_error(exc, folder) from exc
-    click.get_current_context().call_on_close(
-        lambda: shutil.rmtree(folder, ignore_errors=True))
-    for path, _size in collect_inputs(sources):
-        with _open(path) as src:
-            head = src.read(132)
-            src.seek(0)
-            if len(head) < 132 or head[128:132] != b"DICM" or _is_dicomdir(src):
-                continue      # not DICOM (the scan would skip it) or a DICOMDIR (rebuilt)
-            rewritten, result = _step(job.prepare, src, path)
-            target = os.path.join(folder, f"{result.sop_instance_uid}.dcm")
-            if not os.path.exists(target):
-                with open(target, "xb") as dst:
-                    _write(rewritten, dst, target)
-        for f in result.findings:
-            if f.outcome in (Outcome.WARNING, Outcome.FAILED):
-                warn(path, f.message)
-    return (folder,)
-
-
-def _is_dicomdir(src) -> bool:
-    head = src.read(1024)
-    src.seek(0)
-    uid = b"1.2.840.10008.1.3.10"
-    at = head.find(uid)
-    return at >= 0 and head[at + len(uid):at + len(uid) + 1] not in b"0123456789."
+    return DeidJob(options=deid_flags["deid_options"], recipients=recipients,
+                   escrow=not deid_flags["deid_no_escrow"], policy=policy,
+                   mapping_key=_mapping_key(deid_flags["deid_mapping_key_env"]),
+                   accept_burned_in=deid_flags["deid_accept_burned_in"])
