@@ -47,8 +47,10 @@ from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker
 from mediasec.io.workers import Pool, default_workers
 from mediasec.media.extract import ExtractReport, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
-from mediasec.media.validate import (MediaReport, examine_file, finish_validation, index_medium,
-                                     tree_from_facts)
+from mediasec.media.dirindex import index_medium
+from mediasec.media.examine import examine_file
+from mediasec.media.validate import finish_validation
+from mediasec.media.verify_report import MediaReport, tree_from_facts
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Outcome
 

@@ -16,7 +16,8 @@ from conftest import PKI, assert_one_line_error, run_cli
 from mediasec.cms.keys import KeyDecrypter
 from mediasec.io import medium as iomedium
 from mediasec.io.medium import FolderSource, IsoSource, open_medium
-from mediasec.media.validate import check_file_id_value, validate_medium
+from mediasec.media.fileids import check_file_id_value
+from mediasec.media.validate import validate_medium
 from mediasec.pki.certs import load_certificates, load_private_key
 from mediasec.policy import TrustContext
 
@@ -387,7 +388,7 @@ def test_worker_glue_in_process(media):
         state = iomedium.worker_init(src.worker_spec(), [KeyDecrypter(key, cert)],
                                      TrustContext(anchors=tuple(anchors)))
         other = iomedium.worker_init(src.worker_spec())   # a second job: no keys
-        from mediasec.media.validate import ExamineTask
+        from mediasec.media.examine import ExamineTask
         facts = iomedium.worker_examine(state, ExamineTask(e.path, e.size, e.handle))
         assert not iomedium.worker_examine(other, ExamineTask(e.path, e.size, e.handle)
                                            ).decrypted

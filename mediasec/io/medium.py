@@ -39,7 +39,8 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from mediasec.errors import InputError, UsageError
 from mediasec.io.fs import env_error
-from mediasec.media.validate import ExamineTask, FileFacts, MediumEntry, examine_file
+from mediasec.media.examine import ExamineTask, FileFacts, examine_file
+from mediasec.media.source import MediumEntry
 
 __all__ = ["IsoSource", "FolderSource", "open_medium", "medium_spec",
            "worker_extract", "SecretOutput", "reopen", "worker_init",
