@@ -42,9 +42,9 @@ from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, chec
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
 from mediasec.deid.files import prepare_reidentify
-from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
-                                worker_init)
-from mediasec.io.workers import Pool, default_workers
+from mediasec.io.medium import medium_spec, open_medium
+from mediasec.io.workers import (Pool, default_workers, worker_examine, worker_extract,
+                                 worker_init)
 from mediasec.media.extract import ExtractReport, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
 from mediasec.media.dirindex import index_medium
