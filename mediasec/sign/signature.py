@@ -357,10 +357,10 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
                          f"{type(pub).__name__.removeprefix('_')}", code="KEY_NOT_RSA")
     policy.check_rsa_bits(pub.key_size, "the signing key")
     src = part.source
-    level = resolve_level(part, req.item_path)
-    if profile.top_level_only and level.path:
+    if profile.top_level_only and req.item_path:
         raise UsageError(f"the {profile.name} profile signs the main data set only",
                          code="USAGE")
+    level = resolve_level(part, req.item_path)
     sop_class = _sop_class(part)
     purpose = req.purpose
     scheme, meanings = purposes()
