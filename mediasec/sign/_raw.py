@@ -128,7 +128,7 @@ class SplicedSource(Source):
         segs = []      # (out_start, length, ("src", off) | ("mem", bytes))
         pos = 0        # in base
         out = 0
-        for s in sorted(splices, key=lambda s: (s.offset, s.order)):
+        for s in sorted(splices, key=lambda s: (s.offset, s.length > 0, s.order)):
             if s.offset < pos:
                 raise ValueError("overlapping splices")
             if s.offset > pos:
