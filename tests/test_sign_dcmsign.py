@@ -172,7 +172,11 @@ def test_old_format_is_reported_not_crashed(corpus, tmp_path):
     old = dcmsign_sign(files["jpeg"], tmp_path / "old.dcm", "+m2", "-fo")
     res, doc = check(old)
     assert res.code == 1
-    assert sig_statuses(doc) == [("", "mac_mismatch")]
+    assert sig_statuses(doc) == [("", "old_format")]
+    assert doc["files"][0]["signatures"][0]["code"] == "SIG_OLD_FORMAT"
+    # without encapsulated pixel data the old and new formats hash the same bytes
+    plain = dcmsign_sign(files["ele"], tmp_path / "old-plain.dcm", "+m2", "-fo")
+    assert sig_statuses(check(plain)[1]) == [("", "valid")]
 
 
 @pytest.mark.parametrize("name,opts", [

@@ -136,9 +136,13 @@ def is_signable(el: Element) -> bool:
 class StreamBuilder:
     """Feeds the canonical encoding of elements to ``update`` (a hash or a list append)."""
 
-    def __init__(self, src: Source, update: Callable[[bytes], object]):
+    def __init__(self, src: Source, update: Callable[[bytes], object], *,
+                 old_format: bool = False):
         self.src = src
         self.update = update
+        #: DCMTK before 3.5.4 (``dcmsign -fo``) hashed each fragment's length too; only
+        #: used to *explain* a mismatch, never to accept a signature
+        self.old_format = old_format
 
     def element(self, el: Element) -> None:
         up = self.update
@@ -153,7 +157,7 @@ class StreamBuilder:
         if el.frags is not None:
             up(tag_le + el.vr.encode() + b"\0\0")
             for off, n in el.frags:
-                up(_ITEM)
+                up(_ITEM + struct.pack("<I", n) if self.old_format else _ITEM)
                 for piece in self.src.chunks(off, n):
                     up(piece)
             up(_SEQ_END)
@@ -176,6 +180,11 @@ class StreamBuilder:
 
     def _value(self, vr: str, data: bytes, big: bool) -> None:
         self.update(swap_value(vr, data) if big else data)
+
+    def has_fragments(self, el: Element) -> bool:
+        if el.frags is not None:
+            return True
+        return any(self.has_fragments(sub) for it in (el.items or ()) for sub in it.elements)
 
     def level(self, item: Item) -> None:
         """Every signable element of an item (the content of a signed sequence)."""

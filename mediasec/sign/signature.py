@@ -451,6 +451,7 @@ STATUS_CODES = {
     "not_yet_valid_at_signing": ("SIG_NOT_YET_VALID_AT_SIGNING", Outcome.FAILED),
     "unsupported_algorithm": ("SIG_UNSUPPORTED_ALGORITHM", Outcome.FAILED),
     "not_signable": ("SIG_NOT_SIGNABLE", Outcome.FAILED),
+    "old_format": ("SIG_OLD_FORMAT", Outcome.FAILED),
     "malformed": ("SIG_MALFORMED", Outcome.FAILED),
     "key_usage": ("SIG_KEYUSAGE", Outcome.FAILED),
 }
@@ -673,6 +674,12 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
             return
         if got != digest:
             _mismatch(r)
+            if not r.missing_elements and _old_format_digest(src, item, tags, sig_item,
+                                                               mac) == got:
+                r.status = "old_format"
+                r.message = ("signed in DCMTK's pre-3.5.4 format (dcmsign -fo), which hashes "
+                             "pixel data fragment lengths; it does not verify under the "
+                             "current rules (PS3.15 C.12.1.1.3.1)")
             return
     else:
         name = macs.MAC_ALGORITHMS[mac][0]
@@ -734,6 +741,19 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     r.status = "valid"
     r.message = f"valid signature by {r.signer}"
+
+
+def _old_format_digest(src, item: Item, tags, sig_item: Item, mac: str) -> bytes | None:
+    present = [item.get(t) for t in tags if item.get(t) is not None]
+    probe = macs.StreamBuilder(src, lambda b: None)
+    if not any(probe.has_fragments(el) for el in present):
+        return None
+    h = macs.new_hash(mac)
+    sb = macs.StreamBuilder(src, h.update, old_format=True)
+    for el in present:
+        sb.element(el)
+    _feed_tail(sig_item, h.update, src)
+    return h.digest()
 
 
 def _mismatch(r: SignatureResult) -> None:
