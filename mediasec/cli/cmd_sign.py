@@ -16,7 +16,7 @@ from mediasec.io.fs import AtomicOutput, env_error
 from mediasec.io.keys import read_certificates, read_private_key
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Outcome
-from mediasec.sign import SignedFile, SignRequest, check_part, open_part10, sign_part
+from mediasec.sign import SignRequest, check_part, finish, open_part10, sign_part
 from mediasec.sign.signature import parse_tag_name
 from mediasec.sign.status import change_status
 
@@ -158,7 +158,7 @@ def _sign_one(src, dst, signer, request, policy, authorize, comment, equipment, 
                                               equipment_cert=equipment, drop_covering=drop)
             part, facts = sign_part(part, signer, request, policy=policy)
             _self_check(part, facts)
-            signed = SignedFile(part, [facts], dropped)
+            signed = finish(part, [facts], dropped)
             target = AtomicOutput(dst)
             with target as out:
                 signed.write_to(_writer(out, dst))

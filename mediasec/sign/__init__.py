@@ -36,41 +36,62 @@ def open_part10(data) -> Part10:
         return parse_part10(data)
     if isinstance(data, (bytes, bytearray, memoryview)):
         return parse_part10(BytesSource(bytes(data)))
+    data.seek(0, 2)
+    size = data.tell()
+    data.seek(0)
+    if size <= IN_MEMORY:
+        # one read, then zero-copy views; larger files stay on disk (bounded memory)
+        return parse_part10(BytesSource(data.read()))
     return parse_part10(StreamSource(data))
+
+
+#: files up to this size are read whole (faster); larger ones are read on demand
+IN_MEMORY = 64 << 20
 
 
 @dataclass
 class SignedFile:
-    """The output file: its exact ``size`` and a streaming ``write_to``."""
+    """The output file: its exact ``size`` and a streaming ``write_to``.
 
-    part: Part10                    # the result, parsed (for a further step)
+    ``source`` is the output as a random-access source, ``base`` the parsed input it was
+    made from (same meta information); ``part`` parses the output on first use."""
+
+    source: Source
+    base: Part10
     signatures: list = field(default_factory=list)   # SignedSignature, in order added
     dropped: list = field(default_factory=list)      # signatures removed (status changes)
     _deflated: bytes | None = None
+    _part: Part10 | None = None
+
+    @property
+    def part(self) -> Part10:
+        if self._part is None:
+            self._part = parse_part10_inflated(self.source, self.base)
+        return self._part
 
     @property
     def size(self) -> int:
-        if self.part.deflated:
+        if self.base.deflated:
             return len(self._deflated_bytes())
-        return self.part.source.size
+        return self.source.size
 
     def _deflated_bytes(self) -> bytes:
         if self._deflated is None:
-            src = self.part.source
-            body = b"".join(src.chunks(self.part.meta_end, src.size - self.part.meta_end))
+            src = self.source
+            body = b"".join(src.chunks(self.base.meta_end, src.size - self.base.meta_end))
             z = zlib.compressobj(9, zlib.DEFLATED, -15)
             data = z.compress(body) + z.flush()
             if len(data) & 1:
                 data += b"\0"
-            self._deflated = self.part.raw_prefix + data
+            self._deflated = self.base.raw_prefix + data
         return self._deflated
 
     def write_to(self, write: Callable[[bytes], Any]) -> int:
-        if self.part.deflated:
+        if self.base.deflated:
             data = self._deflated_bytes()
             write(data)
             return len(data)
-        src = self.part.source
+        src = self.source
         if isinstance(src, SplicedSource):
             src.copy(write)
         else:
@@ -88,12 +109,14 @@ def sign_part(part: Part10, signer, request: SignRequest = SignRequest(), *,
 def sign_file(data, signer, request: SignRequest = SignRequest(), *,
               policy: AlgorithmPolicy = AlgorithmPolicy()) -> SignedFile:
     """``data`` (bytes or a seekable stream of a Part 10 file) with one more signature."""
-    part, facts = sign_part(open_part10(data), signer, request, policy=policy)
-    return SignedFile(part, [facts])
+    part = open_part10(data)
+    spliced, facts = sign_part10(part, signer, request, policy=policy)
+    return SignedFile(spliced, part, [facts])
 
 
 def finish(part: Part10, signatures=(), dropped=()) -> SignedFile:
-    return SignedFile(part, list(signatures), list(dropped))
+    """A ``SignedFile`` for a part already in its final state (e.g. after ``sign_part``)."""
+    return SignedFile(part.source, part, list(signatures), list(dropped), _part=part)
 
 
 # -- checking -----------------------------------------------------------------------------------

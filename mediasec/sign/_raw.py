@@ -47,6 +47,7 @@ _VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "L
 SWAP = {"US": 2, "SS": 2, "OW": 2, "AT": 2, "UL": 4, "SL": 4, "FL": 4, "OF": 4, "OL": 4,
         "FD": 8, "OD": 8, "SV": 8, "UV": 8, "OV": 8}
 _ARRAY = {2: "H", 4: "I", 8: "Q"}
+_VR_OF = {v.encode(): v for v in _VRS}
 
 
 class Malformed(InputError):
@@ -60,6 +61,10 @@ class Source:
 
     def read(self, off: int, n: int) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def view(self, off: int, n: int):
+        """``(buffer, position)`` holding bytes ``off .. off+n`` (no copy where possible)."""
+        return self.read(off, n), 0
 
     def chunks(self, off: int, n: int, chunk: int = 1 << 20) -> Iterator[bytes]:
         while n > 0:
@@ -78,6 +83,21 @@ class BytesSource(Source):
         if off < 0 or off + n > self.size:
             raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
         return self.data[off:off + n]
+
+    def view(self, off: int, n: int):
+        if off < 0 or off + n > self.size:
+            raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
+        return self.data, off
+
+    def chunks(self, off: int, n: int, chunk: int = 1 << 20) -> Iterator[memoryview]:
+        if off < 0 or off + n > self.size:
+            raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
+        mv = memoryview(self.data)
+        while n > 0:
+            k = min(n, chunk)
+            yield mv[off:off + k]
+            off += k
+            n -= k
 
 
 class StreamSource(Source):
@@ -108,6 +128,15 @@ class StreamSource(Source):
         if len(data) != n:
             raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
         return data
+
+    def view(self, off: int, n: int):
+        rel = off - self._off
+        if 0 <= rel and rel + n <= len(self._buf):
+            return self._buf, rel
+        if n >= self.WINDOW:
+            return self.read(off, n), 0
+        self.read(off, n)           # refills the window at ``off``
+        return self._buf, 0
 
 
 @dataclass(frozen=True)
@@ -190,7 +219,7 @@ IMPLICIT_LE = Coding(False, True)
 EXPLICIT_BE = Coding(True, False)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Element:
     tag: int
     vr: str
@@ -221,7 +250,7 @@ class Element:
         return None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Item:
     hdr: int | None     # None: the top-level data set
     val: int
@@ -230,6 +259,7 @@ class Item:
     coding: Coding
     elements: list = field(default_factory=list)
     _index: dict | None = None
+    _src: object = None
 
     @property
     def undefined(self) -> bool:
@@ -265,6 +295,8 @@ class Part10:
 
 _LE_HH = struct.Struct("<HH").unpack_from
 _BE_HH = struct.Struct(">HH").unpack_from
+_LE_I = struct.Struct("<I").unpack_from
+_LE_H = struct.Struct("<H").unpack_from
 
 
 def _tag(b: bytes, little: bool) -> int:
@@ -281,19 +313,21 @@ class _Parser:
         """(tag, vr, length, value_offset)."""
         src = self.src
         end = "<" if coding.little else ">"
-        b = src.read(off, 8)
-        tag = _tag(b, coding.little)
-        if tag >> 16 == 0xFFFE:
-            return tag, None, struct.unpack_from(end + "I", b, 4)[0], off + 8
+        b, i = src.view(off, 8)
+        g, e = (_LE_HH if coding.little else _BE_HH)(b, i)
+        tag = (g << 16) | e
+        if g == 0xFFFE:
+            return tag, None, struct.unpack_from(end + "I", b, i + 4)[0], off + 8
         if not coding.explicit:
             vr = implicit_vr(tag, self.pixrep)
-            return tag, vr, struct.unpack_from("<I", b, 4)[0], off + 8
-        vr = b[4:6].decode("latin-1")
-        if vr not in _VRS:
-            raise Malformed(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) has an unknown VR {vr!r}")
+            return tag, vr, struct.unpack_from("<I", b, i + 4)[0], off + 8
+        vr = _VR_OF.get(bytes(b[i + 4:i + 6]))
+        if vr is None:
+            raise Malformed(f"({g:04X},{e:04X}) has an unknown VR {bytes(b[i + 4:i + 6])!r}")
         if vr in LONG_VRS:
-            return tag, vr, struct.unpack(end + "I", src.read(off + 8, 4))[0], off + 12
-        return tag, vr, struct.unpack_from(end + "H", b, 6)[0], off + 8
+            b, i = src.view(off + 8, 4)
+            return tag, vr, struct.unpack_from(end + "I", b, i)[0], off + 12
+        return tag, vr, struct.unpack_from(end + "H", b, i + 6)[0], off + 8
 
     def dataset(self, off: int, end: int | None, coding: Coding, depth: int,
                 item: Item) -> int:
@@ -302,15 +336,35 @@ class _Parser:
             raise Malformed("sequences nested too deep")
         elements = item.elements
         last = -1
+        data = getattr(self.src, "data", None)
+        fast = data is not None and coding.explicit and coding.little
+        size = self.src.size
         while True:
             if end is not None and off >= end:
                 if off > end:
                     raise Malformed("an element runs past the end of its item")
                 return off
-            if end is None and off + 8 > self.src.size:
-                raise Malformed("file ends inside an undefined-length item",
-                                code="DICOM_TRUNCATED")
-            tag, vr, length, val = self.header(off, coding)
+            if off + 8 > size:
+                raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
+            if fast:
+                # explicit VR little endian in memory: the common case, inlined
+                g, e = _LE_HH(data, off)
+                tag = (g << 16) | e
+                if g == 0xFFFE:
+                    vr, length, val = None, _LE_I(data, off + 4)[0], off + 8
+                else:
+                    vr = _VR_OF.get(data[off + 4:off + 6])
+                    if vr is None:
+                        raise Malformed(f"({g:04X},{e:04X}) has an unknown VR")
+                    if vr in LONG_VRS:
+                        if off + 12 > size:
+                            raise Malformed("file ends inside a data element",
+                                            code="DICOM_TRUNCATED")
+                        length, val = _LE_I(data, off + 8)[0], off + 12
+                    else:
+                        length, val = _LE_H(data, off + 6)[0], off + 8
+            else:
+                tag, vr, length, val = self.header(off, coding)
             if tag == ITEM_DELIM:
                 if end is not None:
                     raise Malformed("item delimiter in a defined-length item")
@@ -336,7 +390,7 @@ class _Parser:
                     raise Malformed(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end "
                                     "of the file", code="DICOM_TRUNCATED")
                 if length <= SMALL:
-                    el.value = self.src.read(val, length)
+                    el.value = data[val:el.end] if fast else self.src.read(val, length)
             elements.append(el)
             off = el.end
 
@@ -346,9 +400,9 @@ class _Parser:
         while True:
             if end is not None and off >= end:
                 return off
-            b = self.src.read(off, 8)
-            tag = _tag(b, little)
-            ilen = struct.unpack_from(coding.endian + "I", b, 4)[0]
+            b, i = self.src.view(off, 8)
+            tag = _tag(bytes(b[i:i + 4]), little)
+            ilen = struct.unpack_from(coding.endian + "I", b, i + 4)[0]
             if tag == SEQ_DELIM:
                 if end is not None:
                     raise Malformed("sequence delimiter in a defined-length sequence")
@@ -447,7 +501,7 @@ def swap_value(vr: str, value: bytes) -> bytes:
     unit = SWAP.get(vr)
     if not unit or len(value) % unit:
         return value
-    a = array(_ARRAY[unit], value)
+    a = array(_ARRAY[unit], bytes(value))
     a.byteswap()
     return a.tobytes()
 

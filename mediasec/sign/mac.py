@@ -45,6 +45,10 @@ NOT_SIGNABLE_TAGS = frozenset({0x00080001, 0x4FFE0001, 0xFFFCFFFC})
 SIGNATURE_TAIL_EXCLUDED = frozenset({0x04000115, 0x04000120, 0x04000305, 0x04000310})
 
 _ITEM = b"\xfe\xff\x00\xe0"
+_VRB = {v: v.encode() for v in ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS",
+                                "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH",
+                                "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN",
+                                "UR", "US", "UT", "UV")}
 _SEQ_END = b"\xfe\xff\xdd\xe0"
 
 
@@ -164,22 +168,48 @@ class StreamBuilder:
             return
         n = el.length
         padded = n + (n & 1)
-        if el.vr in LONG_VRS:
-            up(tag_le + el.vr.encode() + b"\0\0" + struct.pack("<I", padded))
+        vr = el.vr
+        if vr in LONG_VRS:
+            head = tag_le + _VRB[vr] + b"\0\0" + struct.pack("<I", padded)
         else:
-            up(tag_le + el.vr.encode() + struct.pack("<H", padded))
+            head = tag_le + _VRB[vr] + struct.pack("<H", padded)
         big = not el.coding.little
+        pad = (b" " if vr in TEXT_VRS else b"\0") if n & 1 else b""
         if el.value is not None:
-            self._value(el.vr, el.value, big)
-        else:
-            # large values stream through in even-sized chunks (byte swapping needs whole units)
-            for piece in self.src.chunks(el.val, n, 1 << 20):
-                self._value(el.vr, piece, big)
-        if n & 1:
-            up(b" " if el.vr in TEXT_VRS else b"\0")
+            up(head + (swap_value(vr, el.value) if big else el.value) + pad)
+            return
+        up(head)
+        # large values stream through in even-sized chunks (byte swapping needs whole units)
+        for piece in self.src.chunks(el.val, n, 1 << 20):
+            up(swap_value(vr, piece) if big else piece)
+        if pad:
+            up(pad)
 
-    def _value(self, vr: str, data: bytes, big: bool) -> None:
-        self.update(swap_value(vr, data) if big else data)
+    def elements(self, els) -> None:
+        """``element`` for each of ``els`` (ascending), hashing runs of adjacent plain
+        explicit VR little endian elements straight from the file: their stored bytes *are*
+        their canonical encoding (same header layout, even length)."""
+        run_start = run_end = None
+        for el in els:
+            if (el.items is None and el.frags is None and not el.length & 1
+                    and el.coding.explicit and el.coding.little and not self.old_format):
+                if run_end == el.hdr:
+                    run_end = el.end
+                    continue
+                if run_start is not None:
+                    self._raw(run_start, run_end)
+                run_start, run_end = el.hdr, el.end
+                continue
+            if run_start is not None:
+                self._raw(run_start, run_end)
+                run_start = run_end = None
+            self.element(el)
+        if run_start is not None:
+            self._raw(run_start, run_end)
+
+    def _raw(self, start: int, end: int) -> None:
+        for piece in self.src.chunks(start, end - start, 1 << 22):
+            self.update(piece)
 
     def has_fragments(self, el: Element) -> bool:
         if el.frags is not None:

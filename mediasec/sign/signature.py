@@ -10,6 +10,7 @@ the output is the input plus a few splices.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 import struct
 import uuid
@@ -391,13 +392,11 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
                                           (0x00080104, "LO", meanings[purpose].encode())]]))
     # the MAC: S from the file, T from the new item's own elements (parsed like a reader would)
     h = macs.new_hash(req.mac)
-    sb = macs.StreamBuilder(src, h.update)
-    for t in tags:
-        sb.element(item.get(t))
+    macs.StreamBuilder(src, h.update).elements([item.get(t) for t in tags])
     _feed_tail(_parse_items(tail), h.update)
     digest = h.digest()
     signature = signer.sign_digest_info(macs.digest_info_prefix(req.mac) + digest)
-    cert_der = cert.public_bytes(serialization.Encoding.DER)
+    cert_der = _der_of(cert)
     sig_item = encode_item(tail + [(CERT_OF_SIGNER, "OB", cert_der),
                                    (SIGNATURE, "OB", signature)], coding)
     at_value = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in tags)
@@ -413,6 +412,11 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
     facts = SignedSignature(level.path, mac_id, sig_uid, when, req.mac, profile.name,
                             tuple(tags), purpose)
     return out, facts
+
+
+@functools.lru_cache(maxsize=16)
+def _der_of(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def _parse_items(elements) -> Item:
@@ -468,7 +472,7 @@ class SignatureResult:
     key: str | None = None
     mac_algorithm: str | None = None
     mac_transfer_syntax: str | None = None
-    signed_elements: list[str] = field(default_factory=list)
+    signed_tags: list[int] = field(default_factory=list)
     missing_elements: list[str] = field(default_factory=list)
     purpose: dict | None = None
     timestamp: dict | None = None
@@ -512,7 +516,7 @@ class SignatureResult:
                 "datetime": self.datetime, "signer": self.signer, "serial": self.serial,
                 "key": self.key, "mac_algorithm": self.mac_algorithm,
                 "mac_transfer_syntax": self.mac_transfer_syntax,
-                "signed_elements": self.signed_elements,
+                "signed_elements": [tag_str(t) for t in self.signed_tags],
                 "missing_elements": self.missing_elements, "purpose": self.purpose,
                 "timestamp": self.timestamp, "profiles": self.profiles, "weak": self.weak,
                 "dicom_profile_key": self.dicom_profile_key, "covers_status": self.covers_status,
@@ -599,7 +603,7 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         r.message = "MAC Parameters item lacks a required attribute"
         return
     tags = sorted(set(_at_list(tag_el, src)))
-    r.signed_elements = [tag_str(t) for t in tags]
+    r.signed_tags = tags
     r.covers_status = bool(set(tags) & set(STATUS_TAGS)) and not level.path
     cert_el, sig_el = sig_item.get(CERT_OF_SIGNER), sig_item.get(SIGNATURE)
     cert_type = _text(sig_item.get(CERT_TYPE), src)
@@ -610,7 +614,7 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         r.message = f"certificate type {cert_type!r} is not X509_1993_SIG"
         return
     try:
-        cert = x509.load_der_x509_certificate(_der_trim(cert_el.read_value(src)))
+        cert = pcerts.from_der(_der_trim(cert_el.read_value(src)))   # cached by DER
     except ValueError:
         r.message = "the Certificate of Signer does not parse"
         return
@@ -643,8 +647,8 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     # S || T
     h = macs.new_hash(mac)
-    sb = macs.StreamBuilder(src, h.update)
     item = level.item
+    present_els = []
     for t in tags:
         el = item.get(t)
         if el is None:
@@ -653,20 +657,24 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         if not macs.is_signable(el):
             r.status, r.message = "not_signable", f"listed element ({tag_str(t)}) is not signable"
             return
-        sb.element(el)
+        present_els.append(el)
+    macs.StreamBuilder(src, h.update).elements(present_els)
     _feed_tail(sig_item, h.update, src)
     digest = h.digest()
     if isinstance(pub, rsa.RSAPublicKey):
         try:
             recovered = pub.recover_data_from_signature(signature, padding.PKCS1v15(), None)
-            di = aalgos.DigestInfo.load(recovered, strict=True)
-            oid = di["digest_algorithm"]["algorithm"].dotted
-            params_ok = di["digest_algorithm"]["parameters"].native is None
-            got = di["digest"].native
-        except (InvalidSignature, ValueError, TypeError) as exc:
-            r.status, r.message = "bad_signature", ("the signature does not verify with the "
-                                                    "signer's key")
-            return
+        except (InvalidSignature, ValueError, TypeError):
+            recovered = None
+        if recovered is not None and recovered == macs.digest_info_prefix(mac) + digest:
+            oid, params_ok, got = macs.hash_oid(mac), True, digest     # the usual case
+        else:
+            parsed = _digest_info(recovered)
+            if parsed is None:
+                r.status = "bad_signature"
+                r.message = "the signature does not verify with the signer's key"
+                return
+            oid, params_ok, got = parsed
         if not params_ok or oid != macs.hash_oid(mac):
             r.status = "mac_mismatch"
             r.message = (f"the signature is over a {macs.OID_TO_MAC.get(oid, oid)} digest, "
@@ -723,9 +731,7 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
     current = now or _dt.datetime.now(_dt.timezone.utc)
     if trust is not None and trust.has_anchors:
         try:
-            check_signer_certificate(cert, trust=TrustContext(
-                anchors=trust.anchors, intermediates=trust.intermediates,
-                at=trust.at or when), signing_time=when)
+            _check_chain(cert, trust, trust.at or when)
         except SignatureError as exc:
             r.status = "key_usage" if exc.code == "SIG_KEYUSAGE" else "untrusted"
             r.message = exc.message
@@ -754,6 +760,37 @@ def _old_format_digest(src, item: Item, tags, sig_item: Item, mac: str) -> bytes
         sb.element(el)
     _feed_tail(sig_item, h.update, src)
     return h.digest()
+
+
+#: (leaf, anchors, intermediates) -> (from, until): the window in which every certificate of
+#: the validated path is valid; a signature time inside it needs no new path validation
+#: (the files of a study carry the same signer, each with its own DateTime)
+_CHAIN_OK: dict = {}
+
+
+def _check_chain(cert, trust: TrustContext, at: _dt.datetime) -> None:
+    key = (cert, trust.anchors, trust.intermediates)
+    window = _CHAIN_OK.get(key)
+    if window is not None and window[0] < at < window[1]:
+        return
+    chain = check_signer_certificate(cert, trust=TrustContext(
+        anchors=trust.anchors, intermediates=trust.intermediates, at=at), signing_time=at)
+    if len(_CHAIN_OK) > 64:
+        _CHAIN_OK.clear()
+    _CHAIN_OK[key] = (max(c.not_valid_before_utc for c in chain),
+                      min(c.not_valid_after_utc for c in chain))
+
+
+def _digest_info(recovered: bytes | None):
+    """(OID, parameters NULL or absent, digest) of a recovered DigestInfo, else None."""
+    if recovered is None:
+        return None
+    try:
+        di = aalgos.DigestInfo.load(recovered, strict=True)
+        return (di["digest_algorithm"]["algorithm"].dotted,
+                di["digest_algorithm"]["parameters"].native is None, di["digest"].native)
+    except (ValueError, TypeError):
+        return None
 
 
 def _mismatch(r: SignatureResult) -> None:
