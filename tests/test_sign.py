@@ -316,3 +316,70 @@ def test_authorize_and_copy(tmp_path):
     assert "STATUS_UNSUPPORTED" in [f.code for f in rep.findings]
     with pytest.raises(UsageError, match="only an authorized"):
         change_status(open_part10(src), "AC")
+
+
+# -- exact sizes before signing, and stale signatures ------------------------------------------
+
+@pytest.mark.parametrize("ts", [ELE, ILE, BE, JPEG])
+def test_plan_gives_the_exact_size_without_the_key(tmp_path, ts):
+    from mediasec.sign.signature import plan_signature
+    p = nested_ct(tmp_path / "in.dcm", ts=ts)
+    part = open_part10(p.read_bytes())
+    for req in (SignRequest(), SignRequest(item_path="OtherPatientIDsSequence[1]",
+                                           purpose="5", mac="SHA512")):
+        plan = plan_signature(part, signer().certificate, req)     # certificate only
+        out, _facts = plan.execute(signer())
+        assert plan.size == out.size
+        assert len(b"".join(out.chunks(0, out.size))) == plan.size
+
+
+def _replace_value(data: bytes, tag: int, new: bytes, path: str = "") -> bytes:
+    off, n = element_offset(data, tag, path)
+    assert len(new) == n
+    return data[:off] + new + data[off + n:]
+
+
+def test_modification_strips_only_the_signatures_it_broke(tmp_path):
+    from mediasec.sign.stale import strip_stale
+    p = nested_ct(tmp_path / "in.dcm")
+    inner = "OtherPatientIDsSequence[1]"
+    s = signed_bytes(p.read_bytes(), SignRequest(item_path=inner))
+    s = signed_bytes(s)
+    before = open_part10(s)
+    # an edit at the top level breaks the top-level signature, not the one in the item
+    edited = _replace_value(s, 0x00100010, b"ROE^JANE")
+    after, stripped = strip_stale(before, open_part10(edited))
+    assert [(x.path, x.mac_id, x.reason) for x in stripped] == [("", 0, "SIG_MAC_MISMATCH")]
+    out = after.source.read(0, after.source.size)
+    assert statuses(out) == [(inner, "valid")]
+    assert 0xFFFAFFFA not in pydicom.dcmread(io.BytesIO(out))
+    # an edit inside the item breaks both (the top-level one covers the whole sequence)
+    off, n = element_offset(s, 0x00100021, inner)
+    edited = s[:off] + b"OTHEX " + s[off + 6:]
+    after, stripped = strip_stale(before, open_part10(edited))
+    assert sorted(x.path for x in stripped) == ["", inner]
+    out = after.source.read(0, after.source.size)
+    assert check_file(out).signatures == []
+    back = pydicom.dcmread(io.BytesIO(out))        # lengths were fixed up: still parses
+    assert back.OtherPatientIDsSequence[1].IssuerOfPatientID == "OTHEX"
+    # already broken in the input: passed on as is, not ours to hide
+    again, stripped = strip_stale(open_part10(edited), open_part10(edited))
+    assert stripped == [] and len(check_file(edited).signatures) == 2
+
+
+def test_our_vr_transcoding_keeps_signatures_valid(tmp_path):
+    """The build's implicit VR -> explicit VR LE conversion is bit-preserving for the MAC."""
+    from mediasec.dicom.part10 import converted_size, iter_converted
+    from mediasec.dicom.scan import scan_file
+    from mediasec.sign.stale import strip_stale
+    p = nested_ct(tmp_path / "in.dcm", ts=ILE)
+    s = signed_bytes(signed_bytes(p.read_bytes(),
+                                  SignRequest(item_path="OtherPatientIDsSequence[0]")))
+    f = io.BytesIO(s)
+    scanned = scan_file(f, len(s), source="in.dcm")
+    conv = b"".join(iter_converted(f, scanned))
+    assert len(conv) == converted_size(scanned)
+    assert pydicom.dcmread(io.BytesIO(conv)).file_meta.TransferSyntaxUID == ELE
+    after, stripped = strip_stale(open_part10(s), open_part10(conv))
+    assert stripped == []
+    assert statuses(conv) == [("", "valid"), ("OtherPatientIDsSequence[0]", "valid")]

@@ -6,8 +6,12 @@ or a ``SignatureReport`` out. Keys stay behind ``mediasec.cms.keys.Signer``.
 * ``sign_file(data, signer, SignRequest(...))`` - one more signature, at the top level or
   in any item (``item_path``), in the file's own transfer syntax.
 * ``check_file(data, trust=...)`` - every signature at every level, each with its outcome.
+* ``plan_signature(part, certificate, request).size`` - the exact signed size, before any
+  private-key operation (a build plans with it); ``.execute(signer)`` signs.
 * ``change_status(...)`` (``mediasec.sign.status``) - OR -> AO, AO/AC -> AC, with the
   signatures that cover the status found first.
+* ``strip_stale(before, after)`` (``mediasec.sign.stale``) - after any modification of ours,
+  remove (and report) the signatures it broke.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome, worst
 from mediasec.sign._raw import (BytesSource, Part10, Source, SplicedSource, StreamSource,
                                 parse_part10, parse_part10_inflated)
-from mediasec.sign.signature import (SignatureResult, SignedSignature, SignRequest,
-                                     check_part10, sign_part10)
+from mediasec.sign.signature import (SignatureResult, SignedSignature, SignPlan, SignRequest,
+                                     check_part10, plan_signature, sign_part10)
 
-__all__ = ["SignRequest", "SignedFile", "SignatureReport", "SignatureResult", "open_part10",
-           "sign_file", "sign_part", "check_file", "check_part", "finish"]
+__all__ = ["SignRequest", "SignedFile", "SignatureReport", "SignatureResult", "SignPlan",
+           "open_part10", "plan_signature", "sign_file", "sign_part", "check_file",
+           "check_part", "finish"]
 
 
 def open_part10(data) -> Part10:

@@ -40,6 +40,7 @@ from mediasec.sign.profiles import (STATUS_TAGS, profiles_satisfied, purposes,
                                     signature_profile, tag_str)
 
 __all__ = ["SignRequest", "SignedSignature", "SignatureResult", "sign_part10",
+           "plan_signature", "SignPlan", "new_signature_uid",
            "check_part10", "resolve_level", "level_path", "mac_transfer_syntax",
            "DIGITAL_SIGNATURES", "MAC_PARAMETERS", "Level"]
 
@@ -343,16 +344,95 @@ def _choose_tags(level: Level, profile, req: SignRequest, src) -> list[int]:
     return sorted(chosen)
 
 
-def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
-                policy: AlgorithmPolicy = AlgorithmPolicy()
-                ) -> tuple[SplicedSource, SignedSignature]:
-    """Add one signature to ``part``; return the signed file (a spliced source) and its facts.
+def new_signature_uid() -> str:
+    """``2.25.`` + a random 128-bit integer with its top bit set: always 44 characters, so
+    the output size is known before signing."""
+    return f"2.25.{uuid.uuid4().int | (1 << 127)}"
 
-    ``signer`` is a ``mediasec.cms.keys.Signer`` (RSA; ``sign_digest_info``)."""
+
+@dataclass
+class SignPlan:
+    """Everything about a signature except the signature value: checked, sized, ready.
+
+    ``size`` is the exact size of the signed file (``None`` for a deflated input, whose
+    output size depends on the compressor); ``execute(signer)`` hashes and signs."""
+
+    part: Part10
+    level: Level
+    profile: Any
+    req: SignRequest
+    tags: list
+    mac_id: int
+    uid: str
+    purpose: str | None
+    cert_der: bytes
+    sig_len: int
+    delta: int = 0
+
+    @property
+    def size(self) -> int | None:
+        return None if self.part.deflated else self.part.source.size + self.delta
+
+    def _tail(self, when: str) -> list:
+        tail = [(MAC_ID, "US", struct.pack("<H", self.mac_id)),
+                (SIG_UID, "UI", self.uid.encode()),
+                (SIG_DATETIME, "DT", when.encode()),
+                (CERT_TYPE, "CS", b"X509_1993_SIG")]
+        if self.purpose is not None:
+            scheme, meanings = purposes()
+            tail.append((PURPOSE_SEQ, "SQ", [[(0x00080100, "SH", self.purpose.encode()),
+                                              (0x00080102, "SH", scheme.encode()),
+                                              (0x00080104, "LO",
+                                               meanings[self.purpose].encode())]]))
+        return tail
+
+    def _splices(self, tail: list, signature: bytes) -> tuple[list[Splice], int]:
+        item, coding, src = self.level.item, self.level.item.coding, self.part.source
+        sig_item = encode_item(tail + [(CERT_OF_SIGNER, "OB", self.cert_der),
+                                       (SIGNATURE, "OB", signature)], coding)
+        at_value = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in self.tags)
+        mac_item = encode_item([(MAC_ID, "US", struct.pack("<H", self.mac_id)),
+                                (MAC_TS, "UI",
+                                 mac_transfer_syntax(self.part.transfer_syntax).encode()),
+                                (MAC_ALGORITHM, "CS", self.req.mac.encode()),
+                                (DATA_ELEMENTS_SIGNED, "AT", at_value)], coding)
+        s1, d1 = add_to_sequence(item, MAC_PARAMETERS, [mac_item], coding, 0)
+        s2, d2 = add_to_sequence(item, DIGITAL_SIGNATURES, [sig_item], coding, 1)
+        splices = s1 + s2 + length_patches(self.level, d1 + d2, src)
+        splices += group_length_patches(item, {0x4FFE: d1, 0xFFFA: d2}, src)
+        return splices, d1 + d2
+
+    def execute(self, signer) -> tuple[SplicedSource, SignedSignature]:
+        if _der_of(signer.certificate) != self.cert_der:
+            raise UsageError("the signer is not the one the signature was planned for",
+                             code="USAGE")
+        src = self.part.source
+        when = _now_dt(self.req.now or _dt.datetime.now(_dt.timezone.utc))
+        tail = self._tail(when)
+        # the MAC: S from the file, T from the new item's own elements (parsed as a reader
+        # would see them)
+        h = macs.new_hash(self.req.mac)
+        macs.StreamBuilder(src, h.update).elements([self.level.item.get(t) for t in self.tags])
+        _feed_tail(_parse_items(tail), h.update)
+        signature = signer.sign_digest_info(macs.digest_info_prefix(self.req.mac) + h.digest())
+        if len(signature) != self.sig_len:
+            raise UsageError("the signer returned a signature of an unexpected length",
+                             code="USAGE")
+        splices, delta = self._splices(tail, signature)
+        if delta != self.delta:
+            from mediasec.errors import InternalError
+            raise InternalError("signed size differs from the planned size")
+        facts = SignedSignature(self.level.path, self.mac_id, self.uid, when, self.req.mac,
+                                self.profile.name, tuple(self.tags), self.purpose)
+        return SplicedSource(src, splices), facts
+
+
+def plan_signature(part: Part10, certificate, req: SignRequest = SignRequest(), *,
+                   policy: AlgorithmPolicy = AlgorithmPolicy()) -> SignPlan:
+    """Check a signature request against ``part`` and size it, without the private key."""
     check_mac_for_writing(req.mac, policy)
     profile = signature_profile(req.profile)
-    cert = signer.certificate
-    pub = cert.public_key()
+    pub = certificate.public_key()
     if not isinstance(pub, rsa.RSAPublicKey):
         raise UsageError("DICOM signature profiles are RSA only; the certificate's key is "
                          f"{type(pub).__name__.removeprefix('_')}", code="KEY_NOT_RSA")
@@ -364,7 +444,7 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
     level = resolve_level(part, req.item_path)
     sop_class = _sop_class(part)
     purpose = req.purpose
-    scheme, meanings = purposes()
+    _scheme, meanings = purposes()
     if profile.sop_class_prefix and not (sop_class or "").startswith(profile.sop_class_prefix):
         raise UsageError(f"the {profile.name} profile applies to SR documents only",
                          code="USAGE_PROFILE_NOT_APPLICABLE")
@@ -377,41 +457,22 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
     if purpose is not None and purpose not in meanings:
         raise UsageError(f"unknown signature purpose {purpose!r} (1-18)", code="USAGE")
     tags = _choose_tags(level, profile, req, src)
-    item = level.item
-    coding = item.coding
-    mac_id = _next_mac_id(item, src)
-    sig_uid = req.uid or f"2.25.{uuid.uuid4().int}"
-    when = _now_dt(req.now or _dt.datetime.now(_dt.timezone.utc))
-    tail = [(MAC_ID, "US", struct.pack("<H", mac_id)),
-            (SIG_UID, "UI", sig_uid.encode()),
-            (SIG_DATETIME, "DT", when.encode()),
-            (CERT_TYPE, "CS", b"X509_1993_SIG")]
-    if purpose is not None:
-        tail.append((PURPOSE_SEQ, "SQ", [[(0x00080100, "SH", purpose.encode()),
-                                          (0x00080102, "SH", scheme.encode()),
-                                          (0x00080104, "LO", meanings[purpose].encode())]]))
-    # the MAC: S from the file, T from the new item's own elements (parsed like a reader would)
-    h = macs.new_hash(req.mac)
-    macs.StreamBuilder(src, h.update).elements([item.get(t) for t in tags])
-    _feed_tail(_parse_items(tail), h.update)
-    digest = h.digest()
-    signature = signer.sign_digest_info(macs.digest_info_prefix(req.mac) + digest)
-    cert_der = _der_of(cert)
-    sig_item = encode_item(tail + [(CERT_OF_SIGNER, "OB", cert_der),
-                                   (SIGNATURE, "OB", signature)], coding)
-    at_value = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in tags)
-    mac_item = encode_item([(MAC_ID, "US", struct.pack("<H", mac_id)),
-                            (MAC_TS, "UI", mac_transfer_syntax(part.transfer_syntax).encode()),
-                            (MAC_ALGORITHM, "CS", req.mac.encode()),
-                            (DATA_ELEMENTS_SIGNED, "AT", at_value)], coding)
-    s1, d1 = add_to_sequence(item, MAC_PARAMETERS, [mac_item], coding, 0)
-    s2, d2 = add_to_sequence(item, DIGITAL_SIGNATURES, [sig_item], coding, 1)
-    splices = s1 + s2 + length_patches(level, d1 + d2, src)
-    splices += group_length_patches(item, {0x4FFE: d1, 0xFFFA: d2}, src)
-    out = SplicedSource(src, splices)
-    facts = SignedSignature(level.path, mac_id, sig_uid, when, req.mac, profile.name,
-                            tuple(tags), purpose)
-    return out, facts
+    plan = SignPlan(part, level, profile, req, tags, _next_mac_id(level.item, src),
+                    req.uid or new_signature_uid(), purpose, _der_of(certificate),
+                    (pub.key_size + 7) // 8)
+    # sized with placeholders of the final lengths (DT is fixed-length, UID chosen above)
+    _spl, plan.delta = plan._splices(plan._tail(_now_dt(_dt.datetime.now(_dt.timezone.utc))),
+                                     bytes(plan.sig_len))
+    return plan
+
+
+def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
+                policy: AlgorithmPolicy = AlgorithmPolicy()
+                ) -> tuple[SplicedSource, SignedSignature]:
+    """Add one signature to ``part``; return the signed file (a spliced source) and its facts.
+
+    ``signer`` is a ``mediasec.cms.keys.Signer`` (RSA; ``sign_digest_info``)."""
+    return plan_signature(part, signer.certificate, req, policy=policy).execute(signer)
 
 
 @functools.lru_cache(maxsize=16)
