@@ -37,6 +37,7 @@ from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder,
                                  manifest_line_size, pdi_files, split_for_media)
 from mediasec.media.plan import BytesProducer, write_producer
 from mediasec.media.secure import make_protector
+from mediasec.cli._dataset_signing import dataset_signing_hook, dataset_signing_options
 
 DEFAULT_FOLDER_PROFILE = "STD-GEN-USB-JPEG"
 DEFAULT_ISO_PROFILE = "STD-GEN-CD"
@@ -145,9 +146,11 @@ class _Writing:
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes that encrypt and sign (default: 2, or 1 on one CPU).")
+@dataset_signing_options
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
-              fileset_uid, progress, workers, cipher, digest, framing, **flags):
+              fileset_uid, progress, workers, cipher, digest, framing, sign_datasets,
+              authorized_copy, drop_covering_signatures, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
     iso = output.lower().endswith(".iso")
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
@@ -166,6 +169,9 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                               options=ProtectOptions(cipher=cipher, framing=framing,
                                                      digest=digest))
                if profile.secure else None)
+    dataset_report: list[dict] = []
+    protect = dataset_signing_hook(protect, signers, policy, sign_datasets, authorized_copy,
+                                   drop_covering_signatures, dataset_report.append)
     cap = capacity or profile.capacity_bytes
     unbounded = dataclasses.replace(profile, capacity_bytes=None)
 
@@ -278,6 +284,10 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                 "protection": ({"cipher": cipher, "framing": framing,
                                 "integrity": "signedData" if signers else "digestedData",
                                 "recipients": len(recipients)} if profile.secure else None)})
+    if sign_datasets or authorized_copy:
+        doc["dataset_signatures"] = {"profile": sign_datasets or "authorization",
+                                     "authorized_copy": authorized_copy,
+                                     "findings": dataset_report}
     if label_target:
         labels = {"discs": [label_data(d.plan.model, disc=i, of=len(discs),
                                        fileset_id=fileset_id)

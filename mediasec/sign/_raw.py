@@ -189,13 +189,17 @@ class SplicedSource(Source):
             i += 1
         return b"".join(parts)
 
-    def copy(self, write: Callable[[bytes], object], chunk: int = 1 << 20) -> None:
-        for start, length, src_off, mem in self.segs:
+    def pieces(self, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The whole output, in order, as views of the base and the inserted bytes."""
+        for _start, length, src_off, mem in self.segs:
             if mem is not None:
-                write(mem)
+                yield mem
             else:
-                for piece in self.base.chunks(src_off, length, chunk):
-                    write(piece)
+                yield from self.base.chunks(src_off, length, chunk)
+
+    def copy(self, write: Callable[[bytes], object], chunk: int = 1 << 20) -> None:
+        for piece in self.pieces(chunk):
+            write(piece)
 
 
 def apply_splices(base: Source, splices: list[Splice]) -> SplicedSource:

@@ -1,0 +1,92 @@
+"""``build --sign-datasets`` / ``--authorized-copy``: every instance on a secure disc carries a
+DICOM digital signature under its CMS protection; the disc verifies clean, and every extracted
+instance passes ``dcmsign --verify``."""
+
+from __future__ import annotations
+
+import json
+
+import pydicom
+import pytest
+
+from _sign import nested_ct
+from conftest import DICOM, PKI, assert_one_line_error, run_cli, run_peer
+
+RECIP = ["--encrypt-to", PKI / "recipient-2048.pem"]
+SIGN = ["--sign-key", PKI / "signer.key.pem", "--sign-cert", PKI / "signer.pem",
+        "--sign-chain", PKI / "chain.pem"]
+KEY = ["--key", PKI / "recipient-2048.key.pem", "--cert", PKI / "recipient-2048.pem"]
+PILE = [DICOM / n for n in ("ct1.dcm", "ct3_ile.dcm", "mr2_deflate.dcm", "sr1.dcm",
+                            "pdf1.dcm")]
+
+pytestmark = pytest.mark.peer("dcmsign")
+
+
+def _instances(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "DICOMDIR"
+                  and p.read_bytes()[128:132] == b"DICM")
+
+
+def test_secure_disc_with_creator_signatures(tmp_path):
+    src = tmp_path / "src"
+    nested_ct(src / "nested.dcm")
+    disc = tmp_path / "disc.iso"
+    res = run_cli("build", *PILE, src, "-o", disc, *RECIP, *SIGN, "--sign-datasets", "creator",
+                  "--json", tmp_path / "r.json")
+    assert res.code == 0, res
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["dataset_signatures"]["profile"] == "creator"
+    assert {o["producer"] for o in doc["outputs"] if o["role"] == "instance"} == {"secure"}
+    res = run_cli("verify", disc, *KEY, "--trust", PKI / "trust.pem")
+    assert res.code == 0, res
+    out = tmp_path / "out"
+    res = run_cli("extract", disc, "-o", out, *KEY, "--trust", PKI / "trust.pem")
+    assert res.code == 0, res
+    files = _instances(out)
+    assert len(files) == len(PILE) + 1
+    for f in files:
+        v = run_peer(["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf",
+                      str(PKI / "chain.pem"), "+rc", str(f)], check=False)
+        assert v.returncode == 0, (f, v.stdout + v.stderr)
+    res = run_cli("check-signatures", *files, "--trust", PKI / "trust.pem",
+                  "--intermediates", PKI / "chain.pem", "--json", "-")
+    assert res.code == 0, res
+    for f in json.loads(res.stdout)["files"]:
+        assert [s["status"] for s in f["signatures"]] == ["valid"]
+        assert "creator" in f["signatures"][0]["profiles"]
+
+
+def test_authorized_copy_only_for_authorized_sources(tmp_path):
+    src = tmp_path / "src"
+    nested_ct(src / "ao.dcm", series="A", extra={"SOPInstanceStatus": "OR"})
+    nested_ct(src / "or.dcm", series="B", extra={"SOPInstanceStatus": "OR"})
+    ao = src / "ao.dcm"
+    res = run_cli("sign", ao, "--key", PKI / "signer.key.pem", "--cert", PKI / "signer.pem",
+                  "--authorize", "--in-place")
+    assert res.code == 0, res
+    out = tmp_path / "stick"
+    res = run_cli("build", src, "-o", out, *RECIP, *SIGN, "--authorized-copy",
+                  "--json", tmp_path / "r.json")
+    assert_one_line_error(res, 2, "covers 0100,0410")
+    res = run_cli("build", src, "-o", out, *RECIP, *SIGN, "--authorized-copy",
+                  "--drop-covering-signatures", "--json", tmp_path / "r.json")
+    assert res.code == 0, res
+    doc = json.loads((tmp_path / "r.json").read_text())
+    codes = sorted(f["code"] for f in doc["dataset_signatures"]["findings"])
+    assert codes == ["SIG_DROPPED_FOR_STATUS", "STATUS_NOT_AUTHORIZED"]
+    ext = tmp_path / "ext"
+    assert run_cli("extract", out, "-o", ext, *KEY).code == 0
+    status = {}
+    for f in _instances(ext):
+        ds = pydicom.dcmread(f)
+        status[ds.SeriesInstanceUID] = ds.SOPInstanceStatus
+        v = run_peer(["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf",
+                      str(PKI / "chain.pem"), "+ru", str(f)], check=False)
+        assert v.returncode == 0, (f, v.stdout + v.stderr)
+    assert sorted(status.values()) == ["AC", "OR"]
+
+
+def test_sign_datasets_needs_a_signing_key(tmp_path):
+    res = run_cli("build", *PILE, "-o", tmp_path / "d.iso", *RECIP, "--sign-datasets", "base")
+    assert_one_line_error(res, 2, "--sign-key")
+    assert not (tmp_path / "d.iso").exists()
