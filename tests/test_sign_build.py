@@ -90,3 +90,28 @@ def test_sign_datasets_needs_a_signing_key(tmp_path):
     res = run_cli("build", *PILE, "-o", tmp_path / "d.iso", *RECIP, "--sign-datasets", "base")
     assert_one_line_error(res, 2, "--sign-key")
     assert not (tmp_path / "d.iso").exists()
+
+
+def test_unprotect_reports_dataset_signatures(tmp_path):
+    src = nested_ct(tmp_path / "in.dcm")
+    signed = tmp_path / "signed.dcm"
+    assert run_cli("sign", src, "--key", PKI / "signer.key.pem", "--cert",
+                   PKI / "signer.pem", "-o", signed).code == 0
+    sec = tmp_path / "s.sec"
+    assert run_cli("protect", signed, "-o", sec, *RECIP).code == 0
+    res = run_cli("unprotect", sec, "-o", tmp_path / "plain.dcm", *KEY, "--json", "-")
+    assert res.code == 0, res
+    block = json.loads(res.stdout)["dataset_signatures"]
+    assert [s["status"] for s in block["signatures"]] == ["trust_not_checked"]
+    # a protected file whose dataset signature is broken: reported, the CMS layer is intact
+    data = bytearray(signed.read_bytes())
+    i = data.index(b"DOE^JANE")
+    data[i] ^= 1
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(bytes(data))
+    assert run_cli("protect", bad, "-o", tmp_path / "b.sec", *RECIP).code == 0
+    res = run_cli("unprotect", tmp_path / "b.sec", "-o", tmp_path / "b.dcm", *KEY,
+                  "--json", "-")
+    assert res.code == 0, res
+    assert "SIG_MAC_MISMATCH" in res.stderr
+    assert json.loads(res.stdout)["dataset_signatures"]["outcome"] == "failed"

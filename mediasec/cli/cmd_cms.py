@@ -16,6 +16,7 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_sec
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
 from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, env_error
+from mediasec.cli.cmd_sign import dataset_signatures_of
 from mediasec.io.keys import file_chunks, read_certificates
 from mediasec.policy import TrustContext
 from mediasec.report import Outcome
@@ -134,6 +135,7 @@ def unprotect(src, out, key, cert, key_password_env, password_env, ask_password,
         if dst is not None:
             report = _open_report(src, decrypters, tc, _writer(dst, out))
             raise_on(report, src)
+            dataset_sigs = dataset_signatures_of(target.fileno, tc, src)
             target.commit()
         else:
             # no anonymous temp files here: check everything first, then write
@@ -143,6 +145,7 @@ def unprotect(src, out, key, cert, key_password_env, password_env, ask_password,
                 report = _open_report(src, decrypters, tc, _writer(dst2, out))
                 raise_on(report, src)
                 target.commit()
+                dataset_sigs = dataset_signatures_of(out, tc, src)
     finally:
         if not target.committed:
             target.abort()
@@ -150,7 +153,8 @@ def unprotect(src, out, key, cert, key_password_env, password_env, ask_password,
         if f.outcome in (Outcome.WARNING, Outcome.INDETERMINATE):
             warn(src, f.message)
     write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
-                                                   **report.to_dict()})
+                                                   **report.to_dict(),
+                                                   "dataset_signatures": dataset_sigs})
 
 
 def _writer(dst, out):

@@ -272,3 +272,26 @@ def _text(path, report) -> str:
                       "STATUS_UNSUPPORTED"):
             lines.append(f"  [{f.outcome.value}] {f.code}: {f.message}")
     return "\n".join(lines)
+
+
+# -- for other verbs: dataset signatures of a plain Part 10 file they produced -------------------
+
+def dataset_signatures_of(where: int | str, trust: TrustContext, path: str) -> dict | None:
+    """Check the dataset signatures of the Part 10 file open at descriptor ``where`` (read
+    from its start, the descriptor itself untouched) or at path ``where``; warn about
+    failures; the JSON block, or None when the file has none. Never fails the caller: the
+    dataset signatures are reported, the verb's own checks decide its exit code."""
+    try:
+        f = os.fdopen(os.dup(where), "rb") if isinstance(where, int) else open(where, "rb")
+        with f:
+            report = check_part(open_part10(f), trust=trust)
+    except (MediasecError, OSError) as exc:
+        warn(path, f"dataset signatures not checked: {getattr(exc, 'message', exc)}")
+        return None
+    if not report.signatures:
+        return None
+    for s in report.signatures:
+        if s.outcome is Outcome.FAILED:
+            warn(path, f"dataset signature {s.mac_id} in {s.path or 'main data set'}: "
+                       f"{s.code}: {s.message}")
+    return report.to_dict()
