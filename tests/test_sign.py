@@ -383,3 +383,25 @@ def test_our_vr_transcoding_keeps_signatures_valid(tmp_path):
     after, stripped = strip_stale(open_part10(s), open_part10(conv))
     assert stripped == []
     assert statuses(conv) == [("", "valid"), ("OtherPatientIDsSequence[0]", "valid")]
+
+
+@pytest.mark.parametrize("ts", [BE, ILE, JPEG])
+def test_large_files_are_read_in_place(tmp_path, monkeypatch, ts):
+    """Above the in-memory limit the file is parsed and hashed from the stream (bounded
+    memory); the result is the same as in memory."""
+    import mediasec.sign as msign
+    from mediasec.sign._raw import StreamSource
+    monkeypatch.setattr(msign, "IN_MEMORY", 0)
+    monkeypatch.setattr(StreamSource, "WINDOW", 64)      # force many window refills
+    p = nested_ct(tmp_path / "in.dcm", ts=ts, rows=64, cols=64)
+    with open(p, "rb") as f:
+        part = open_part10(f)
+        assert isinstance(part.source, StreamSource)
+        sf = sign_file(part, signer(), SignRequest(item_path="OtherPatientIDsSequence[0]"))
+        out = io.BytesIO()
+        sf.write_to(out.write)
+    assert len(out.getvalue()) == sf.size
+    (tmp_path / "s.dcm").write_bytes(out.getvalue())
+    with open(tmp_path / "s.dcm", "rb") as f:
+        assert [s.status for s in check_file(f, trust=trust()).signatures] == ["valid"]
+    assert statuses(out.getvalue()) == [("OtherPatientIDsSequence[0]", "valid")]

@@ -192,7 +192,8 @@ class StreamBuilder:
         run_start = run_end = None
         for el in els:
             if (el.items is None and el.frags is None and not el.length & 1
-                    and el.coding.explicit and el.coding.little and not self.old_format):
+                    and el.coding.explicit and el.coding.little and not self.old_format
+                    and (el.vr not in LONG_VRS or self._reserved_zero(el))):
                 if run_end == el.hdr:
                     run_end = el.end
                     continue
@@ -206,6 +207,12 @@ class StreamBuilder:
             self.element(el)
         if run_start is not None:
             self._raw(run_start, run_end)
+
+    def _reserved_zero(self, el: Element) -> bool:
+        """The 2 reserved bytes of a long-VR header are 0 (else the stored header is not
+        the canonical one)."""
+        buf, i = self.src.view(el.hdr + 6, 2)
+        return buf[i] == 0 and buf[i + 1] == 0
 
     def _raw(self, start: int, end: int) -> None:
         for piece in self.src.chunks(start, end - start, 1 << 22):
