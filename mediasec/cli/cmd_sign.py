@@ -7,11 +7,11 @@ import os
 
 import click
 
-from mediasec.cli.exits import CANNOT, FAILED, OK, exit_code_for, report_error
+from mediasec.cli.exits import FAILED, OK, report_error
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.keys import RSASigner
-from mediasec.errors import InputError, MediasecError, UsageError
+from mediasec.errors import MediasecError, UsageError
 from mediasec.io.fs import AtomicOutput, env_error
 from mediasec.io.keys import read_certificates, read_private_key
 from mediasec.policy import AlgorithmPolicy, TrustContext

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, Callable
 
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome, worst

@@ -19,8 +19,6 @@ from typing import Any
 
 from asn1crypto import algos as aalgos
 from asn1crypto import cms as acms
-from asn1crypto import core as acore
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -32,10 +30,9 @@ from mediasec.pki.trust import check_signer_certificate
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome
 from mediasec.sign import mac as macs
-from mediasec.sign._raw import (BE, DEFLATE, ELE, EXPLICIT_LE, ILE, NATIVE_TS, BytesSource,
-                                Coding, Element, Item, Part10, Splice, SplicedSource,
-                                _Parser, encode_element, encode_item, pack_length,
-                                parse_part10_inflated)
+from mediasec.sign._raw import (BE, ELE, EXPLICIT_LE, ILE, NATIVE_TS, BytesSource, Coding,
+                                Element, Item, Part10, Splice, SplicedSource, _Parser,
+                                encode_item, pack_length)
 from mediasec.sign.profiles import (STATUS_TAGS, profiles_satisfied, purposes,
                                     signature_profile, tag_str)
 
@@ -496,10 +493,6 @@ def _feed_tail(item: Item, update, src=None) -> None:
     for el in sorted(item.elements, key=lambda e: e.tag):
         if el.tag not in macs.SIGNATURE_TAIL_EXCLUDED and macs.is_signable(el):
             sb.element(el)
-
-
-def reparse(part: Part10, spliced: SplicedSource) -> Part10:
-    return parse_part10_inflated(spliced, part)
 
 
 # -- verification -------------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from mediasec.sign._raw import Element, Item, Part10, Splice, SplicedSource, \
-    parse_part10_inflated
-from mediasec.sign.signature import (DIGITAL_SIGNATURES, MAC_ID, MAC_PARAMETERS, Level,
+from mediasec.sign._raw import Part10, Splice, SplicedSource, parse_part10_inflated
+from mediasec.sign.signature import (DIGITAL_SIGNATURES, MAC_ID, MAC_PARAMETERS,
                                      SignatureResult, _us, check_part10, iter_levels)
 
 __all__ = ["StrippedSignature", "strip_stale", "remove_signatures"]

@@ -18,7 +18,6 @@ import struct
 from dataclasses import dataclass
 
 from mediasec.errors import UsageError
-from mediasec.sign import mac as macs
 from mediasec.sign._raw import Part10, Splice, SplicedSource, encode_element, \
     parse_part10_inflated
 from mediasec.sign.profiles import STATUS_TAGS, tag_str
