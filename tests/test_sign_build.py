@@ -37,10 +37,13 @@ def test_secure_disc_with_creator_signatures(tmp_path):
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["dataset_signatures"]["profile"] == "creator"
     assert {o["producer"] for o in doc["outputs"] if o["role"] == "instance"} == {"secure"}
-    res = run_cli("verify", disc, *KEY, "--trust", PKI / "trust.pem")
+    trust = ["--trust", PKI / "trust.pem", "--trust", PKI / "chain.pem"]
+    res = run_cli("verify", disc, *KEY, *trust, "--json", "-")
     assert res.code == 0, res
+    reasons = [r["code"] for f in json.loads(res.stdout)["files"] for r in f["reasons"]]
+    assert reasons.count("SIG_VALID") == len(PILE) + 1      # one per instance, checked
     out = tmp_path / "out"
-    res = run_cli("extract", disc, "-o", out, *KEY, "--trust", PKI / "trust.pem")
+    res = run_cli("extract", disc, "-o", out, *KEY, *trust)
     assert res.code == 0, res
     files = _instances(out)
     assert len(files) == len(PILE) + 1
@@ -115,3 +118,40 @@ def test_unprotect_reports_dataset_signatures(tmp_path):
     assert res.code == 0, res
     assert "SIG_MAC_MISMATCH" in res.stderr
     assert json.loads(res.stdout)["dataset_signatures"]["outcome"] == "failed"
+
+
+def test_verify_and_extract_check_dataset_signatures(tmp_path):
+    src = tmp_path / "src"
+    for i, name in enumerate(("a", "b")):
+        p = nested_ct(src / f"{name}.dcm", series=name, extra={"SOPInstanceStatus": "AO"})
+        assert run_cli("sign", p, "--key", PKI / "signer.key.pem", "--cert",
+                       PKI / "signer.pem", "--profile", "creator", "--in-place").code == 0
+    out = tmp_path / "stick"
+    assert run_cli("build", src, "-o", out, "--no-manifest").code == 0
+    # DICOM carries the signer's certificate only: the intermediate comes as a --trust file
+    res = run_cli("verify", out, "--trust", PKI / "trust.pem", "--trust", PKI / "chain.pem",
+                  "--json", "-")
+    assert res.code == 0, res
+    doc = json.loads(res.stdout)
+    codes = [r["code"] for f in doc["files"] for r in f["reasons"]]
+    assert codes.count("SIG_VALID") == 2
+    # the AO status is not covered by the creator signatures: reported, not a failure
+    assert codes.count("STATUS_UNSUPPORTED") == 2
+    # the root alone does not reach the signer
+    res = run_cli("verify", out, "--trust", PKI / "trust.pem", "--json", "-")
+    assert res.code == 1
+    assert "SIG_UNTRUSTED" in [r["code"] for f in json.loads(res.stdout)["files"]
+                               for r in f["reasons"]]
+    # tamper one instance on the medium: verify fails with the dataset signature's reason
+    victim = next(p for p in out.rglob("*") if p.is_file() and p.name != "DICOMDIR")
+    data = bytearray(victim.read_bytes())
+    data[data.index(b"DOE^JANE")] ^= 1
+    victim.write_bytes(bytes(data))
+    res = run_cli("verify", out, "--json", "-")
+    assert res.code == 1, res
+    codes = [r["code"] for f in json.loads(res.stdout)["files"] for r in f["reasons"]]
+    assert "SIG_MAC_MISMATCH" in codes
+    ext = tmp_path / "ext"
+    res = run_cli("extract", out, "-o", ext)
+    assert res.code == 1, res
+    assert len(_instances(ext)) == 1            # the tampered one is not handed out
