@@ -405,3 +405,45 @@ def test_large_files_are_read_in_place(tmp_path, monkeypatch, ts):
     with open(tmp_path / "s.dcm", "rb") as f:
         assert [s.status for s in check_file(f, trust=trust()).signatures] == ["valid"]
     assert statuses(out.getvalue()) == [("OtherPatientIDsSequence[0]", "valid")]
+
+
+def test_build_hook_strips_what_a_conversion_broke(tmp_path):
+    """The build's safety net for converted instances (our lossless transcoding keeps
+    signatures valid; anything that does not is removed and reported, never handed on)."""
+    import contextlib
+    from dataclasses import dataclass
+    from mediasec.media.dsign import StrippedProducer, make_stale_stripper
+    from mediasec.media.plan import PlannedFile
+    p = nested_ct(tmp_path / "in.dcm", ts=ILE)
+    s = signed_bytes(p.read_bytes())
+    (tmp_path / "s.dcm").write_bytes(s)
+
+    @dataclass(frozen=True)
+    class Lossy:              # a "conversion" that changes a signed value
+        source: str
+        breaks: bool
+        kind: str = "convert"
+
+        def opener(self, path):
+            return contextlib.closing(open(path, "rb"))
+
+        @property
+        def size(self):
+            return len(s)
+
+        def chunks(self):
+            yield s.replace(b"DOE^JANE", b"ROE^JANE") if self.breaks else s
+
+    reports = []
+    hook = make_stale_stripper(reports.append)
+    for breaks in (False, True):
+        inner = Lossy(str(tmp_path / "s.dcm"), breaks)
+        out = hook(PlannedFile(("IM0",), inner, "instance", inner.source))
+        if not breaks:
+            assert out is inner and reports == []
+            continue
+        assert isinstance(out, StrippedProducer)
+        data = b"".join(bytes(c) for c in out.chunks())
+        assert len(data) == out.size
+        assert check_file(data).signatures == []
+        assert [r["code"] for r in reports] == ["SIG_STRIPPED_STALE"]

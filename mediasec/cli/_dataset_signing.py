@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from mediasec.errors import UsageError
-from mediasec.media.dsign import compose_hooks, make_dataset_signer
+from mediasec.media.dsign import compose_hooks, make_dataset_signer, make_stale_stripper
 from mediasec.sign import SignRequest
 
 __all__ = ["dataset_signing_options", "dataset_signing_hook"]
@@ -38,7 +38,8 @@ def dataset_signing_hook(protect, signers, policy, sign_datasets, authorized_cop
                              code="USAGE")
         sign_datasets = "authorization"
     if not sign_datasets:
-        return protect
+        # no new signatures, but a conversion must not hand on one it broke
+        return compose_hooks(make_stale_stripper(on_report), protect)
     if not signers:
         raise UsageError("--sign-datasets needs --sign-key and --sign-cert", code="USAGE")
     hook = make_dataset_signer(signer=signers[0], request=SignRequest(profile=sign_datasets),

@@ -284,7 +284,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                 "protection": ({"cipher": cipher, "framing": framing,
                                 "integrity": "signedData" if signers else "digestedData",
                                 "recipients": len(recipients)} if profile.secure else None)})
-    if sign_datasets or authorized_copy:
+    if sign_datasets or authorized_copy or dataset_report:
         doc["dataset_signatures"] = {"profile": sign_datasets or "authorization",
                                      "authorized_copy": authorized_copy,
                                      "findings": dataset_report}

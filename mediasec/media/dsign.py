@@ -26,7 +26,8 @@ from mediasec.sign._raw import BytesSource, StreamSource, parse_part10
 from mediasec.sign.status import change_status, current_status
 from mediasec.sign.stale import strip_stale
 
-__all__ = ["DatasetSignProducer", "make_dataset_signer", "compose_hooks"]
+__all__ = ["DatasetSignProducer", "make_dataset_signer", "compose_hooks", "StrippedProducer",
+           "make_stale_stripper"]
 
 
 def _converted_bytes(inner) -> bytes:
@@ -154,4 +155,79 @@ def compose_hooks(first: Callable, then: Callable | None) -> Callable:
         if then is None:
             return produced
         return then(dataclasses.replace(planned, producer=produced))
+    return hook
+
+
+# -- without --sign-datasets: a conversion must still not hand on a signature it broke ---------
+
+_MARKS = (b"\xfa\xff\xfa\xff", b"\xff\xfa\xff\xfa")
+
+
+def _has_signature_mark(opener, source: str) -> bool:
+    """Whether the stored file holds the (FFFA,FFFA) tag bytes anywhere (one streaming read)."""
+    tail = b""
+    with opener(source) as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return False
+            window = tail + b
+            if any(m in window for m in _MARKS):
+                return True
+            tail = b[-3:]
+
+
+@dataclass(frozen=True)
+class StrippedProducer:
+    """A converted instance whose conversion broke signatures: those removed (exact size)."""
+
+    inner: object = field(repr=False)
+    planned_size: int
+    kind: str = "convert-strip"
+
+    @property
+    def source(self):
+        return getattr(self.inner, "source", None)
+
+    @property
+    def size(self) -> int:
+        return self.planned_size
+
+    def chunks(self) -> Iterator[bytes]:
+        part, _stripped = _stripped_part(self.inner)
+        if part.source.size != self.planned_size:
+            raise InputError("file changed while the File-set was being written",
+                             path=self.source, code="INPUT_CHANGED")
+        yield from part.source.pieces()
+
+
+def _stripped_part(inner):
+    after = parse_part10(BytesSource(_converted_bytes(inner)))
+    with inner.opener(inner.source) as f:
+        return strip_stale(parse_part10(StreamSource(f)), after)
+
+
+def make_stale_stripper(on_report: Callable[[dict], None] | None = None) -> Callable:
+    """The hook for builds without ``--sign-datasets``: a converted instance that carries
+    signatures is checked after conversion; one its conversion broke is removed and reported
+    (``SIG_STRIPPED_STALE``). Copied instances are bit-preserved and pass untouched."""
+
+    def hook(planned):
+        inner = planned.producer
+        if (planned.role != "instance" or isinstance(inner, CopyProducer)
+                or not hasattr(inner, "opener")
+                or not _has_signature_mark(inner.opener, inner.source)):
+            return inner
+        where = planned.source or "/".join(planned.file_id)
+        try:
+            part, stripped = _stripped_part(inner)
+        except (UsageError, InputError) as exc:
+            raise exc.with_path(where)
+        if not stripped:
+            return inner
+        if on_report is not None:
+            for s in stripped:
+                on_report({"source": where, "code": "SIG_STRIPPED_STALE", **s.to_dict()})
+        return StrippedProducer(inner, part.source.size)
+
     return hook

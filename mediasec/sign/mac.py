@@ -130,6 +130,9 @@ def is_signable(el: Element) -> bool:
     """PS3.15 C.12.1.1.3.1.1 as dcmsign applies it."""
     if _tag_excluded(el.tag) or el.vr == "UN":
         return False
+    if el.vr not in LONG_VRS and el.items is None and 0xFFFF < el.length != 0xFFFFFFFF:
+        return False        # implicit VR only: no explicit VR encoding exists for it
+
     if el.items is not None and _contains_un(el):
         return False
     return True
