@@ -285,7 +285,8 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                                 "integrity": "signedData" if signers else "digestedData",
                                 "recipients": len(recipients)} if profile.secure else None)})
     if sign_datasets or authorized_copy or dataset_report:
-        doc["dataset_signatures"] = {"profile": sign_datasets or "authorization",
+        doc["dataset_signatures"] = {"profile": sign_datasets or ("authorization"
+                                                                 if authorized_copy else None),
                                      "authorized_copy": authorized_copy,
                                      "findings": dataset_report}
     if label_target:
