@@ -447,3 +447,28 @@ def test_build_hook_strips_what_a_conversion_broke(tmp_path):
         assert len(data) == out.size
         assert check_file(data).signatures == []
         assert [r["code"] for r in reports] == ["SIG_STRIPPED_STALE"]
+
+
+def test_damaged_files_never_crash_the_checker(signed_ct):
+    """Cut or corrupted anywhere: a one-line input error or a report, never a bug."""
+    import random
+    from mediasec.errors import MediasecError
+    rng = random.Random(12)
+    data = signed_ct
+    start = open_part10(data).dataset.get(0x4FFE0001).hdr
+    cases = [data[:n] for n in range(0, len(data), 97)]
+    for _ in range(300):
+        b = bytearray(data)
+        for _k in range(rng.randint(1, 4)):
+            b[rng.randrange(start, len(b))] = rng.randrange(256)
+        cases.append(bytes(b))
+    outcomes = set()
+    for c in cases:
+        try:
+            rep = check_file(c, trust=trust())
+        except MediasecError as exc:
+            assert exc.code.startswith(("DICOM_", "INPUT")), exc.code
+            outcomes.add("error")
+            continue
+        outcomes |= {s.status for s in rep.signatures} or {"none"}
+    assert {"error", "valid", "bad_signature"} <= outcomes

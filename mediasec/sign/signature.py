@@ -19,7 +19,8 @@ from typing import Any
 
 from asn1crypto import algos as aalgos
 from asn1crypto import cms as acms
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.x509 import InvalidVersion
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as autils
@@ -594,6 +595,12 @@ def check_part10(part: Part10, *, trust: TrustContext | None = None,
                 _check_one(part, level, sig_item, r, trust, now, sop_class, verified)
             except MediasecError as exc:   # a damaged part of one signature: that signature
                 r.status, r.message = "malformed", exc.message
+            except (ValueError, TypeError, UnsupportedAlgorithm, InvalidVersion) as exc:
+                # the crypto libraries' parsers on damaged certificate/signature data: that
+                # signature fails, the others are still judged
+                r.status = "malformed"
+                r.message = (f"damaged certificate or signature data "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})")
             results.append(r)
     return results
 
@@ -669,16 +676,23 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     try:
         cert = pcerts.from_der(_der_trim(cert_el.read_value(src)))   # cached by DER
+    except (ValueError, InvalidVersion):
+        r.message = "the Certificate of Signer does not parse"
+        return
+    try:
+        r.signer = pcerts.describe(cert)
+        r.serial = f"{cert.serial_number:x}"
     except ValueError:
         r.message = "the Certificate of Signer does not parse"
         return
-    r.signer = pcerts.describe(cert)
-    r.serial = f"{cert.serial_number:x}"
     signature = sig_el.read_value(src)
+    try:
+        pub = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        r.status, r.message = "unsupported_algorithm", "the signer's key type is not supported"
+        return
     r.timestamp = _timestamp_info(sig_item, src, _der_trim(signature) if
-                                  not isinstance(cert.public_key(), rsa.RSAPublicKey)
-                                  else signature)
-    pub = cert.public_key()
+                                  not isinstance(pub, rsa.RSAPublicKey) else signature)
     if isinstance(pub, rsa.RSAPublicKey):
         r.key = f"RSA-{pub.key_size}"
         if pub.key_size < 2048:
