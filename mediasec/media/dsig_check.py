@@ -17,8 +17,8 @@ from mediasec.sign import IN_MEMORY, check_file
 
 __all__ = ["DatasetSignatureProbe"]
 
-#: (FFFA,FFFA) as stored, little and big endian
-_MARKS = (b"\xfa\xff\xfa\xff", b"\xff\xfa\xff\xfa")
+#: common to (FFFA,FFFA) as stored little endian and big endian
+_MARK = b"\xfa\xff\xfa"
 
 
 class DatasetSignatureProbe:
@@ -32,10 +32,10 @@ class DatasetSignatureProbe:
     def feed(self, chunk) -> None:
         b = bytes(chunk)
         if not self.seen:
-            window = self._tail + b[:3]
-            if any(m in b or m in window for m in _MARKS):
+            # FA FF FA is in both byte orders of the tag (FA FF FA FF, FF FA FF FA): one search
+            if _MARK in b or _MARK in self._tail + b[:2]:
                 self.seen = True
-            self._tail = b[-3:]
+            self._tail = b[-2:]
         self.count += len(b)
         if self.count <= self.limit:
             self.parts.append(b)
