@@ -111,6 +111,13 @@ def profiles_satisfied(*, rsa: bool, mac_ok: bool, ts_ok: bool, top_level: bool,
     """The profiles a (cryptographically checked) signature meets, inferred as dcmsign does."""
     if not (rsa and mac_ok and ts_ok):
         return []
+    # the instances of a series share their element sets: remembered per shape
+    return list(_satisfied(top_level, frozenset(signed), frozenset(present), sop_class,
+                           purpose, verified))
+
+
+@functools.lru_cache(maxsize=256)
+def _satisfied(top_level, signed, present, sop_class, purpose, verified) -> tuple[str, ...]:
     out = []
     for name, p in signature_profiles().items():
         if p.top_level_only and not top_level:
@@ -125,4 +132,4 @@ def profiles_satisfied(*, rsa: bool, mac_ok: bool, ts_ok: bool, top_level: bool,
                 and not {t for t in p.verified_required if t in present} <= signed):
             continue
         out.append(name)
-    return out
+    return tuple(out)
