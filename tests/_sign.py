@@ -91,3 +91,40 @@ def ec_signer_files(tmp: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
                                      serialization.NoEncryption()))
     cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return kp, cp
+
+
+def tsa_files(tmp: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """An RSA time-stamping authority (EKU timeStamping) under the test intermediate CA, and
+    an ``openssl ts -reply`` configuration for it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    ca_key, _ = load_private_key((PKI / "inter-ca.key.pem").read_bytes())
+    ca = load_certificates((PKI / "inter-ca.pem").read_bytes())[0]
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "mediasec Test TSA")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(0x4002)
+            .not_valid_before(dt.datetime(2020, 1, 1)).not_valid_after(dt.datetime(2099, 1, 1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.TIME_STAMPING]),
+                           critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    kp, cp, cfg = tmp / "tsa.key.pem", tmp / "tsa.pem", tmp / "tsa.cnf"
+    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.TraditionalOpenSSL,
+                                     serialization.NoEncryption()))
+    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "tsaserial").write_text("01\n")
+    cfg.write_text(f"""[ tsa ]
+default_tsa = tsa1
+[ tsa1 ]
+serial = {tmp / "tsaserial"}
+crypto_device = builtin
+signer_digest = sha256
+default_policy = 1.2.3.4.1
+digests = sha256, sha384, sha512
+accuracy = secs:1
+ordering = yes
+tsa_name = yes
+ess_cert_id_alg = sha256
+""")
+    return kp, cp, cfg

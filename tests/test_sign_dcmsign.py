@@ -331,3 +331,26 @@ def test_cli_outputs_and_bad_input(corpus, tmp_path):
     # valid but no trust anchor: exit 0 with --strict failing it
     assert run_cli("check-signatures", out).code == 0
     assert run_cli("check-signatures", out, "--strict").code == 1
+
+
+def test_certified_timestamp_is_read_and_reported(corpus, tmp_path):
+    """dcmsign +ts (query) -> openssl ts -reply (a test TSA) -> dcmsign +t (insert): the
+    certified timestamp is reported with its time and whether it covers the signature; the
+    signature itself stays valid (the timestamp is outside the MAC)."""
+    from _sign import tsa_files
+    _d, files = corpus
+    tsq, uid = tmp_path / "q.tsq", tmp_path / "uid.txt"
+    signed = dcmsign_sign(files["ele"], tmp_path / "s.dcm", "+m2", "+ts", str(tsq), str(uid))
+    kp, cp, cfg = tsa_files(tmp_path)
+    tsr = tmp_path / "r.tsr"
+    run_peer(["openssl", "ts", "-reply", "-config", str(cfg), "-queryfile", str(tsq),
+              "-signer", str(cp), "-inkey", str(kp), "-out", str(tsr)])
+    stamped = tmp_path / "stamped.dcm"
+    run_peer(["dcmsign", "+t", str(tsq), str(tsr), str(uid), str(signed), str(stamped)])
+    res, doc = check(stamped)
+    assert res.code == 0, res
+    s = doc["files"][0]["signatures"][0]
+    assert s["status"] == "valid"
+    assert s["timestamp"]["type"] == "CMS_TSP"
+    assert s["timestamp"]["covers_signature"] is True
+    assert s["timestamp"]["gen_time"][:4] >= "2026"
