@@ -407,46 +407,53 @@ def test_large_files_are_read_in_place(tmp_path, monkeypatch, ts):
     assert statuses(out.getvalue()) == [("OtherPatientIDsSequence[0]", "valid")]
 
 
-def test_build_hook_strips_what_a_conversion_broke(tmp_path):
+def test_sign_dataset_stage_strips_what_a_conversion_broke(tmp_path):
     """The build's safety net for converted instances (our lossless transcoding keeps
-    signatures valid; anything that does not is removed and reported, never handed on)."""
-    import contextlib
+    signatures valid; anything that does not is removed and reported, never handed on):
+    the ``sign_dataset`` stage without a signer, after a "conversion" step."""
     from dataclasses import dataclass
-    from mediasec.media.dsign import StrippedProducer, make_stale_stripper
-    from mediasec.media.plan import PlannedFile
+    from mediasec.media.dsign import SignDatasetStage
+    from mediasec.media.stages import FileItem, FileStages, ReadStage
     p = nested_ct(tmp_path / "in.dcm", ts=ILE)
     s = signed_bytes(p.read_bytes())
-    (tmp_path / "s.dcm").write_bytes(s)
+    src = tmp_path / "s.dcm"
+    src.write_bytes(s)
 
     @dataclass(frozen=True)
-    class Lossy:              # a "conversion" that changes a signed value
-        source: str
+    class LossyStep:          # a "conversion" that may change a signed value
         breaks: bool
-        kind: str = "convert"
+        size: int = len(s)
 
-        def opener(self, path):
-            return contextlib.closing(open(path, "rb"))
+        def run(self, upstream):
+            data = b"".join(bytes(c) for c in upstream.chunks())
+            yield data.replace(b"DOE^JANE", b"ROE^JANE") if self.breaks else data
 
-        @property
-        def size(self):
-            return len(s)
+    @dataclass(frozen=True)
+    class Lossy:
+        breaks: bool
+        name: str = "transcode"
 
-        def chunks(self):
-            yield s.replace(b"DOE^JANE", b"ROE^JANE") if self.breaks else s
+        def prepare(self, item, in_size):
+            return LossyStep(self.breaks)
 
-    reports = []
-    hook = make_stale_stripper(reports.append)
+    def opener(path):
+        return open(path, "rb")
+
     for breaks in (False, True):
-        inner = Lossy(str(tmp_path / "s.dcm"), breaks)
-        out = hook(PlannedFile(("IM0",), inner, "instance", inner.source))
+        stage = SignDatasetStage.for_job(opener, profile=None)
+        pipe = FileStages(read=ReadStage(opener), transcode=Lossy(breaks),
+                          sign_dataset=stage).pipeline(FileItem("instance", str(src),
+                                                                size=len(s)))
+        data = b"".join(bytes(c) for c in pipe.chunks())
+        assert len(data) == pipe.size
         if not breaks:
-            assert out is inner and reports == []
+            assert [n for n, _ in pipe.steps] == ["read", "transcode"]
+            assert stage.findings == [] and statuses(data) == [("", "valid")]
             continue
-        assert isinstance(out, StrippedProducer)
-        data = b"".join(bytes(c) for c in out.chunks())
-        assert len(data) == out.size
+        assert [n for n, _ in pipe.steps] == ["read", "transcode", "sign_dataset"]
         assert check_file(data).signatures == []
-        assert [r["code"] for r in reports] == ["SIG_STRIPPED_STALE"]
+        assert [f["code"] for f in stage.findings] == ["SIG_STRIPPED_STALE"]
+        assert stage.findings[0]["source"] == str(src)
 
 
 def test_damaged_files_never_crash_the_checker(signed_ct):

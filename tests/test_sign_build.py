@@ -155,3 +155,89 @@ def test_verify_and_extract_check_dataset_signatures(tmp_path):
     res = run_cli("extract", out, "-o", ext)
     assert res.code == 1, res
     assert len(_instances(ext)) == 1            # the tampered one is not handed out
+
+
+# -- the Python API ---------------------------------------------------------------------------
+
+def test_api_dataset_signing_runs_in_the_build_workers(tmp_path):
+    """``BuildRequest(sign_datasets=, dataset_signer=)``: the sign_dataset stage plans each
+    signed size up front and makes the per-file RSA signature in the build's worker
+    processes (like the CMS stage), never in the calling process."""
+    import os
+
+    import mediasec
+    from _sign import trust
+    from mediasec.cms.keys import RSASigner
+    from mediasec.pki.certs import load_certificates, load_private_key
+
+    log = tmp_path / "pids"
+
+    class Recording(RSASigner):
+        def sign_digest_info(self, digest_info):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return super().sign_digest_info(digest_info)
+
+    key, _ = load_private_key((PKI / "signer.key.pem").read_bytes())
+    cert = load_certificates((PKI / "signer.pem").read_bytes())[0]
+    recipient = mediasec.KeyTransportRecipient(
+        load_certificates((PKI / "recipient-2048.pem").read_bytes())[0])
+    out = tmp_path / "stick"
+    result = mediasec.build(mediasec.BuildRequest(
+        PILE, out, recipients=[recipient], sign_datasets="creator",
+        dataset_signer=Recording(key, cert), workers=2))
+    assert result.to_dict()["dataset_signatures"]["profile"] == "creator"
+    pids = log.read_text().split()
+    assert len(pids) == len(PILE)
+    assert str(os.getpid()) not in pids
+    rkey, _ = load_private_key((PKI / "recipient-2048.key.pem").read_bytes())
+    report = mediasec.verify(mediasec.VerifyRequest(
+        str(out), decrypters=[mediasec.KeyDecrypter(rkey, recipient.certificate)],
+        trust=trust()))
+    assert not report.failed
+    codes = [r["code"] for f in report.to_dict()["files"] for r in f["reasons"]]
+    assert codes.count("SIG_VALID") == len(PILE)
+
+
+def test_api_build_refusals_for_dataset_signing(tmp_path):
+    import mediasec
+    from _sign import signer
+    from mediasec.errors import UsageError
+    for kw, words in (({"sign_datasets": "creator"}, "--sign-key"),
+                      ({"sign_datasets": "base", "authorized_copy": True,
+                        "dataset_signer": signer()}, "authorization profile"),
+                      ({"sign_datasets": "nonsense", "dataset_signer": signer()},
+                       "unknown signature profile")):
+        with pytest.raises(UsageError, match=words):
+            mediasec.check_build(mediasec.BuildRequest(PILE, tmp_path / "o", **kw))
+    assert not (tmp_path / "o").exists()
+
+
+def test_api_sign_files_and_check_signatures(tmp_path):
+    import mediasec
+    from _sign import signer, trust
+    from mediasec.errors import UsageError
+    src = nested_ct(tmp_path / "in.dcm")
+    out = tmp_path / "out.dcm"
+    res = mediasec.sign_files(mediasec.SignFilesRequest(
+        [src], signer(), output=out, signature=mediasec.SignRequest(profile="creator")))
+    assert res.files[0].size == out.stat().st_size
+    assert res.to_dict()["schema"] == "mediasec.sign/1"
+    assert src.read_bytes() != out.read_bytes()
+    # dcmsign accepts it as a creator signature
+    v = run_peer(["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf",
+                  str(PKI / "chain.pem"), "+rc", str(out)], check=False)
+    assert v.returncode == 0, v.stdout + v.stderr
+    with pytest.raises(UsageError, match="already exists"):
+        mediasec.sign_files(mediasec.SignFilesRequest([src], signer(), output=out))
+    with pytest.raises(UsageError, match="--in-place"):
+        mediasec.sign_files(mediasec.SignFilesRequest([src], signer()))
+    chk = mediasec.check_signatures(mediasec.CheckSignaturesRequest(
+        [out, src, tmp_path / "missing.dcm"], trust=trust()))
+    assert [s.status for s in chk.reports[0][1].signatures] == ["valid"]
+    assert [f.code for f in chk.reports[1][1].findings] == ["SIG_NONE"]
+    assert chk.failed and chk.outcome == "error"
+    assert [(p, e.code) for p, e in chk.errors] == [(str(tmp_path / "missing.dcm"),
+                                                     "USAGE_NO_SUCH_FILE")]
+    ok = mediasec.check_signatures(mediasec.CheckSignaturesRequest([out], trust=trust()))
+    assert not ok.failed and ok.outcome == "passed"

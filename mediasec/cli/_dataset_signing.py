@@ -1,21 +1,19 @@
-"""``build --sign-datasets PROFILE`` / ``--authorized-copy``: flags to the dataset-signing hook
-(``mediasec.media.dsign``), composed before the CMS protector."""
+"""``build --sign-datasets PROFILE`` / ``--authorized-copy``: the flags of the build's
+``sign_dataset`` stage (``mediasec.media.dsign``); ``dataset_signing_fields`` maps them to
+``BuildRequest`` fields."""
 
 from __future__ import annotations
 
 import click
 
-from mediasec.errors import UsageError
-from mediasec.media.dsign import compose_hooks, make_dataset_signer, make_stale_stripper
-from mediasec.sign import SignRequest
+from mediasec.media.dsign import PROFILES
 
-__all__ = ["dataset_signing_options", "dataset_signing_hook"]
+__all__ = ["dataset_signing_options", "dataset_signing_fields"]
 
 
 def dataset_signing_options(f):
     for o in reversed([
-        click.option("--sign-datasets", type=click.Choice(["base", "creator", "authorization",
-                                                           "sr"]), default=None,
+        click.option("--sign-datasets", type=click.Choice(list(PROFILES)), default=None,
                      metavar="PROFILE", help="Add a DICOM digital signature (PS3.15 Annex C, "
                      "this profile) to every instance before CMS protection, with "
                      "--sign-key/--sign-cert."),
@@ -30,19 +28,11 @@ def dataset_signing_options(f):
     return f
 
 
-def dataset_signing_hook(protect, signers, policy, sign_datasets, authorized_copy,
-                         drop_covering, on_report):
-    if authorized_copy:
-        if sign_datasets not in (None, "authorization"):
-            raise UsageError("--authorized-copy signs with the authorization profile",
-                             code="USAGE")
-        sign_datasets = "authorization"
-    if not sign_datasets:
-        # no new signatures, but a conversion must not hand on one it broke
-        return compose_hooks(make_stale_stripper(on_report), protect)
-    if not signers:
-        raise UsageError("--sign-datasets needs --sign-key and --sign-cert", code="USAGE")
-    hook = make_dataset_signer(signer=signers[0], request=SignRequest(profile=sign_datasets),
-                               policy=policy, authorized_copy=authorized_copy,
-                               drop_covering=drop_covering, on_report=on_report)
-    return compose_hooks(hook, protect)
+def dataset_signing_fields(sign_datasets, authorized_copy, drop_covering_signatures,
+                           signers) -> dict:
+    """The ``BuildRequest`` fields of the flags; the dataset signer is the
+    --sign-key/--sign-cert signer (which also signs the CMS layer)."""
+    wanted = bool(sign_datasets or authorized_copy)
+    return {"sign_datasets": sign_datasets, "authorized_copy": authorized_copy,
+            "drop_covering_signatures": drop_covering_signatures,
+            "dataset_signer": signers[0] if signers and wanted else None}

@@ -1,169 +1,216 @@
-"""The build's "sign dataset" step: each instance gets a DICOM digital signature before CMS.
+"""The build's ``sign_dataset`` stage (``mediasec.media.stages``): PS3.15 Annex C signatures.
 
-``make_dataset_signer(...)`` returns a hook with the shape of ``plan_medium``'s ``protect``
-(PlannedFile -> Producer) that wraps each instance's producer in a ``DatasetSignProducer``
-of exact size (planned with the certificate only, so the disc layout is known before any
-private-key operation); compose it before the CMS protector. The DICOMDIR is not signed.
+``SignDatasetStage`` sits after transcoding (and de-identification) and before CMS
+protection. At plan time (``prepare``) it parses the instance as it will arrive (the source
+itself, read in place through a small window; a converted one in memory) and sizes the
+signed file with the signer's certificate alone (``mediasec.sign.plan_signature``), so the
+disc layout is exact before any private-key operation. When the file is written
+(``run``, in the build's worker processes for all but large files) it parses the upstream
+bytes again, checks the plan still holds, hashes, signs with the private key and streams
+the signed file. The DICOMDIR is not signed.
 
-A copied file is read twice from its source (hash, then copy: bounded memory whatever its
-size); a converted one (implicit VR, deflate) is signed from the converted bytes in memory,
-so it must fit ``IN_MEMORY``. Signatures already in a converted input are checked against
-the converted result and any that the conversion broke are removed and reported
-(``mediasec.sign.stale``).
+Modification strips stale signatures: signatures already in a converted input are checked
+against the converted result and any that the conversion broke are removed and reported
+(``SIG_STRIPPED_STALE``, ``mediasec.sign.stale``), with or without a signer (without one the
+stage only does that, and only for converted files holding the (FFFA,FFFA) tag). Copied
+files are bit-preserved.
+
+``--authorized-copy``: sources whose SOP Instance Status is AO or AC become AC (signed with
+the authorization profile); others are reported (``STATUS_NOT_AUTHORIZED``), never marked.
+A signature covering the status is refused, or dropped and reported with
+``drop_covering`` (``SIG_DROPPED_FOR_STATUS``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
-from mediasec.errors import InputError, UsageError
-from mediasec.media.plan import CopyProducer
+from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.policy import AlgorithmPolicy
-from mediasec.sign import IN_MEMORY, SignRequest, plan_signature
+from mediasec.sign import IN_MEMORY, SignRequest, open_part10, plan_signature
 from mediasec.sign._raw import BytesSource, StreamSource, parse_part10
-from mediasec.sign.status import change_status, current_status
 from mediasec.sign.stale import strip_stale
+from mediasec.sign.status import change_status, current_status
 
-__all__ = ["DatasetSignProducer", "make_dataset_signer", "compose_hooks", "StrippedProducer",
-           "make_stale_stripper"]
+__all__ = ["SignDatasetStage", "PROFILES"]
 
-
-def _converted_bytes(inner) -> bytes:
-    if inner.size > IN_MEMORY:
-        raise UsageError(f"a converted file of {inner.size} bytes is too large to sign in "
-                         f"memory (limit {IN_MEMORY}); convert it to Explicit VR Little Endian "
-                         "first", path=inner.source, code="SIGN_TOO_LARGE")
-    return b"".join(bytes(c) for c in inner.chunks())
+#: the signature profiles a build may sign with (PS3.15 C.1-C.4)
+PROFILES = ("base", "creator", "authorization", "sr")
+Opener = Callable[[str], BinaryIO]
 
 
 @dataclass(frozen=True)
-class DatasetSignProducer:
-    inner: object = field(repr=False)
-    planned_size: int
-    signer: object = field(repr=False, compare=False)
-    request: SignRequest
-    policy: AlgorithmPolicy
+class SignDatasetStage:
+    """One per job. ``signer`` (a ``mediasec.cms.keys.RSASigner``) signs each instance with
+    ``request``; ``signer=None``: no new signature, only stale ones removed. ``opener``
+    reads the job's inputs (the converted files' originals). ``findings`` collects what
+    planning reported (dicts with ``source`` and ``code``)."""
+
+    opener: Opener = field(repr=False, compare=False)
+    signer: Any = field(default=None, repr=False, compare=False)
+    request: SignRequest = SignRequest()
+    policy: AlgorithmPolicy = AlgorithmPolicy()
     authorized_copy: bool = False
     drop_covering: bool = False
-    kind: str = "sign"
+    findings: list = field(default_factory=list, repr=False, compare=False)
+    name: str = "sign_dataset"
+    reads_upstream = True        # class attribute: prepare reads the bytes before it
+
+    @classmethod
+    def for_job(cls, opener: Opener, *, profile: str | None, signer=None,
+                authorized_copy: bool = False, drop_covering: bool = False,
+                policy: AlgorithmPolicy = AlgorithmPolicy()) -> "SignDatasetStage":
+        """The stage of a build: ``profile`` None and no authorized copy -> stale
+        signatures removed only. Refusals (no signer, a profile that does not go with
+        ``authorized_copy``) come here, before any input is read."""
+        if authorized_copy:
+            if profile not in (None, "authorization"):
+                raise UsageError("--authorized-copy signs with the authorization profile",
+                                 code="USAGE")
+            profile = "authorization"
+        if profile is None:
+            return cls(opener, policy=policy)
+        if profile not in PROFILES:
+            raise UsageError(f"unknown signature profile {profile!r} "
+                             f"({'|'.join(PROFILES)})", code="USAGE")
+        if signer is None:
+            raise UsageError("--sign-datasets needs --sign-key and --sign-cert",
+                             code="USAGE")
+        return cls(opener, signer, SignRequest(profile=profile), policy, authorized_copy,
+                   drop_covering)
 
     @property
-    def source(self):
-        return getattr(self.inner, "source", None)
+    def profile(self) -> str | None:
+        return self.request.profile if self.signer is not None else None
 
-    @property
-    def size(self) -> int:
-        return self.planned_size
+    def prepare(self, item, in_size: int, upstream):
+        if item.role != "instance":
+            return None
+        where = item.source
+        try:
+            if self.signer is None:
+                return self._prepare_strip(item, in_size, upstream)
+            with _parsed(upstream, in_size, plan=True) as part:
+                copy = self._check_copy(part, where)
+                part, plan, report = self._prepare(part, where, upstream.direct, copy)
+        except (UsageError, InputError) as exc:
+            raise exc.with_path(where)
+        if plan.size is None:
+            raise UsageError("a deflated output cannot be planned", path=where,
+                             code="SIGN_TOO_LARGE")
+        self.findings.extend({"source": where, **r} for r in report)
+        return _Sign(self, where, plan.size, copy)
 
-    def chunks(self) -> Iterator[bytes]:
-        with _opened(self.inner) as part:
-            part, plan, _report = _prepare(part, self.inner, self.request,
-                                           self.signer.certificate, self.policy,
-                                           self.authorized_copy, self.drop_covering)
-            if plan.size != self.planned_size:
+    def _prepare(self, part, source, direct: bool, authorized_copy: bool):
+        """(part as it will be signed, plan, report lines): stale signatures of a conversion
+        removed, the status set to AC for an authorized copy."""
+        report = []
+        if not direct:
+            part, stripped = _strip(self.opener, source, part)
+            report += [{"code": "SIG_STRIPPED_STALE", **s.to_dict()} for s in stripped]
+        if authorized_copy:
+            part, dropped = change_status(part, "AC", drop_covering=self.drop_covering)
+            report += [{"code": "SIG_DROPPED_FOR_STATUS", **d.to_dict()} for d in dropped]
+        plan = plan_signature(part, self.signer.certificate, self.request, policy=self.policy)
+        return part, plan, report
+
+    def _check_copy(self, part, where: str) -> bool:
+        """AC only for AO/AC sources (never invented); others reported, signed as they are."""
+        if not self.authorized_copy:
+            return False
+        status = current_status(part)
+        if status in ("AO", "AC"):
+            return True
+        self.findings.append({"source": where, "code": "STATUS_NOT_AUTHORIZED",
+                              "reason": f"SOP Instance Status is {status or 'absent'}: not "
+                                        "marked AC (only an authorized original or copy can "
+                                        "be)"})
+        return False
+
+    def _prepare_strip(self, item, in_size: int, upstream):
+        if upstream.direct or not _has_signature_mark(self.opener, item.source):
+            return None
+        with _parsed(upstream, in_size, plan=True) as after:
+            part, stripped = _strip(self.opener, item.source, after)
+        if not stripped:
+            return None
+        self.findings.extend({"source": item.source, "code": "SIG_STRIPPED_STALE",
+                              **s.to_dict()} for s in stripped)
+        return _Strip(self.opener, item.source, part.source.size)
+
+
+@dataclass(frozen=True)
+class _Sign:
+    """One instance signed: exactly ``size`` bytes, the private key used in ``run``."""
+
+    stage: SignDatasetStage = field(repr=False)
+    source: str
+    size: int
+    authorized_copy: bool
+    signs = True
+
+    def run(self, upstream) -> Iterator[bytes]:
+        st = self.stage
+        with _parsed(upstream, None, plan=False) as part:
+            part, plan, _report = st._prepare(part, self.source, upstream.direct,
+                                              self.authorized_copy)
+            if plan.size != self.size:
                 raise InputError("file changed while the File-set was being written",
                                  path=self.source, code="INPUT_CHANGED")
-            out, _facts = plan.execute(self.signer)
+            out, _facts = plan.execute(st.signer)
             yield from out.pieces()
 
 
-class _opened:
-    """The producer's content as a parsed Part 10 file: a copied source is read in place
-    (two passes, bounded memory), a converted one is made in memory."""
+@dataclass(frozen=True)
+class _Strip:
+    """A converted instance whose conversion broke signatures: those removed."""
 
-    def __init__(self, inner):
-        self.inner = inner
-        self.f = None
+    opener: Opener = field(repr=False, compare=False)
+    source: str
+    size: int
+    signs = False
 
-    def __enter__(self):
-        inner = self.inner
-        if isinstance(inner, CopyProducer):
-            self.f = inner.opener(inner.source)
-            return parse_part10(StreamSource(self.f))
-        return parse_part10(BytesSource(_converted_bytes(inner)))
-
-    def __exit__(self, *exc):
-        if self.f is not None:
-            self.f.close()
-        return False
+    def run(self, upstream) -> Iterator[bytes]:
+        with _parsed(upstream, None, plan=False) as after:
+            part, _stripped = _strip(self.opener, self.source, after)
+            if part.source.size != self.size:
+                raise InputError("file changed while the File-set was being written",
+                                 path=self.source, code="INPUT_CHANGED")
+            yield from part.source.chunks(0, part.source.size)
 
 
-def _prepare(part, inner, request, certificate, policy, authorized_copy, drop_covering):
-    """(part as it will be signed, plan, report lines): stale signatures of a conversion
-    removed, the status set to AC for an authorized copy."""
-    report = []
-    if not isinstance(inner, CopyProducer) and hasattr(inner, "opener"):
-        with inner.opener(inner.source) as f:
-            before = parse_part10(StreamSource(f))
-            part, stripped = strip_stale(before, part)
-        report += [{"code": "SIG_STRIPPED_STALE", **s.to_dict()} for s in stripped]
-    if authorized_copy:
-        part, dropped = change_status(part, "AC", drop_covering=drop_covering)
-        report += [{"code": "SIG_DROPPED_FOR_STATUS", **d.to_dict()} for d in dropped]
-    return part, plan_signature(part, certificate, request, policy=policy), report
+# -- helpers ----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _parsed(upstream, in_size: int | None, *, plan: bool):
+    """The upstream bytes as a parsed Part 10 file. The source itself is read in place
+    (at plan time through a small window: only the headers; when written, whole if small);
+    converted bytes are gathered in memory, so they must fit ``IN_MEMORY``."""
+    if upstream.direct:
+        with upstream.open() as f:
+            yield parse_part10(StreamSource(f)) if plan else open_part10(f)
+        return
+    if in_size is not None and in_size > IN_MEMORY:
+        raise UsageError(f"a converted file of {in_size} bytes is too large to sign in "
+                         f"memory (limit {IN_MEMORY}); convert it to Explicit VR Little Endian "
+                         "first", code="SIGN_TOO_LARGE")
+    data = b"".join(bytes(c) for c in upstream.chunks())
+    if len(data) > IN_MEMORY:
+        raise InternalError("converted bytes over the in-memory limit")
+    yield parse_part10(BytesSource(data))
 
 
-def make_dataset_signer(*, signer, request: SignRequest, policy: AlgorithmPolicy,
-                        authorized_copy: bool = False, drop_covering: bool = False,
-                        on_report: Callable[[dict], None] | None = None) -> Callable:
-    """The hook: PlannedFile -> DatasetSignProducer (instances) or the same producer."""
+def _strip(opener: Opener, source: str, after):
+    with opener(source) as f:
+        return strip_stale(parse_part10(StreamSource(f)), after)
 
-    def hook(planned):
-        inner = planned.producer
-        if planned.role != "instance":
-            return inner
-        where = planned.source or "/".join(planned.file_id)
-        try:
-            with _opened(inner) as part:
-                copy = _check_copy(part, authorized_copy, where, on_report)
-                part, plan, report = _prepare(part, inner, request, signer.certificate,
-                                              policy, copy, drop_covering)
-                size = plan.size
-        except (UsageError, InputError) as exc:
-            raise exc.with_path(where)
-        if size is None:
-            raise UsageError("a deflated output cannot be planned", path=where,
-                             code="SIGN_TOO_LARGE")
-        if on_report is not None:
-            for r in report:
-                on_report({"source": where, **r})
-        return DatasetSignProducer(inner, size, signer, request, policy, copy, drop_covering)
-
-    return hook
-
-
-def _check_copy(part, authorized_copy: bool, where: str, on_report) -> bool:
-    """AC only for AO/AC sources (never invented); others are reported and signed as they are."""
-    if not authorized_copy:
-        return False
-    status = current_status(part)
-    if status in ("AO", "AC"):
-        return True
-    if on_report is not None:
-        on_report({"source": where, "code": "STATUS_NOT_AUTHORIZED",
-                   "reason": f"SOP Instance Status is {status or 'absent'}: not marked AC "
-                             "(only an authorized original or copy can be)"})
-    return False
-
-
-def compose_hooks(first: Callable, then: Callable | None) -> Callable:
-    """``then(first(planned))`` as a ``plan_medium`` protect hook."""
-    def hook(planned):
-        produced = first(planned)
-        if then is None:
-            return produced
-        return then(dataclasses.replace(planned, producer=produced))
-    return hook
-
-
-# -- without --sign-datasets: a conversion must still not hand on a signature it broke ---------
 
 _MARKS = (b"\xfa\xff\xfa\xff", b"\xff\xfa\xff\xfa")
 
 
-def _has_signature_mark(opener, source: str) -> bool:
+def _has_signature_mark(opener: Opener, source: str) -> bool:
     """Whether the stored file holds the (FFFA,FFFA) tag bytes anywhere (one streaming read)."""
     tail = b""
     with opener(source) as f:
@@ -175,59 +222,3 @@ def _has_signature_mark(opener, source: str) -> bool:
             if any(m in window for m in _MARKS):
                 return True
             tail = b[-3:]
-
-
-@dataclass(frozen=True)
-class StrippedProducer:
-    """A converted instance whose conversion broke signatures: those removed (exact size)."""
-
-    inner: object = field(repr=False)
-    planned_size: int
-    kind: str = "convert-strip"
-
-    @property
-    def source(self):
-        return getattr(self.inner, "source", None)
-
-    @property
-    def size(self) -> int:
-        return self.planned_size
-
-    def chunks(self) -> Iterator[bytes]:
-        part, _stripped = _stripped_part(self.inner)
-        if part.source.size != self.planned_size:
-            raise InputError("file changed while the File-set was being written",
-                             path=self.source, code="INPUT_CHANGED")
-        yield from part.source.pieces()
-
-
-def _stripped_part(inner):
-    after = parse_part10(BytesSource(_converted_bytes(inner)))
-    with inner.opener(inner.source) as f:
-        return strip_stale(parse_part10(StreamSource(f)), after)
-
-
-def make_stale_stripper(on_report: Callable[[dict], None] | None = None) -> Callable:
-    """The hook for builds without ``--sign-datasets``: a converted instance that carries
-    signatures is checked after conversion; one its conversion broke is removed and reported
-    (``SIG_STRIPPED_STALE``). Copied instances are bit-preserved and pass untouched."""
-
-    def hook(planned):
-        inner = planned.producer
-        if (planned.role != "instance" or isinstance(inner, CopyProducer)
-                or not hasattr(inner, "opener")
-                or not _has_signature_mark(inner.opener, inner.source)):
-            return inner
-        where = planned.source or "/".join(planned.file_id)
-        try:
-            part, stripped = _stripped_part(inner)
-        except (UsageError, InputError) as exc:
-            raise exc.with_path(where)
-        if not stripped:
-            return inner
-        if on_report is not None:
-            for s in stripped:
-                on_report({"source": where, "code": "SIG_STRIPPED_STALE", **s.to_dict()})
-        return StrippedProducer(inner, part.source.size)
-
-    return hook
