@@ -25,6 +25,7 @@ from typing import BinaryIO, Callable, Iterator
 from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, UNDEFINED, \
     implicit_vr
 from mediasec.errors import InputError, NotDicomError
+from mediasec.dicom.tags import PIXEL_REPRESENTATION
 
 __all__ = ["Source", "BytesSource", "StreamSource", "SplicedSource", "Element", "Item",
            "Part10", "parse_part10", "Coding", "encode_element", "encode_item", "swap_value",
@@ -379,7 +380,7 @@ class _Parser:
                 raise Malformed(f"elements out of order at ({tag >> 16:04X},{tag & 0xFFFF:04X})")
             last = tag
             el = Element(tag, vr, off, val, length, 0, coding)
-            if tag == 0x00280103 and depth == 0 and length == 2:
+            if tag == PIXEL_REPRESENTATION and depth == 0 and length == 2:
                 self.pixrep = struct.unpack((coding.endian) + "H", self.src.read(val, 2))[0]
             if vr == "SQ" or (length == UNDEFINED and (vr == "UN" or not coding.explicit)):
                 inner = coding if vr == "SQ" else IMPLICIT_LE

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric import utils as autils
 
+from mediasec.dicom.tags import SOP_CLASS_UID
 from mediasec.errors import InputError, MediasecError, PolicyRefusal, SignatureError, UsageError
 from mediasec.pki import certs as pcerts
 from mediasec.pki.trust import check_signer_certificate
@@ -56,7 +57,6 @@ SIGNATURE = 0x04000120
 TS_TYPE = 0x04000305
 TIMESTAMP = 0x04000310
 PURPOSE_SEQ = 0x04000401
-SOP_CLASS = 0x00080016
 VERIFICATION_FLAG = 0x0040A493
 
 
@@ -297,7 +297,7 @@ def check_mac_for_writing(mac: str, policy: AlgorithmPolicy) -> None:
 
 
 def _sop_class(part: Part10) -> str | None:
-    return _text(part.dataset.get(SOP_CLASS), part.source)
+    return _text(part.dataset.get(SOP_CLASS_UID), part.source)
 
 
 def _next_mac_id(item: Item, src) -> int:
