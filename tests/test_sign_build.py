@@ -241,3 +241,26 @@ def test_api_sign_files_and_check_signatures(tmp_path):
                                                      "USAGE_NO_SUCH_FILE")]
     ok = mediasec.check_signatures(mediasec.CheckSignaturesRequest([out], trust=trust()))
     assert not ok.failed and ok.outcome == "passed"
+
+
+def test_converted_signed_input_keeps_a_valid_signature(tmp_path):
+    """Without --sign-datasets: an implicit VR input signed by dcmsign is converted to
+    explicit VR on the medium; its signature still verifies there (dcmsign agrees), and
+    nothing was stripped."""
+    from _dicomgen import ILE
+    src = nested_ct(tmp_path / "src" / "ile.dcm", ts=ILE)
+    signed = tmp_path / "in" / "signed.dcm"
+    signed.parent.mkdir()
+    run_peer(["dcmsign", "--sign", str(PKI / "signer.key.pem"), str(PKI / "signer.pem"),
+              "+pc", str(src), str(signed)])
+    out = tmp_path / "stick"
+    res = run_cli("build", signed.parent, "-o", out, "--json", tmp_path / "r.json")
+    assert res.code == 0, res
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert "dataset_signatures" not in doc
+    assert doc["counts"]["converted"] == 1
+    (written,) = _instances(out)
+    assert pydicom.dcmread(written).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    v = run_peer(["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf",
+                  str(PKI / "chain.pem"), str(written)], check=False)
+    assert v.returncode == 0, v.stdout + v.stderr
