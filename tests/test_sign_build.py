@@ -264,3 +264,47 @@ def test_converted_signed_input_keeps_a_valid_signature(tmp_path):
     v = run_peer(["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf",
                   str(PKI / "chain.pem"), str(written)], check=False)
     assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_api_deidentified_then_signed(tmp_path):
+    """``build --deidentify --sign-datasets``: the signature is made over the
+    de-identified object (the signer vouches for what is on the medium); dcmsign agrees."""
+    import mediasec
+    from _dicomgen import ILE
+    from _sign import signer
+    nested_ct(tmp_path / "src" / "a.dcm")
+    nested_ct(tmp_path / "src" / "b.dcm", ts=ILE, series="B")
+    out = tmp_path / "stick"
+    result = mediasec.build(mediasec.BuildRequest(
+        [tmp_path / "src"], out, sign_datasets="creator", dataset_signer=signer(),
+        deidentify=mediasec.DeidJob(escrow=False)))
+    doc = result.to_dict()
+    assert doc["deidentify"]["files"] == 2
+    assert {o["producer"] for o in doc["outputs"] if o["role"] == "instance"} == {"sign"}
+    files = _instances(out)
+    assert len(files) == 2
+    for f in files:
+        assert b"DOE^JANE" not in f.read_bytes()
+        v = run_peer(["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf",
+                      str(PKI / "chain.pem"), "+rc", str(f)], check=False)
+        assert v.returncode == 0, (f, v.stdout + v.stderr)
+
+
+def test_plain_medium_with_signed_datasets(tmp_path):
+    """Without recipients, ``--sign-datasets`` makes a plain (non-secure) medium whose
+    instances carry the signature; the key is not used for CMS."""
+    out = tmp_path / "stick"
+    res = run_cli("build", DICOM / "ct1.dcm", DICOM / "ct3_ile.dcm", "-o", out, *SIGN,
+                  "--sign-datasets", "base", "--json", tmp_path / "r.json")
+    assert res.code == 0, res
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["secure"] is False and doc["dataset_signatures"]["profile"] == "base"
+    files = _instances(out)
+    assert len(files) == 2
+    res = run_cli("check-signatures", *files, "--trust", PKI / "trust.pem",
+                  "--intermediates", PKI / "chain.pem", "--json", "-")
+    assert res.code == 0, res
+    assert json.loads(res.stdout)["outcome"] == "passed"
+    # without --sign-datasets the same key still means a secure (CMS-signed) medium
+    res = run_cli("build", DICOM / "ct1.dcm", "-o", tmp_path / "s2", *SIGN)
+    assert_one_line_error(res, 2, "--encrypt-to")

@@ -70,6 +70,8 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
                                                   digest=digest, **flags)
     signing = dataset_signing_fields(sign_datasets, authorized_copy, drop_covering_signatures,
                                      signers)
+    if signing["dataset_signer"] is not None and not recipients:
+        signers = []        # a plain medium: the key signs the instances only (no CMS)
     request = BuildRequest(
         sources=tuple(sources), output=output, profile=profile_name, recipients=recipients,
         signers=signers, policy=policy,
