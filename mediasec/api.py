@@ -60,8 +60,8 @@ __all__ = ["BuildRequest", "BuildResult", "build", "check_build", "VerifyRequest
            "UnprotectRequest", "unprotect", "InspectRequest", "InspectResult", "inspect",
            "DeidentifyRequest", "ReidentifyRequest", "RewriteResult", "deidentify",
            "reidentify", "UnprotectReport", "SignFilesRequest", "SignFilesResult",
-           "SignedFileResult", "sign_files", "sign_outputs", "check_signer", "CheckSignaturesRequest",
-           "CheckSignaturesResult", "check_signatures"]
+           "SignedFileResult", "sign_files", "sign_outputs", "check_signer",
+           "CheckSignaturesRequest", "CheckSignaturesResult", "check_signatures"]
 
 Progress = Callable[[dict], None]
 
