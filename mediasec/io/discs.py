@@ -9,12 +9,14 @@ the worker processes that produce small files (``Prefetcher``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output
 from mediasec.io.iso import IsoFile, IsoImage
+from mediasec.io.medium import FolderSource, IsoSource
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.jobs import DiscFile, DiscLayout
 from mediasec.media.plan import write_producer
@@ -39,6 +41,13 @@ class IsoDiscWriter:
         patch = {f.components: manifest for f in self.files
                  if f.role == "manifest" and manifest is not None}
         return self.image.write(self.out, patch=patch)
+
+    @contextlib.contextmanager
+    def source(self):
+        """The image as written, through its still-unnamed file (``/proc/self/fd/N``)."""
+        with IsoSource(f"/proc/self/fd/{self.out.fileno}") as src:
+            src.label = self.out.target
+            yield src
 
     def commit(self) -> None:
         self.out.commit()
@@ -71,6 +80,11 @@ class FolderDiscWriter:
                 else:
                     write_producer(f.producer, out)
         return sum(f.producer.size for f in self.files)
+
+    @contextlib.contextmanager
+    def source(self):
+        """The folder as written, in its staging place."""
+        yield FolderSource(self.sink.root)
 
     def commit(self) -> None:
         self.sink.commit()
