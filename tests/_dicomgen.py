@@ -250,11 +250,12 @@ def pixel_chunks(n: int, pool: bytes, salt: int, chunk: int = 1 << 20):
 
 
 def write_image(path, kind: str, *, rows: int, cols: int, frames: int = 1, bits: int = 16,
-                pool: bytes, salt: int = 0, **kw) -> int:
+                pool: bytes, salt: int = 0, pad_to: int | None = None, **kw) -> int:
     """Write a Part 10 image of ``kind`` (``IMAGE_CLASSES``: cr, dx, xa, ct, mr) with
     ``rows`` x ``cols`` x ``frames`` pixels of ``bits`` (8 or 16) bits, explicit VR little
     endian, streaming the Pixel Data from ``pool`` (see ``pixel_chunks``); returns its
-    size. ``kw`` goes to ``make_dataset`` (patient, study, series, number, extra, ...)."""
+    size. ``pad_to``: a private OB element pads the file to exactly that many bytes (even).
+    ``kw`` goes to ``make_dataset`` (patient, study, series, number, extra, ...)."""
     import io
     import struct
     path = pathlib.Path(path)
@@ -295,11 +296,22 @@ def write_image(path, kind: str, *, rows: int, cols: int, frames: int = 1, bits:
     meta.ImplementationClassUID = "1.2.3.4.5"
     ds.file_meta = meta
     ds.preamble = b"\0" * 128
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True, little_endian=True, implicit_vr=False)
     n = rows * cols * frames * (bits // 8)
     assert n % 2 == 0, "odd Pixel Data length"
-    head = buf.getvalue() + b"\xe0\x7f\x10\x00" + (b"OW" if bits == 16 else b"OB") + \
+
+    def encoded() -> bytes:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True, little_endian=True, implicit_vr=False)
+        return buf.getvalue()
+
+    if pad_to is not None:
+        ds.add_new(0x00090010, "LO", "MEDIASEC PAD")
+        ds.add_new(0x00091000, "OB", b"")
+        k = pad_to - (len(encoded()) + 12 + n)
+        if k < 0 or k % 2:
+            raise ValueError(f"cannot pad to {pad_to} bytes ({k})")
+        ds[0x00091000].value = bytes(k)
+    head = encoded() + b"\xe0\x7f\x10\x00" + (b"OW" if bits == 16 else b"OB") + \
         b"\0\0" + struct.pack("<I", n)
     with open(path, "wb") as f:
         f.write(head)
