@@ -43,9 +43,9 @@ def _left_over(folder, name):
     return [p for p in os.listdir(folder) if name in p]
 
 
-def _flip_after_write(monkeypatch, target_suffix="big"):
+def _flip_after_write(monkeypatch):
     """A faulty sink: after the image or folder is written, flip one byte in the middle of
-    the stored file whose name ends with ``target_suffix``'s File ID (the largest)."""
+    its largest stored file."""
     hit = []
 
     def pick(source):
@@ -185,3 +185,21 @@ def test_quick_sample_first_last_largest_dicomdir_and_random():
     assert len(others) > 1                     # the random part varies between builds
     assert choose_sample(files, "full", random.Random(1)) == {f.name for f in files[:-1]}
     assert choose_sample(files, "none", random.Random(1)) == set()
+
+
+def test_an_image_whose_directory_is_damaged_after_writing_fails(tmp_path, pile,
+                                                                monkeypatch):
+    """The primary volume descriptor overwritten after writing: the image no longer parses;
+    the read-back says so (exit 1) and nothing is left."""
+    orig = discs.IsoDiscWriter.write
+
+    def write(self, manifest):
+        size = orig(self, manifest)
+        os.pwrite(self.out.fileno, b"\0" * 2048, 16 * 2048)
+        return size
+
+    monkeypatch.setattr(discs.IsoDiscWriter, "write", write)
+    out = tmp_path / "d.iso"
+    res = run_cli("build", pile, "-o", out)
+    assert_one_line_error(res, 1, "read-back", "cannot be read", "nothing was written")
+    assert os.listdir(tmp_path) == []

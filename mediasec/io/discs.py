@@ -13,8 +13,9 @@ import contextlib
 import os
 from typing import Callable
 
+from mediasec.errors import InputError, IntegrityError
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
-from mediasec.io.fs import AtomicOutput, check_new_output
+from mediasec.io.fs import AtomicOutput, check_new_output, env_error
 from mediasec.io.iso import IsoFile, IsoImage
 from mediasec.io.medium import FolderSource, IsoSource
 from mediasec.io.prefetch import Prefetcher
@@ -22,6 +23,24 @@ from mediasec.media.jobs import DiscFile, DiscLayout
 from mediasec.media.plan import write_producer
 
 __all__ = ["FileSystemPorts", "IsoDiscWriter", "FolderDiscWriter", "check_new_output"]
+
+
+class _ReadBack:
+    """A written medium for the read-back: its listing, and reads whose OS errors are ours
+    (``EnvironmentFailure`` naming the output)."""
+
+    def __init__(self, source, target: str):
+        self._source = source
+        self._target = target
+
+    def entries(self):
+        return self._source.entries()
+
+    def open(self, handle):
+        try:
+            yield from self._source.open(handle)
+        except OSError as exc:
+            raise env_error(exc, self._target) from exc
 
 
 class IsoDiscWriter:
@@ -45,9 +64,15 @@ class IsoDiscWriter:
     @contextlib.contextmanager
     def source(self):
         """The image as written, through its still-unnamed file (``/proc/self/fd/N``)."""
-        with IsoSource(f"/proc/self/fd/{self.out.fileno}") as src:
+        try:
+            src = IsoSource(f"/proc/self/fd/{self.out.fileno}")
+        except InputError as exc:
+            raise IntegrityError(f"read-back: the image as written cannot be read "
+                                 f"({exc.message}); nothing was written",
+                                 path=self.out.target, code="READBACK_MISMATCH") from exc
+        with src:
             src.label = self.out.target
-            yield src
+            yield _ReadBack(src, self.out.target)
 
     def commit(self) -> None:
         self.out.commit()
@@ -84,7 +109,7 @@ class FolderDiscWriter:
     @contextlib.contextmanager
     def source(self):
         """The folder as written, in its staging place."""
-        yield FolderSource(self.sink.root)
+        yield _ReadBack(FolderSource(self.sink.root), self.sink.target)
 
     def commit(self) -> None:
         self.sink.commit()
