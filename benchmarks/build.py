@@ -20,7 +20,11 @@ in place), then:
    ``openssl speed -multi N`` (N = the cores) and, for reference, of one core divided by
    the cores.
 
-Peak RSS is read with /usr/bin/time (the build's main process; workers are forks of it).
+Peak RSS and CPU time are read with /usr/bin/time (RSS: the build's main process, workers
+are forks of it; CPU: user + system of the process and its waited-for children). On a
+shared machine wall times follow the load; the CPU ratios (ours against the pipeline, and
+against the floor at one core's ``openssl speed`` rates, which openssl measures in CPU
+time) do not. ``openssl speed -multi N`` is wall-clock bound and drops with the load too.
 
     python benchmarks/build.py                       # mixed-256m
     python benchmarks/build.py --shape mixed-1g
@@ -47,20 +51,22 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from corpus import SHAPES, make_pile  # noqa: E402
 
 
-def timed(cmd, *, cwd=None, shell=False, env=None) -> tuple[float, int, str]:
-    """Wall seconds and peak RSS (KiB) of a command, via /usr/bin/time."""
+def timed(cmd, *, cwd=None, shell=False, env=None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system, the waited-for
+    children - forked workers, pipeline processes - included) of a command, via
+    /usr/bin/time."""
     rss_file = tempfile.NamedTemporaryFile(delete=False)
     rss_file.close()
-    full = (["/usr/bin/time", "-f", "%M", "-o", rss_file.name] +
+    full = (["/usr/bin/time", "-f", "%M %U %S", "-o", rss_file.name] +
             (["sh", "-c", cmd] if shell else list(map(str, cmd))))
     t = time.perf_counter()
     proc = subprocess.run(full, cwd=cwd, capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t
-    rss = int((open(rss_file.name).read().strip().splitlines() or ["0"])[-1] or 0)
+    last = (open(rss_file.name).read().strip().splitlines() or ["0 0 0"])[-1].split()
     os.unlink(rss_file.name)
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {cmd}\n{proc.stderr[-3000:]}")
-    return dt, rss, proc.stdout + proc.stderr
+    return dt, int(last[0]), float(last[1]) + float(last[2])
 
 
 def speed(args: list[str], multi: int, seconds: int) -> str:
@@ -133,7 +139,7 @@ def main() -> int:
         # 1. ours
         ours = work / "ours.iso"
         result = work / "ours.json"
-        t_ours, rss_ours, _ = timed([*mediasec, "build", pile, "-o", ours, "--profile",
+        t_ours, rss_ours, c_ours = timed([*mediasec, "build", pile, "-o", ours, "--profile",
                                      "STD-GEN-SEC-DVD-JPEG", "--encrypt-to",
                                      PKI / "recipient-2048.pem", *sign, "--workers",
                                      str(args.workers), "--verify", "quick", "--json", result])
@@ -145,14 +151,14 @@ def main() -> int:
 
         # 3. genisoimage, no security
         plain_iso = work / "plain.iso"
-        t_geniso, rss_geniso, _ = timed(["genisoimage", "-quiet", "-udf", "-V", "DICOM",
+        t_geniso, rss_geniso, c_geniso = timed(["genisoimage", "-quiet", "-udf", "-V", "DICOM",
                                          "-sysid", "", "-o", plain_iso, pile])
         plain_iso.unlink()
 
         # 2. the pipeline: dcmmkdir, then sign + encrypt each file, then genisoimage
         enc = work / "enc"
         t0 = time.perf_counter()
-        t_dir, rss_dir, _ = timed(["dcmmkdir", "--recurse", "-Pgp", "+id", ".", "+D",
+        t_dir, rss_dir, c_dir = timed(["dcmmkdir", "--recurse", "-Pgp", "+id", ".", "+D",
                                    "DICOMDIR", "+I"], cwd=pile)
         listing = work / "files.txt"
         names = sorted(str(p.relative_to(pile)) for p in pile.rglob("*") if p.is_file())
@@ -164,12 +170,13 @@ def main() -> int:
                   f"-certfile {PKI}/chain.pem -in \"{pile}/$1\" | "
                   f"openssl cms -encrypt -binary -aes256 -inform DER -outform DER "
                   f"-out \"{enc}/$1\" {PKI}/recipient-2048.pem")
-        t_ossl, rss_ossl, _ = timed(f"xargs -a {listing} -P 2 -I{{}} sh -c '{script}' _ {{}}",
+        t_ossl, rss_ossl, c_ossl = timed(f"xargs -a {listing} -P 2 -I{{}} sh -c '{script}' _ {{}}",
                                     shell=True)
         enc_iso = work / "pipeline.iso"
-        t_giso2, _, _ = timed(["genisoimage", "-quiet", "-udf", "-V", "DICOM", "-sysid", "",
+        t_giso2, _, c_giso2 = timed(["genisoimage", "-quiet", "-udf", "-V", "DICOM", "-sysid", "",
                                "-o", enc_iso, enc])
         t_pipe = time.perf_counter() - t0
+        c_pipe = c_dir + c_ossl + c_giso2
         enc_iso.unlink()
         shutil.rmtree(enc)
 
@@ -184,21 +191,23 @@ def main() -> int:
         f_one = floor_seconds(rates["1 core"], plain_bytes, cipher_bytes, files) / cores
 
         print()
-        print(f"{'step':62} {'seconds':>9} {'peak RSS MB':>12}")
-        rows = [("ours: mediasec build (secure DVD, AES-256, RSA-signed, manifest, "
-                 "quick read-back)", t_ours, rss_ours),
+        nan = float("nan")
+        print(f"{'step':58} {'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12}")
+        rows = [("ours: mediasec build (secure DVD, signed, quick read-back)", t_ours, c_ours,
+                 rss_ours),
                 (f"  of which read-back ({rb['files_hashed']} files re-hashed, "
-                 f"{rb['files_decrypted']} decrypted)", rb["seconds"], None),
-                ("pipeline: dcmmkdir", t_dir, rss_dir),
-                ("pipeline: openssl cms -sign | -encrypt per file (2 at a time)", t_ossl,
+                 f"{rb['files_decrypted']} decrypted)", rb["seconds"], nan, None),
+                ("pipeline: dcmmkdir", t_dir, c_dir, rss_dir),
+                ("pipeline: openssl cms -sign | -encrypt per file (-P 2)", t_ossl, c_ossl,
                  rss_ossl),
-                ("pipeline: genisoimage -udf of the encrypted tree", t_giso2, None),
-                ("pipeline: total", t_pipe, None),
-                ("genisoimage -udf, plain pile, no security", t_geniso, rss_geniso),
-                (f"compute floor, openssl speed -multi {cores}", f_multi, None),
-                (f"compute floor, openssl speed on 1 core / {cores}", f_one, None)]
-        for name, t_, rss in rows:
-            print(f"{name[:62]:62} {t_:9.2f} {rss / 1024 if rss else float('nan'):12.1f}")
+                ("pipeline: genisoimage -udf of the encrypted tree", t_giso2, c_giso2, None),
+                ("pipeline: total", t_pipe, c_pipe, None),
+                ("genisoimage -udf, plain pile, no security", t_geniso, c_geniso, rss_geniso),
+                (f"compute floor, openssl speed -multi {cores}", f_multi, nan, None),
+                (f"compute floor, openssl speed 1 core (CPU s; wall = / {cores})", f_one,
+                 f_one * cores, None)]
+        for name, t_, c_, rss in rows:
+            print(f"{name[:58]:58} {t_:8.2f} {c_:8.2f} {rss / 1024 if rss else nan:12.1f}")
         print()
         for label, r in rates.items():
             print(f"openssl speed ({label}): AES-256-CBC {r['aes'] / 1e6:.0f} MB/s, SHA-256 "
@@ -208,11 +217,13 @@ def main() -> int:
               f"of input; read-back {rb['bytes_read'] / 2**20:.0f} MiB re-read in "
               f"{rb['seconds']:.2f} s = {100 * rb['seconds'] / t_ours:.0f} % of our time")
         print()
-        print(f"ratio ours / pipeline:             {t_ours / t_pipe:6.2f}  "
-              f"(ours {t_pipe / t_ours:.1f}x faster)")
-        print(f"ratio ours / plain genisoimage:    {t_ours / t_geniso:6.2f}")
-        print(f"ratio ours / compute floor:        {t_ours / f_multi:6.2f}  "
-              f"(without the read-back: {(t_ours - rb['seconds']) / f_multi:.2f})")
+        print(f"ratio ours / pipeline:             {t_ours / t_pipe:6.2f} wall  "
+              f"{c_ours / c_pipe:6.2f} CPU  (ours {t_pipe / t_ours:.1f}x faster)")
+        print(f"ratio ours / plain genisoimage:    {t_ours / t_geniso:6.2f} wall  "
+              f"{c_ours / c_geniso:6.2f} CPU")
+        print(f"ratio ours / compute floor:        {t_ours / f_multi:6.2f} wall (-multi "
+              f"{cores}; without the read-back {(t_ours - rb['seconds']) / f_multi:.2f})  "
+              f"{c_ours / (f_one * cores):6.2f} CPU (1-core rates)")
         print(f"peak RSS of ours:                  {rss_ours / 1024:6.0f} MB")
         return 0
     finally:
