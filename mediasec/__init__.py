@@ -25,10 +25,11 @@ __all__ = [
     "protect", "ProtectRequest", "ProtectResult",
     "unprotect", "UnprotectRequest",
     "inspect", "InspectRequest", "InspectResult",
+    "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
     # what requests hold
     "ProtectOptions", "AlgorithmPolicy", "TrustContext",
     "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
-    "PasswordDecrypter", "load_certificates", "load_private_key",
+    "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob",
     # the error tree
     "errors",
 ]
@@ -40,6 +41,7 @@ _FROM = {
     "RSASigner": "mediasec.cms.keys", "KeyDecrypter": "mediasec.cms.keys",
     "PasswordDecrypter": "mediasec.cms.keys",
     "load_certificates": "mediasec.pki.certs", "load_private_key": "mediasec.pki.certs",
+    "DeidJob": "mediasec.deid.files",
 }
 
 

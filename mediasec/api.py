@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mediasec._data import media_profile
 from mediasec._job import Job
@@ -36,10 +36,12 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileR
                                  inspect_secure_file, open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
-from mediasec.io.discs import FileSystemPorts
+from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
+from mediasec.io.rewrite import list_inputs, rewrite_files
+from mediasec.deid.files import prepare_reidentify
 from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
                                 worker_init)
 from mediasec.io.workers import Pool, default_workers
@@ -52,7 +54,9 @@ from mediasec.report import Outcome
 
 __all__ = ["BuildRequest", "BuildResult", "build", "check_build", "VerifyRequest", "verify", "ExtractRequest",
            "extract", "ListRequest", "list_medium", "ProtectRequest", "ProtectResult", "protect",
-           "UnprotectRequest", "unprotect", "InspectRequest", "InspectResult", "inspect"]
+           "UnprotectRequest", "unprotect", "InspectRequest", "InspectResult", "inspect",
+           "DeidentifyRequest", "ReidentifyRequest", "RewriteResult", "deidentify",
+           "reidentify"]
 
 Progress = Callable[[dict], None]
 
@@ -71,8 +75,21 @@ def build(request: BuildRequest, *, on_progress: Progress | None = None) -> Buil
     """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
     Nothing exists at the output unless the whole job succeeded."""
     request = _normalized(request)
+    ports = FileSystemPorts()
+    if request.deidentify is not None:
+        ports = DeidentifyingPorts(ports, request.deidentify)
+        # de-identified: Study Date/ID are empty, so the directory keys are made up
+        request = dataclasses.replace(request, fill_missing=True)
     with Job("build").active():
-        return run_build(request, FileSystemPorts(), on_progress=on_progress)
+        result = run_build(request, ports, on_progress=on_progress)
+    if request.deidentify is not None:
+        result.document["deidentify"] = {
+            "files": ports.deidentified,
+            "escrow": bool(request.deidentify.escrow),
+            "dangling_references": request.deidentify.dangling_references(),
+            "findings": [{"path": path, **f.to_dict()} for path, f in ports.findings
+                         if f.outcome in (Outcome.WARNING, Outcome.FAILED)]}
+    return result
 
 
 def check_build(request: BuildRequest) -> None:
@@ -413,3 +430,72 @@ def inspect(request: InspectRequest) -> InspectResult:
                 except MediasecError as exc:
                     raise exc.with_path(src)
     return InspectResult(src, "Secure DICOM File", report)
+
+
+# -- attribute confidentiality: deidentify, reidentify ----------------------------------
+
+@dataclass(frozen=True)
+class DeidentifyRequest:
+    """De-identify ``inputs`` (files and folders) into ``output``: a file for one input
+    file, else a new folder of ``<SOP Instance UID>.dcm``. ``job`` is a
+    ``mediasec.deid.DeidJob`` (profile options, escrow recipients, mapping key)."""
+
+    inputs: Sequence[str]
+    output: str
+    job: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """``mediasec.deidentify/1`` or ``mediasec.reidentify/1``: one entry per written file
+    (``input``, ``output``, what was done); ``duplicates``: inputs skipped as the same SOP
+    Instance as an earlier one."""
+
+    schema: str
+    output: str
+    files: tuple
+    duplicates: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"schema": self.schema, "output": self.output, **self.extra,
+                "files": [{"input": p, "output": o, **r.to_dict()} for p, o, r in self.files]}
+
+
+def deidentify(request: DeidentifyRequest) -> RewriteResult:
+    """PS3.15 E.1 Basic Profile and options; the originals sealed inside each file."""
+    job, dups = request.job, []
+    with Job("deidentify").active():
+        files = rewrite_files(list_inputs(request.inputs), request.output, job.prepare,
+                              secret=False, on_duplicate=dups.append)
+    escrow = None
+    if job.recipients:
+        escrow = {"recipients": len(job.recipients), "cipher": job.cipher}
+    return RewriteResult("mediasec.deidentify/1", request.output, tuple(files), tuple(dups), {
+        "options": list(job.profile.options),
+        "method_codes": [c for c, _ in job.profile.codes],
+        "longitudinal_temporal": job.profile.temporal, "escrow": escrow,
+        "mapping": "keyed" if job.mapper.keyed else "random per job",
+        "dangling_references": job.dangling_references()})
+
+
+@dataclass(frozen=True)
+class ReidentifyRequest:
+    """Restore the originals of de-identified ``inputs`` into ``output`` (a file for one
+    input file, else a new folder) with an escrow key or password."""
+
+    inputs: Sequence[str]
+    output: str
+    decrypters: Sequence
+
+
+def reidentify(request: ReidentifyRequest) -> RewriteResult:
+    if not request.decrypters:
+        raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
+                         code="USAGE_NO_KEY")
+    decrypters, dups = list(request.decrypters), []
+    with Job("reidentify").active():
+        files = rewrite_files(list_inputs(request.inputs), request.output,
+                              lambda src: prepare_reidentify(src, decrypters=decrypters),
+                              secret=True, on_duplicate=dups.append)
+    return RewriteResult("mediasec.reidentify/1", request.output, tuple(files), tuple(dups))

@@ -227,9 +227,10 @@ def test_the_public_names_are_pinned():
         "protect", "ProtectRequest", "ProtectResult",
         "unprotect", "UnprotectRequest",
         "inspect", "InspectRequest", "InspectResult",
+        "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
         "ProtectOptions", "AlgorithmPolicy", "TrustContext",
         "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
-        "PasswordDecrypter", "load_certificates", "load_private_key",
+        "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob",
         "errors"]
     for name in mediasec.__all__:
         assert getattr(mediasec, name) is not None

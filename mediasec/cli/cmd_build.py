@@ -13,16 +13,15 @@ recipients is refused (PS3.11: the secure format only on secure profiles).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 import click
 
-from mediasec.api import BuildRequest, build, check_build
+from mediasec.api import BuildRequest, build
 from mediasec.cli._protection import load_protection, protection_options
-from mediasec.cli.cmd_deid import deid_build_options, deidentified_sources
+from mediasec.cli.cmd_deid import deid_build_options, deid_job
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, write_json
+from mediasec.cli.render import Progress, warn, write_json
 from mediasec.cms.secure import ProtectOptions
 from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
 
@@ -77,17 +76,13 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         options=ProtectOptions(cipher=cipher, framing=framing, digest=digest), span=span,
         capacity=capacity, pdi=pdi, pdi_institution=pdi_institution, pdi_contact=pdi_contact,
         manifest=not no_manifest, labels=bool(label_target), fill_missing=fill_missing,
-        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers, verify=verify)
-    if flags.get("deid"):
-        check_build(request)   # every refusal before the de-identification pass
-        # de-identified: Study Date/ID are empty, so the directory keys are made up
-        request = dataclasses.replace(request, fill_missing=True)
-    # --deidentify: the build reads a de-identified copy (a private folder beside OUT)
-    request = dataclasses.replace(request,
-                                  sources=tuple(deidentified_sources(sources, output, flags)))
+        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers, verify=verify,
+        deidentify=deid_job(flags))
     reporter = Progress(progress)
     result = build(request, on_progress=reporter)
     doc = result.to_dict()
+    for f in doc.get("deidentify", {}).get("findings", []):
+        warn(f["path"], f["message"])
     if label_target:
         write_json(label_target, "mediasec.label/1", result.labels, private=True)
     if json_target:

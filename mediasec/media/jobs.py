@@ -90,6 +90,9 @@ class BuildRequest:
     #: decrypted and checked) or "full" (every Secure DICOM File decrypted and checked)
     verify: str = "quick"
     rng: Callable[[int], bytes] | None = field(default=None, repr=False, compare=False)
+    #: a ``mediasec.deid.files.DeidJob``: every DICOM input is de-identified first (the
+    #: DICOMDIR, labels and PDI pages then hold only de-identified values)
+    deidentify: Any = field(default=None, repr=False, compare=False)
 
     @property
     def iso(self) -> bool:
