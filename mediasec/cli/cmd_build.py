@@ -59,12 +59,17 @@ from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes that encrypt and sign (default: 2, or 1 on one CPU).")
+@click.option("--verify", "verify", type=click.Choice(["none", "quick", "full"]),
+              default="quick", show_default=True,
+              help="Read the medium back before it is committed: every file's SHA-256 and "
+                   "the manifest, and for secure media the DICOMDIR and a sample (quick) or "
+                   "all (full) of the files decrypted and checked.")
 @deid_build_options
 @dataset_signing_options
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
               fileset_uid, progress, workers, cipher, digest, framing, sign_datasets,
-              authorized_copy, drop_covering_signatures, **flags):
+              authorized_copy, drop_covering_signatures, verify, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
                                                   digest=digest, **flags)
@@ -78,7 +83,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
         options=ProtectOptions(cipher=cipher, framing=framing, digest=digest), span=span,
         capacity=capacity, pdi=pdi, pdi_institution=pdi_institution, pdi_contact=pdi_contact,
         manifest=not no_manifest, labels=bool(label_target), fill_missing=fill_missing,
-        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers,
+        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers, verify=verify,
         deidentify=deid_job(flags), **signing)
     reporter = Progress(progress)
     result = build(request, on_progress=reporter)

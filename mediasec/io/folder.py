@@ -129,6 +129,12 @@ class FolderSink:
     def __exit__(self, exc_type, exc, tb):
         return self._staging.__exit__(exc_type, exc, tb)
 
+    @property
+    def root(self) -> str:
+        """The staging folder (named only until ``commit()``)."""
+        assert self._root is not None
+        return self._root
+
     def _mkdirs(self, parts: tuple[str, ...]) -> str:
         assert self._root is not None
         here = self._root

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder, T
                                  estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media, subset_model)
 from mediasec.media.plan import BytesProducer, plan_medium
+from mediasec.media.readback import MODES, Expected, ReadbackCost, read_back
 from mediasec.media.stages import FileStages, ProtectStage, ReadStage
 from mediasec.policy import AlgorithmPolicy
 
@@ -84,6 +86,10 @@ class BuildRequest:
     fileset_id: str | None = None
     fileset_uid: str | None = None
     workers: int | None = None
+    #: read-back before commit (``mediasec.media.readback``): "none", "quick" (every
+    #: file's SHA-256, the manifest, and for secure media the DICOMDIR and a sample
+    #: decrypted and checked) or "full" (every Secure DICOM File decrypted and checked)
+    verify: str = "quick"
     rng: Callable[[int], bytes] | None = field(default=None, repr=False, compare=False)
     #: a ``mediasec.deid.files.DeidJob``: every DICOM input is de-identified first (the
     #: DICOMDIR, labels and PDI pages then hold only de-identified values)
@@ -160,6 +166,10 @@ class DiscWriter(Protocol):
     def commit(self) -> None: ...
 
     def abort(self) -> None: ...
+
+    def source(self) -> ContextManager:
+        """The medium as written, before commit, as a ``MediumSource`` to read back."""
+        ...
 
 
 class BuildPorts(Protocol):
@@ -316,6 +326,9 @@ def preflight(req: BuildRequest, ports: BuildPorts) -> MediaProfile:
                          "--password-env VAR", path=req.output,
                          code="USAGE_SECURE_NEEDS_RECIPIENT")
     dataset_stage(req, ports)   # its refusals
+    if req.verify not in MODES:
+        raise UsageError(f"read-back mode {req.verify!r}: one of {', '.join(MODES)}",
+                         path=req.output, code="USAGE_BAD_INPUT")
     ports.check_output(req.output)
     return profile
 
@@ -361,7 +374,7 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     udf = req.iso and profile.family in ("dvd", "bd")
     progress = _Bytes(sum(f.producer.size for d in discs for f in d.files), on_progress)
     writers: list = []
-    written, digests = [], []
+    written, digests, costs = [], [], []
     try:
         for i, (name, disc) in enumerate(zip(names, discs), 1):
             w = _Writing(disc, progress, ports.prefetch([f.producer for f in disc.files],
@@ -374,9 +387,16 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
             if req.iso and cap is not None and writer.size is not None and writer.size > cap:
                 raise InputError(f"the image needs {writer.size} bytes, over the {cap}-byte "
                                  "capacity of the medium", path=name, code="PLAN_CAPACITY")
+            made: list[bytes] = []
+
+            def manifest(w=w, made=made) -> bytes:
+                made.append(w.manifest())
+                return made[-1]
+
             with w:
-                written.append(writer.write(w.manifest if req.manifest else None))
+                written.append(writer.write(manifest if req.manifest else None))
                 digests.append([t.sha256 for t in w.tees])
+            costs.append(_read_back(req, writer, disc, w, made[-1] if made else None, name))
         for writer in writers:
             writer.commit()
     finally:
@@ -384,24 +404,49 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
             writer.abort()   # a no-op on a committed medium
 
     return _result(req, profile, scan, whole, discs, [ports.absolute(n) for n in names],
-                   written, digests, fileset_id, signing)
+                   written, digests, fileset_id, costs, signing)
+
+
+def _read_back(req: BuildRequest, writer, disc: _Disc, w: _Writing, manifest: bytes | None,
+               name: str) -> ReadbackCost:
+    """Read the medium back as written, before it is committed (``media.readback``)."""
+    if req.verify == "none":
+        return ReadbackCost("none")
+    expected = []
+    for f, tee in zip(disc.files, w.tees):
+        if f.role == "manifest":
+            sha = hashlib.sha256(manifest or b"").hexdigest()
+        else:
+            sha = tee.sha256
+        data = getattr(getattr(f.producer, "item", None), "data", None)
+        expected.append(Expected(
+            f.name, f.role, f.producer.size, sha,
+            content_key=getattr(f.producer, "content_key", None),
+            plain_sha256=hashlib.sha256(data).hexdigest()
+            if data is not None and f.role == "dicomdir" else None))
+    with writer.source() as source:
+        return read_back(source, expected, mode=req.verify, label=name, manifest=manifest)
 
 
 def _result(req, profile, scan, whole, discs, names, written, digests,
-            fileset_id, signing) -> BuildResult:
+            fileset_id, costs, signing) -> BuildResult:
     images = []
-    for i, (name, disc, size, sums) in enumerate(zip(names, discs, written, digests), 1):
+    total = ReadbackCost(req.verify)
+    for c in costs:
+        total.add(c)
+    for i, (name, disc, size, sums, cost) in enumerate(zip(names, discs, written, digests,
+                                                          costs), 1):
         d = PlanReport(plan=disc.plan, scan=scan, output=name, written=True).to_dict()
         images.append({"path": name, "disc": i, "of": len(discs),
                        "kind": "iso" if req.iso else "folder", "size": size,
                        "fileset_uid": disc.plan.fileset_uid, "counts": d["counts"],
-                       "dicomdir": d["dicomdir"],
+                       "dicomdir": d["dicomdir"], "readback": cost.to_dict(),
                        "files": [{"path": f.name, "role": f.role, "size": f.producer.size,
                                   "sha256": h}
                                  for f, h in zip(disc.files, sums) if f.role != "manifest"]})
     doc = PlanReport(plan=whole, scan=scan, output=names[0], written=True).to_dict()
     opts = req.options
-    doc.update({"secure": profile.secure, "images": images,
+    doc.update({"secure": profile.secure, "images": images, "readback": total.to_dict(),
                 "protection": ({"cipher": opts.cipher, "framing": opts.framing,
                                 "integrity": "signedData" if req.signers else "digestedData",
                                 "recipients": len(req.recipients)} if profile.secure else None)})

@@ -325,6 +325,14 @@ class FilePipeline:
         return "bytes" if self.item.data is not None else "copy"
 
     @property
+    def content_key(self) -> bytes | None:
+        """The protect step's content-encryption key (None for a file not protected)."""
+        for n, s in self.steps:
+            if n == "protect":
+                return s.cms.content_key
+        return None
+
+    @property
     def plain_size(self) -> int:
         """Bytes before protection (the inner file's size)."""
         sizes = [s.size for n, s in self.steps if n != "protect"]
