@@ -479,3 +479,43 @@ def test_damaged_files_never_crash_the_checker(signed_ct):
             continue
         outcomes |= {s.status for s in rep.signatures} or {"none"}
     assert {"error", "valid", "bad_signature"} <= outcomes
+
+
+# -- the readers' probe (verify, extract) -------------------------------------------------------
+
+def _probe(data: bytes, *, limit=None, piece=7_919):
+    from mediasec.media.dsig_check import DatasetSignatureProbe
+    p = DatasetSignatureProbe() if limit is None else DatasetSignatureProbe(limit)
+    for i in range(0, len(data), piece):
+        p.feed(memoryview(data)[i:i + piece])
+    return p
+
+
+@pytest.mark.parametrize("ts", [ELE, ILE, BE, JPEG])
+@pytest.mark.parametrize("piece", [1, 5, 7_919])
+def test_probe_finds_signatures_at_any_level_and_chunking(tmp_path, ts, piece):
+    """verify/extract see a Digital Signatures Sequence - top level or nested only -
+    whatever the chunk boundaries, and check it."""
+    p = nested_ct(tmp_path / "in.dcm", ts=ts)
+    top = signed_bytes(p)
+    nested = signed_bytes(p, SignRequest(item_path="OtherPatientIDsSequence[0]"))
+    for data in (top, nested):
+        probe = _probe(data, piece=piece)
+        assert probe.seen
+        codes = [(f.code, f.outcome.value) for f in probe.findings(trust())]
+        assert ("SIG_VALID", "info") in codes, codes
+    assert not _probe(p.read_bytes(), piece=piece).seen
+
+
+def test_probe_is_not_fooled_by_pixel_data(tmp_path):
+    """Hundreds of MiB of pixel data hold any short byte pattern by chance: an unsigned
+    object whose pixels contain the tag's bytes (even followed by "SQ"-like bytes in the
+    wrong place) is not reported as an unchecked signature, however large it is."""
+    p = write_instance(tmp_path / "big.dcm", rows=64, cols=64)
+    data = bytearray(p.read_bytes())
+    noise = (b"\xfa\xff\xfa\xff\x00\x01\x02\x03\x04\x05" + b"\xff\xfa\xff\xfa" + b"\xfa\xff\xfa"
+             + b"\xfa\xff\xfa\xffS" + b"\xfa\xff\xfa\xff\xff\xff\xff\xff\xfe\xff\x00")
+    at = len(data) - 4096                     # inside the pixel data
+    data[at:at + len(noise)] = noise
+    probe = _probe(bytes(data), limit=1024)   # as if the object were over the in-memory limit
+    assert not probe.seen and probe.findings(trust()) == []
