@@ -27,7 +27,7 @@ from mediasec.api import (ExtractRequest, ListRequest, VerifyRequest, extract, l
 from mediasec.cli._protection import key_options, load_keys, load_trust, with_options
 from mediasec.cli.main import cli
 from mediasec.cli.render import Progress, json_and_operand, json_option, write_json
-from mediasec.media.validate import MediaReport, summarize_tree
+from mediasec.media.verify_report import MediaReport, summarize_tree
 from mediasec.report import Outcome
 
 __all__: list[str] = []

@@ -34,6 +34,7 @@ from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.media.build import PlanReport, ScanResult, plan_build, release_scan_values, \
     scan_inputs
 from mediasec._job import collector_paused
+from mediasec.media.dsign import SignDatasetStage
 from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder, TeeProducer,
                                  estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media, subset_model)
@@ -93,6 +94,14 @@ class BuildRequest:
     #: a ``mediasec.deid.files.DeidJob``: every DICOM input is de-identified first (the
     #: DICOMDIR, labels and PDI pages then hold only de-identified values)
     deidentify: Any = field(default=None, repr=False, compare=False)
+    #: PS3.15 Annex C dataset signatures: every instance signed with ``dataset_signer``
+    #: (an ``RSASigner``) under this profile (base|creator|authorization|sr) before CMS
+    sign_datasets: str | None = None
+    dataset_signer: Any = field(default=None, repr=False, compare=False)
+    #: AO/AC instances become Authorized Copies (AC), signed with the authorization profile
+    authorized_copy: bool = False
+    #: with ``authorized_copy``: drop (and report) signatures covering the status, not refuse
+    drop_covering_signatures: bool = False
 
     @property
     def iso(self) -> bool:
@@ -319,8 +328,19 @@ def preflight(req: BuildRequest, ports: BuildPorts) -> MediaProfile:
     if req.verify not in MODES:
         raise UsageError(f"read-back mode {req.verify!r}: one of {', '.join(MODES)}",
                          path=req.output, code="USAGE_BAD_INPUT")
+    dataset_stage(req, ports)   # its refusals
     ports.check_output(req.output)
     return profile
+
+
+def dataset_stage(req: BuildRequest, ports: BuildPorts) -> SignDatasetStage:
+    """The job's ``sign_dataset`` stage: signing with ``req.dataset_signer``, or only the
+    removal of signatures a conversion broke."""
+    return SignDatasetStage.for_job(ports.open_input, profile=req.sign_datasets,
+                                    signer=req.dataset_signer,
+                                    authorized_copy=req.authorized_copy,
+                                    drop_covering=req.drop_covering_signatures,
+                                    policy=req.policy)
 
 
 def run_build(req: BuildRequest, ports: BuildPorts, *,
@@ -330,8 +350,10 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     fileset_id = ("DICOM" if req.iso else "") if req.fileset_id is None else req.fileset_id
     base_uid = req.fileset_uid or f"2.25.{uuid.uuid4().int}"
     rng = req.rng or (lambda n: secrets.token_bytes(n))
+    signing = dataset_stage(req, ports)
     stages = FileStages(
         read=ReadStage(ports.open_input),
+        sign_dataset=signing,
         protect=ProtectStage.for_job(recipients=req.recipients, signers=req.signers,
                                      policy=req.policy, options=req.options, rng=rng)
         if profile.secure else None)
@@ -382,7 +404,7 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
             writer.abort()   # a no-op on a committed medium
 
     return _result(req, profile, scan, whole, discs, [ports.absolute(n) for n in names],
-                   written, digests, fileset_id, costs)
+                   written, digests, fileset_id, signing, costs)
 
 
 def _read_back(req: BuildRequest, writer, disc: _Disc, w: _Writing, manifest: bytes | None,
@@ -407,7 +429,7 @@ def _read_back(req: BuildRequest, writer, disc: _Disc, w: _Writing, manifest: by
 
 
 def _result(req, profile, scan, whole, discs, names, written, digests,
-            fileset_id, costs) -> BuildResult:
+            fileset_id, signing, costs) -> BuildResult:
     images = []
     total = ReadbackCost(req.verify)
     for c in costs:
@@ -428,6 +450,10 @@ def _result(req, profile, scan, whole, discs, names, written, digests,
                 "protection": ({"cipher": opts.cipher, "framing": opts.framing,
                                 "integrity": "signedData" if req.signers else "digestedData",
                                 "recipients": len(req.recipients)} if profile.secure else None)})
+    if signing.profile or signing.findings:
+        doc["dataset_signatures"] = {"profile": signing.profile,
+                                     "authorized_copy": req.authorized_copy,
+                                     "findings": list(signing.findings)}
     labels = None
     if req.labels:
         labels = {"discs": [label_data(d.plan.model, disc=i, of=len(discs),
