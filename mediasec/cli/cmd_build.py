@@ -68,8 +68,8 @@ from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
 @dataset_signing_options
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
-              fileset_uid, progress, workers, cipher, digest, framing, sign_datasets,
-              authorized_copy, drop_covering_signatures, verify, **flags):
+              fileset_uid, progress, workers, cipher, digest, framing, verify, sign_datasets,
+              authorized_copy, drop_covering_signatures, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
                                                   digest=digest, **flags)

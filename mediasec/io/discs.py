@@ -14,10 +14,10 @@ import os
 from typing import Any, Callable
 
 from mediasec.errors import InputError, IntegrityError, MediasecError
-from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
+from mediasec.io.folder import (FolderSink, FolderSource, collect_inputs, open_input,
+                                resolve_file_id)
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
-from mediasec.io.iso import IsoFile, IsoImage
-from mediasec.io.medium import FolderSource, IsoSource
+from mediasec.io.iso import IsoFile, IsoImage, IsoSource
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.jobs import DiscFile, DiscLayout
 from mediasec.media.plan import write_producer

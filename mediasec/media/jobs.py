@@ -325,10 +325,10 @@ def preflight(req: BuildRequest, ports: BuildPorts) -> MediaProfile:
         raise UsageError(f"{profile.id} is a secure profile: give --encrypt-to CERT and/or "
                          "--password-env VAR", path=req.output,
                          code="USAGE_SECURE_NEEDS_RECIPIENT")
-    dataset_stage(req, ports)   # its refusals
     if req.verify not in MODES:
         raise UsageError(f"read-back mode {req.verify!r}: one of {', '.join(MODES)}",
                          path=req.output, code="USAGE_BAD_INPUT")
+    dataset_stage(req, ports)   # its refusals
     ports.check_output(req.output)
     return profile
 
@@ -404,7 +404,7 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
             writer.abort()   # a no-op on a committed medium
 
     return _result(req, profile, scan, whole, discs, [ports.absolute(n) for n in names],
-                   written, digests, fileset_id, costs, signing)
+                   written, digests, fileset_id, signing, costs)
 
 
 def _read_back(req: BuildRequest, writer, disc: _Disc, w: _Writing, manifest: bytes | None,
@@ -429,7 +429,7 @@ def _read_back(req: BuildRequest, writer, disc: _Disc, w: _Writing, manifest: by
 
 
 def _result(req, profile, scan, whole, discs, names, written, digests,
-            fileset_id, costs, signing) -> BuildResult:
+            fileset_id, signing, costs) -> BuildResult:
     images = []
     total = ReadbackCost(req.verify)
     for c in costs:
