@@ -40,12 +40,13 @@ from mediasec.io.discs import FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
-from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
-                                worker_init)
-from mediasec.io.workers import Pool, default_workers
+from mediasec.io.medium import (medium_spec, open_medium, worker_examine_batch,
+                                worker_extract, worker_init)
+from mediasec.io.workers import Pool, batches, default_workers
 from mediasec.media.extract import ExtractReport, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
-from mediasec.media.validate import (MediaReport, examine_file, finish_validation, index_medium,
+from mediasec.media.validate import (MediaReport, MediumIndex, examine_file,
+                                     finish_validation, index_medium, planned_tasks,
                                      tree_from_facts)
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Outcome
@@ -101,15 +102,26 @@ def verify(request: VerifyRequest, *, on_progress: Progress | None = None) -> Me
     decrypters = list(request.decrypters)
     spec = medium_spec(request.medium)
     with Job("verify").active():
-        # workers first (forked small), then the medium is parsed in this process
+        # workers first (forked small), then the medium is listed in this process; the
+        # workers examine the files while this process opens the DICOMDIR and the manifest
         with Pool(request.workers or default_workers(), setup=worker_init,
                   args=(spec, decrypters, request.trust, None)) as pool:
             with open_medium(request.medium) as source:
-                fsi = index_medium(source, decrypters=decrypters, trust=request.trust)
-                return finish_validation(
-                    source, fsi, decrypters=decrypters, trust=request.trust,
-                    examiner=lambda tasks: pool.run(worker_examine, tasks), profile=profile,
-                    on_progress=on_progress)
+                index = MediumIndex(source.entries())
+                tasks = planned_tasks(index)
+                groups = pool.run_ahead(worker_examine_batch,
+                                        batches(tasks, lambda t: t.size))
+                try:
+                    fsi = index_medium(source, decrypters=decrypters, trust=request.trust,
+                                       index=index)
+                    return finish_validation(
+                        source, fsi, decrypters=decrypters, trust=request.trust,
+                        examiner=lambda _tasks: (f for group in groups for f in group),
+                        profile=profile, on_progress=on_progress)
+                finally:
+                    close = getattr(groups, "close", None)
+                    if close is not None:
+                        close()
 
 
 # -- extract -----------------------------------------------------------------------------

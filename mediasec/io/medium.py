@@ -43,7 +43,7 @@ from mediasec.media.validate import ExamineTask, FileFacts, MediumEntry, examine
 
 __all__ = ["IsoSource", "FolderSource", "open_medium", "medium_spec",
            "worker_extract", "SecretOutput", "reopen", "worker_init",
-           "worker_examine", "CHUNK"]
+           "worker_examine", "worker_examine_batch", "CHUNK"]
 
 CHUNK = 1 << 20
 _VERSION = re.compile(r";\d*\Z")
@@ -344,6 +344,11 @@ def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
     """Pool task: read one file once (see ``examine_file``)."""
     return examine_file(state["reader"].open(task.handle), path=task.path, size=task.size,
                         decrypters=state["decrypters"], trust=state["trust"])
+
+
+def worker_examine_batch(state: dict, tasks: tuple) -> list[FileFacts]:
+    """Pool task: ``worker_examine`` of a few consecutive files (one round trip)."""
+    return [worker_examine(state, t) for t in tasks]
 
 
 def examine_fn(source, decrypters, trust) -> Any:

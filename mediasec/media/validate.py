@@ -52,8 +52,8 @@ from mediasec.dicom.dicomdir import (REF_FILE_ID, REF_SOP_CLASS, REF_SOP_INSTANC
                                      DecodedDirectory, DecodedRecord, decode_dicomdir)
 from mediasec.dicom.fileid import normalise_component
 from mediasec.dicom.scan import MEDIA_STORAGE_DIRECTORY, scan_file
-from mediasec.errors import (InputError, MediasecError, NoRecipientError, NotDicomError,
-                             WrongPasswordError)
+from mediasec.errors import (InputError, InternalError, MediasecError, NoRecipientError,
+                             NotDicomError, WrongPasswordError)
 from mediasec.policy import TrustContext
 from mediasec.report import FileResult, Finding, Outcome, worst
 
@@ -61,7 +61,7 @@ __all__ = ["MediumEntry", "MediumSource", "MediumIndex", "HeaderFacts", "FileFac
            "ExamineTask", "RecordRef", "FileSetIndex", "MediaReport", "examine_file",
            "judge_file", "index_medium", "validate_medium", "check_file_id_value",
            "parse_manifest", "tree_from_facts", "content_ok", "norm_path", "summarize_tree",
-           "local_examiner", "examine_tasks", "finish_validation", "HEADER_BOUND", "MAX_DICOMDIR_BYTES",
+           "local_examiner", "examine_tasks", "planned_tasks", "finish_validation", "HEADER_BOUND", "MAX_DICOMDIR_BYTES",
            "MAX_MANIFEST_BYTES", "SCHEMA", "CONTENT_CODES"]
 
 SCHEMA = "mediasec.verify/1"
@@ -599,17 +599,40 @@ def _find_root(index: MediumIndex, name: str) -> tuple[MediumEntry | None, str |
     return (hit, "case") if hit is not None else (None, None)
 
 
-def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | None = None
-                 ) -> FileSetIndex:
+def _roots(index: MediumIndex) -> tuple[MediumEntry | None, MediumEntry | None, str | None]:
+    """(manifest entry, DICOMDIR entry, how the DICOMDIR was found): the root files the
+    index step reads itself, found the one way both ``index_medium`` and
+    ``planned_tasks`` use."""
+    m_entry, _ = _find_root(index, MANIFEST_NAME)
+    d_entry, how = _find_root(index, "DICOMDIR")
+    return m_entry, d_entry, how
+
+
+def planned_tasks(index: MediumIndex) -> list[ExamineTask]:
+    """The files the examine step reads, known from the listing alone: the same list as
+    ``examine_tasks(index_medium(...))``, so that examining can start before the DICOMDIR
+    is opened (``finish_validation`` checks that it got exactly these)."""
+    m_entry, d_entry, _ = _roots(index)
+    skip = {id(e) for e in (m_entry, d_entry) if e is not None and e.kind == "file"}
+    return [ExamineTask(e.path, e.size, e.handle) for e in index.entries
+            if e.kind == "file" and id(e) not in skip]
+
+
+def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | None = None,
+                 index: MediumIndex | None = None) -> FileSetIndex:
     """Step 1: find, open and decode the DICOMDIR, resolve its references, read the manifest.
+
+    ``index``: the listing already indexed (``MediumIndex(source.entries())``), when the
+    caller made it to start examining files meanwhile (``planned_tasks``).
 
     Raises ``InputError`` only when the caller's keys cannot open a secure DICOMDIR (no
     matching recipient, wrong password): the medium cannot be read as asked (exit 2).
     """
-    index = MediumIndex(source.entries())
+    if index is None:
+        index = MediumIndex(source.entries())
     fsi = FileSetIndex(index)
+    m_entry, d_entry, how = _roots(index)
     # the manifest (plain text, hashes of the stored files)
-    m_entry, _ = _find_root(index, MANIFEST_NAME)
     if m_entry is not None and m_entry.kind == "file":
         fsi.manifest_entry = m_entry
         data, sha, problems = _read_small(source, m_entry, MAX_MANIFEST_BYTES, MANIFEST_NAME)
@@ -627,7 +650,6 @@ def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | N
                     fsi.manifest.setdefault(entry.path, digest)
         fsi.missing.setdefault(m_entry.path, []).extend(problems)
     # the DICOMDIR
-    d_entry, how = _find_root(index, "DICOMDIR")
     if d_entry is None or d_entry.kind != "file":
         fsi.medium_findings.append(Finding("FS_NO_DICOMDIR", Outcome.FAILED,
                                            "no DICOMDIR in the root of the medium; the files "
@@ -1087,6 +1109,7 @@ def finish_validation(source: MediumSource, fsi: FileSetIndex, *, decrypters=(),
         examiner = local_examiner(source, decrypters=decrypters, trust=trust)
     iso = source.volume_id is not None
     tasks = examine_tasks(fsi)
+    examined = 0
     total_bytes = sum(t.size for t in tasks)
     results: list[FileResult] = []
     if fsi.dicomdir_result is not None:
@@ -1099,6 +1122,11 @@ def finish_validation(source: MediumSource, fsi: FileSetIndex, *, decrypters=(),
     done = 0
     seen_ref_paths: set[str] = set()
     for facts in examiner(tasks):
+        # an examiner started early (``planned_tasks``) must have read exactly these files
+        if examined >= len(tasks) or facts.path != tasks[examined].path:
+            raise InternalError(f"the examined files differ from the plan at "
+                                f"{facts.path!r}")
+        examined += 1
         done += facts.size
         if on_progress is not None:
             on_progress({"event": "progress", "done_bytes": done, "total_bytes": total_bytes,
@@ -1127,6 +1155,8 @@ def finish_validation(source: MediumSource, fsi: FileSetIndex, *, decrypters=(),
             info["sop_instance_uid"] = facts.header.sop_instance_uid
             info["transfer_syntax"] = facts.header.transfer_syntax
         results.append(FileResult(facts.path, findings, info))
+    if examined != len(tasks):
+        raise InternalError(f"{len(tasks) - examined} planned files were not examined")
     # escapes (never opened), then references to files that are not there
     for e in fsi.index.entries:
         if e.kind == "escape":
