@@ -27,7 +27,7 @@ from mediasec.policy import AlgorithmPolicy, CIPHERS, MIN_PBKDF2_ITERATIONS
 
 __all__ = ["Signer", "RSASigner", "KeyTransportRecipient", "PasswordRecipient", "Decrypter",
            "KeyDecrypter", "PasswordDecrypter", "block_cipher", "HASHES", "Unwrapped",
-           "load_recipient_infos"]
+           "load_recipient_infos", "describe_recipients", "masked_recipient_infos"]
 
 HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
           "sha512": hashes.SHA512}
@@ -366,6 +366,36 @@ def _ktri_key_holes(raw: bytes):
 
 #: RecipientInfos encodings, encrypted keys zeroed, known to parse completely
 _RIS_SHAPES = pcerts._Memo(64)
+#: (KeyDecrypter, masked RecipientInfos) -> its unwrap plan (see KeyDecrypter._plan)
+_UNWRAP_PLANS = pcerts._Memo(64)
+
+
+def masked_recipient_infos(raw: bytes) -> tuple[bytes | None, list | None]:
+    """(the encoding with every plain ktri's encrypted key zeroed, those key ranges), or
+    (None, None) when the SET is not the plain definite layout. Files of a medium that
+    differ only in their encrypted keys have the same masked encoding."""
+    holes = _ktri_key_holes(raw)
+    if holes is None:
+        return None, None
+    buf = bytearray(raw)
+    for a, b in holes:
+        buf[a:b] = bytes(b - a)
+    return bytes(buf), holes
+
+
+#: masked RecipientInfos -> the descriptions of its RecipientInfos (see describe_recipients)
+_RIS_DESCRIPTIONS = pcerts._Memo(64)
+
+
+def describe_recipients(infos: acms.RecipientInfos) -> list[dict]:
+    """``[describe_recipient(ri) for ri in infos]``, worked out once per masked encoding
+    (a description never depends on an encrypted key)."""
+    masked, _ = masked_recipient_infos(infos.dump())
+    if masked is None:
+        return [describe_recipient(ri) for ri in infos]
+    found = _RIS_DESCRIPTIONS.get(masked, lambda: tuple(describe_recipient(ri)
+                                                        for ri in infos))
+    return [dict(d) for d in found]
 
 
 def load_recipient_infos(raw: bytes) -> acms.RecipientInfos:
@@ -420,6 +450,82 @@ class KeyDecrypter(Decrypter):
                 or issuer == pcerts.issuer_and_serial(self.certificate)["issuer"])
 
     def unwrap(self, infos: acms.RecipientInfos, key_len: int) -> Unwrapped:
+        raw = infos.dump()
+        masked, holes = masked_recipient_infos(raw)
+        if masked is not None:
+            plan = _UNWRAP_PLANS.lookup((self, masked))
+            if plan is None:
+                plan = self._plan(infos, raw, holes)
+                if plan is not None:
+                    _UNWRAP_PLANS.put((self, masked), plan)
+            if plan is not None:
+                return self._unwrap_planned(plan, raw, key_len)
+        return self._unwrap(infos, key_len)
+
+    def _plan(self, infos, raw: bytes, holes) -> tuple | None:
+        """What ``_unwrap`` decides from everything but the encrypted keys: per ktri, in
+        order, (description, match, padding, findings, key range); None (use ``_unwrap``)
+        when a ktri cannot be mapped onto a key range or anything raises."""
+        out = []
+        try:
+            ktris = [ri for ri in infos if ri.name == "ktri"]
+            if len(ktris) != len(holes):
+                return None
+            for ri, (a, b) in zip(ktris, holes):
+                k = ri.chosen
+                if k["encrypted_key"].native != raw[a:b]:
+                    return None
+                desc = describe_recipient(ri)
+                match = self._matches(k["rid"])
+                if match is False:
+                    out.append((desc, False, None, (), (a, b)))
+                    continue
+                pad, findings = self._padding(k["key_encryption_algorithm"])
+                out.append((desc, match, pad, tuple(findings), (a, b)))
+        except Exception:  # noqa: BLE001 - the full path reports it, in its own order
+            return None
+        return tuple(out)
+
+    def _unwrap_planned(self, plan, raw: bytes, key_len: int) -> Unwrapped:
+        found = []
+        for desc, match, pad, findings, (a, b) in plan:
+            found.append(dict(desc))
+            if match is False:
+                continue
+            try:
+                cek = self._key.decrypt(raw[a:b], pad)
+            except ValueError:
+                cek = None
+            if cek is None or len(cek) != key_len:
+                if match:
+                    raise DecryptionError("the encrypted content key for our recipient does "
+                                          "not decrypt (damaged file)")
+                continue
+            return Unwrapped(cek, found[-1], findings)
+        raise NoRecipientError(
+            "none of the file's recipients matches the given key"
+            + (f"; recipients: {_recipients_text(found)}" if found else
+               "; the file has no key-transport recipients"))
+
+    def _padding(self, alg) -> tuple:
+        findings = []
+        if alg["algorithm"].dotted == oids.RSAES_OAEP:
+            params = alg["parameters"]
+            h = HASHES[params["hash_algorithm"]["algorithm"].native]()
+            mh = HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
+            pad = padding.OAEP(mgf=padding.MGF1(mh), algorithm=h, label=None)
+            findings.append(("ALG_OAEP_EXTENSION", "RSAES-OAEP key transport is not named "
+                             "by PS3.15 D.1 (read as an extension)"))
+        elif alg["algorithm"].dotted == oids.RSA_ENCRYPTION:
+            pad = padding.PKCS1v15()
+        else:
+            raise InputError(f"key transport {alg['algorithm'].dotted} is not supported",
+                             code="CMS_ALG_UNSUPPORTED")
+        if self._key.key_size < 2048:
+            findings.append(("ALG_LEGACY", f"RSA-{self._key.key_size} key transport"))
+        return pad, findings
+
+    def _unwrap(self, infos: acms.RecipientInfos, key_len: int) -> Unwrapped:
         found = []
         for ri in infos:
             if ri.name != "ktri":
@@ -429,22 +535,7 @@ class KeyDecrypter(Decrypter):
             match = self._matches(k["rid"])
             if match is False:
                 continue
-            alg = k["key_encryption_algorithm"]
-            findings = []
-            if alg["algorithm"].dotted == oids.RSAES_OAEP:
-                params = alg["parameters"]
-                h = HASHES[params["hash_algorithm"]["algorithm"].native]()
-                mh = HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
-                pad = padding.OAEP(mgf=padding.MGF1(mh), algorithm=h, label=None)
-                findings.append(("ALG_OAEP_EXTENSION", "RSAES-OAEP key transport is not named "
-                                 "by PS3.15 D.1 (read as an extension)"))
-            elif alg["algorithm"].dotted == oids.RSA_ENCRYPTION:
-                pad = padding.PKCS1v15()
-            else:
-                raise InputError(f"key transport {alg['algorithm'].dotted} is not supported",
-                                 code="CMS_ALG_UNSUPPORTED")
-            if self._key.key_size < 2048:
-                findings.append(("ALG_LEGACY", f"RSA-{self._key.key_size} key transport"))
+            pad, findings = self._padding(k["key_encryption_algorithm"])
             try:
                 cek = self._key.decrypt(k["encrypted_key"].native, pad)
             except ValueError:
