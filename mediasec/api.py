@@ -36,7 +36,6 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileR
                                  inspect_secure_file, open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
                              VerificationError)
-from mediasec.io.discs import FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
@@ -71,6 +70,8 @@ def _normalized(request: BuildRequest) -> BuildRequest:
 def build(request: BuildRequest, *, on_progress: Progress | None = None) -> BuildResult:
     """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
     Nothing exists at the output unless the whole job succeeded."""
+    from mediasec.io.discs import FileSystemPorts   # build only (pydicom): not for verify
+
     request = _normalized(request)
     with Job("build").active():
         return run_build(request, FileSystemPorts(), on_progress=on_progress)
@@ -79,6 +80,8 @@ def build(request: BuildRequest, *, on_progress: Progress | None = None) -> Buil
 def check_build(request: BuildRequest) -> None:
     """The refusals ``build`` makes before reading any input (profile, recipients, output),
     for a caller with work of its own to do first."""
+    from mediasec.io.discs import FileSystemPorts
+
     preflight(_normalized(request), FileSystemPorts())
 
 
