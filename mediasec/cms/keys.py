@@ -374,13 +374,22 @@ def masked_recipient_infos(raw: bytes) -> tuple[bytes | None, list | None]:
     """(the encoding with every plain ktri's encrypted key zeroed, those key ranges), or
     (None, None) when the SET is not the plain definite layout. Files of a medium that
     differ only in their encrypted keys have the same masked encoding."""
+    return _MASKED.get(raw, lambda: _mask_ktri_keys(raw))
+
+
+def _mask_ktri_keys(raw: bytes) -> tuple[bytes | None, tuple | None]:
     holes = _ktri_key_holes(raw)
     if holes is None:
         return None, None
     buf = bytearray(raw)
     for a, b in holes:
         buf[a:b] = bytes(b - a)
-    return bytes(buf), holes
+    return bytes(buf), tuple(holes)
+
+
+#: the last few RecipientInfos encodings -> (masked, holes): a file's head is looked at
+#: three times (parse check, descriptions, unwrap)
+_MASKED = pcerts._Memo(4)
 
 
 #: masked RecipientInfos -> the descriptions of its RecipientInfos (see describe_recipients)
@@ -405,15 +414,9 @@ def load_recipient_infos(raw: bytes) -> acms.RecipientInfos:
     parse whatever their bytes), so the check is remembered for the encoding with those
     bytes zeroed."""
     ris = acms.RecipientInfos.load(raw)
-    holes = _ktri_key_holes(raw)
-    masked = None
-    if holes is not None:
-        buf = bytearray(raw)
-        for a, b in holes:
-            buf[a:b] = bytes(b - a)
-        masked = bytes(buf)
-        if _RIS_SHAPES.lookup(masked) is not None:
-            return ris
+    masked, _ = masked_recipient_infos(raw)
+    if masked is not None and _RIS_SHAPES.lookup(masked) is not None:
+        return ris
     ris.native
     if masked is not None:
         _RIS_SHAPES.put(masked, True)
