@@ -36,20 +36,19 @@ from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileR
                                  inspect_secure_file, open_secure_file, raise_for_failures)
 from mediasec.errors import (InputError, InternalError, MediasecError, NotCMSError,
                              NotDicomError, UsageError, VerificationError)
-from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
-from mediasec.deid.files import prepare_reidentify
 from mediasec.io.medium import medium_spec, open_medium
-from mediasec.io.workers import (Pool, default_workers, worker_examine, worker_extract,
-                                 worker_init)
+from mediasec.io.workers import (Pool, batches, default_workers, worker_examine_batch,
+                                 worker_extract, worker_init)
 from mediasec.media.extract import ExtractReport, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
-from mediasec.media.dirindex import index_medium
+from mediasec.media.dirindex import index_medium, planned_tasks
 from mediasec.media.examine import examine_file
 from mediasec.media.validate import finish_validation
+from mediasec.media.source import MediumIndex
 from mediasec.media.verify_report import MediaReport, tree_from_facts
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Outcome
@@ -81,6 +80,9 @@ def _normalized(request: BuildRequest) -> BuildRequest:
 def build(request: BuildRequest, *, on_progress: Progress | None = None) -> BuildResult:
     """Build a File-set folder or disc image (``request.output``); see ``BuildRequest``.
     Nothing exists at the output unless the whole job succeeded."""
+    # build only (pydicom): not imported for verify, ls, extract
+    from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
+
     request = _normalized(request)
     ports = FileSystemPorts()
     if request.deidentify is not None:
@@ -102,6 +104,8 @@ def build(request: BuildRequest, *, on_progress: Progress | None = None) -> Buil
 def check_build(request: BuildRequest) -> None:
     """The refusals ``build`` makes before reading any input (profile, recipients, output),
     for a caller with work of its own to do first."""
+    from mediasec.io.discs import FileSystemPorts
+
     preflight(_normalized(request), FileSystemPorts())
 
 
@@ -125,15 +129,26 @@ def verify(request: VerifyRequest, *, on_progress: Progress | None = None) -> Me
     decrypters = list(request.decrypters)
     spec = medium_spec(request.medium)
     with Job("verify").active():
-        # workers first (forked small), then the medium is parsed in this process
+        # workers first (forked small), then the medium is listed in this process; the
+        # workers examine the files while this process opens the DICOMDIR and the manifest
         with Pool(request.workers or default_workers(), setup=worker_init,
                   args=(spec, decrypters, request.trust, None)) as pool:
             with open_medium(request.medium) as source:
-                fsi = index_medium(source, decrypters=decrypters, trust=request.trust)
-                return finish_validation(
-                    source, fsi, decrypters=decrypters, trust=request.trust,
-                    examiner=lambda tasks: pool.run(worker_examine, tasks), profile=profile,
-                    on_progress=on_progress)
+                index = MediumIndex(source.entries())
+                tasks = planned_tasks(index)
+                groups = pool.run_ahead(worker_examine_batch,
+                                        batches(tasks, lambda t: t.size))
+                try:
+                    fsi = index_medium(source, decrypters=decrypters, trust=request.trust,
+                                       index=index)
+                    return finish_validation(
+                        source, fsi, decrypters=decrypters, trust=request.trust,
+                        examiner=lambda _tasks: (f for group in groups for f in group),
+                        profile=profile, on_progress=on_progress)
+                finally:
+                    close = getattr(groups, "close", None)
+                    if close is not None:
+                        close()
 
 
 # -- extract -----------------------------------------------------------------------------
@@ -539,6 +554,8 @@ def reidentify(request: ReidentifyRequest) -> RewriteResult:
     if not request.decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
                          code="USAGE_NO_KEY")
+    from mediasec.deid.files import prepare_reidentify
+
     decrypters, dups = list(request.decrypters), []
     with Job("reidentify").active():
         files = rewrite_files(list_inputs(request.inputs), request.output,

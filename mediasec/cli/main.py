@@ -43,16 +43,27 @@ def cli(ctx: click.Context, verbose: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 
 
-def _register() -> None:
+#: verbs whose module alone is imported when the command line names them (a start-up
+#: cost paid on every disc checked); anything else imports every verb module
+_ONLY = {"verify": "cmd_verify", "ls": "cmd_verify", "extract": "cmd_verify"}
+
+
+def _register(args: list[str] | None = None) -> None:
     """Import the verb modules; each registers its commands on ``cli``."""
+    import importlib
+
+    verb = next((a for a in args or () if not a.startswith("-")), None)
+    if verb in _ONLY and "--help" not in (args or ()):
+        importlib.import_module(f"mediasec.cli.{_ONLY[verb]}")
+        return
     from mediasec.cli import cmd_build, cmd_cms, cmd_verify  # noqa: F401
     from mediasec.cli import cmd_deid  # noqa: F401
     from mediasec.cli import cmd_sign  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    _register()
     args = sys.argv[1:] if argv is None else argv
+    _register(args)
     verbose = "--verbose" in args or "-v" in args
     try:
         rv = cli.main(args=argv, prog_name="mediasec", standalone_mode=False)

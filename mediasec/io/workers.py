@@ -47,8 +47,8 @@ from mediasec.io.fs import env_error
 from mediasec.io.medium import reopen
 from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 
-__all__ = ["Pool", "ordered_map", "default_workers", "worker_init", "worker_examine",
-           "worker_extract", "examine_fn", "SecretOutput"]
+__all__ = ["Pool", "ordered_map", "default_workers", "batches", "worker_init", "worker_examine",
+           "worker_examine_batch", "worker_extract", "examine_fn", "SecretOutput"]
 
 
 def default_workers() -> int:
@@ -133,6 +133,18 @@ class Pool:
             return (fn(state, item) for item in items)
         return self.map(functools.partial(_with_state, fn), items)
 
+    def run_ahead(self, fn: Callable[[Any, Any], Any], items: Iterable) -> Iterator:
+        """``run``, but the first ``max_inflight`` items are submitted now, so the workers
+        start at once while the caller does other work before it reads the results (with
+        ``workers=1`` nothing runs until then). Close the iterator (or the pool) to cancel
+        what was not read."""
+        if self.workers == 1:
+            return self.run(fn, items)
+        if self._executor is None:
+            raise InternalError("Pool.run_ahead outside its with block")
+        return _Ahead(self._executor, functools.partial(_with_state, fn), iter(items),
+                      self.max_inflight)
+
     def map(self, fn: Callable[[Any], Any], items: Iterable) -> Iterator:
         """``fn(item)`` for every item, yielded in input order, bounded lookahead."""
         if self.workers == 1:
@@ -166,6 +178,67 @@ class Pool:
         finally:
             for fut in pending:
                 fut.cancel()
+
+
+class _Ahead:
+    """Ordered results of ``fn(item)`` with at most ``limit`` submitted and not yet read;
+    the first ``limit`` are submitted when this is made."""
+
+    def __init__(self, executor, fn, it: Iterator, limit: int):
+        self._executor, self._fn, self._it, self._limit = executor, fn, it, limit
+        self._pending: collections.deque = collections.deque()
+        self._exhausted = False
+        self._fill()
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self._limit:
+            try:
+                item = next(self._it)
+            except StopIteration:
+                self._exhausted = True
+                return
+            self._pending.append(self._executor.submit(self._fn, item))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._pending:
+            raise StopIteration
+        fut = self._pending.popleft()
+        self._fill()   # keep ``limit`` in flight while this one is awaited
+        try:
+            return fut.result()
+        except BrokenProcessPool as exc:
+            self.close()
+            raise InternalError("a worker process died (killed or crashed)") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        self._exhausted = True
+
+
+def batches(items: Iterable, size: Callable[[Any], int], *, max_items: int = 32,
+            max_size: int = 8 << 20) -> Iterator[tuple]:
+    """Consecutive items grouped into tuples of at most ``max_items`` items and, unless an
+    item alone is larger, ``max_size`` in ``size``: one pool task per group, so that many
+    small files do not cost one process round trip each."""
+    group: list = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if group and (len(group) >= max_items or total + n > max_size):
+            yield tuple(group)
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        yield tuple(group)
 
 
 #: in a worker process only: what ``setup`` made (a worker serves one pool, one job)
@@ -212,6 +285,11 @@ def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
     """Pool task: read one file once (see ``examine_file``)."""
     return examine_file(state["reader"].open(task.handle), path=task.path, size=task.size,
                         decrypters=state["decrypters"], trust=state["trust"])
+
+
+def worker_examine_batch(state: dict, tasks: tuple) -> list[FileFacts]:
+    """Pool task: ``worker_examine`` of a few consecutive files (one round trip)."""
+    return [worker_examine(state, t) for t in tasks]
 
 
 def examine_fn(source, decrypters, trust) -> Any:
