@@ -28,12 +28,18 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import re
 import stat
 from typing import Any, Iterator
 
 import pycdlib
 from pycdlib.pycdlibexception import PyCdlibException
+
+#: what pycdlib raises on a damaged image besides its own exception: it decodes names,
+#: unpacks records and indexes lists straight from the image's bytes
+_ISO_DAMAGE = (PyCdlibException, ValueError, struct.error, IndexError, KeyError, TypeError,
+               AttributeError, ZeroDivisionError, OverflowError, RecursionError)
 
 from mediasec.errors import InputError, UsageError
 from mediasec.io.fs import env_error
@@ -112,7 +118,7 @@ class IsoSource:
         iso = pycdlib.PyCdlib()
         try:
             iso.open(self.path)
-        except PyCdlibException as exc:
+        except _ISO_DAMAGE as exc:
             self._raw.close()
             raise InputError(f"not a readable ISO 9660 image ({' '.join(str(exc).split())})",
                              path=path, code="MEDIUM_NOT_ISO") from exc
@@ -136,7 +142,7 @@ class IsoSource:
         self.volume_id = (vol.decode("latin-1") if isinstance(vol, bytes) else str(vol)).strip()
         try:
             self._entries = self._list()
-        except PyCdlibException as exc:
+        except _ISO_DAMAGE as exc:
             self.close()
             raise InputError(f"the image's directory structure is damaged "
                              f"({' '.join(str(exc).split())})", path=path,
@@ -149,7 +155,7 @@ class IsoSource:
         if self._iso is not None:
             try:
                 self._iso.close()
-            except PyCdlibException:
+            except _ISO_DAMAGE:
                 pass
             self._iso = None
 
@@ -170,7 +176,7 @@ class IsoSource:
         for full in self._walk("iso_path"):
             try:
                 ext = self._extents("iso_path", full)
-            except PyCdlibException:
+            except _ISO_DAMAGE:
                 continue
             if ext:
                 iso9660_by_extent.setdefault(ext[0][0], full)
@@ -180,7 +186,7 @@ class IsoSource:
                              else c for c in full.strip("/").split("/"))
             try:
                 ext = self._extents(self.namespace, full)
-            except PyCdlibException:
+            except _ISO_DAMAGE:
                 out.append(MediumEntry(shown, 0, None, "link"))
                 continue
             size = sum(n for _, n in ext)
