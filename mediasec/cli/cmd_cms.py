@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import click
 
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.envelope import looks_enveloped
+from mediasec.dicom.scan import scan_file
 from mediasec.cli._protection import (key_options, load_keys, load_protection,
                                       protection_options, with_options)
 from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_secure_file,
@@ -25,7 +27,13 @@ __all__ = []
 
 def _open_input(path: str):
     try:
-        return open(path, "rb", buffering=0)
+        # O_NONBLOCK: a FIFO or device must not block the open; refused just below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError("not a regular file", path=path, code="USAGE_NOT_REGULAR_FILE")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
     except FileNotFoundError as exc:
         raise UsageError("no such file", path=path, code="USAGE_NO_SUCH_FILE") from exc
     except IsADirectoryError as exc:
@@ -39,6 +47,16 @@ def _sniff(f) -> bytes:
     head = f.read(132)
     f.seek(0)
     return head
+
+
+def _check_part10(f, size: int, src: str) -> None:
+    """``DICM`` at byte 128 is not enough: the File Meta Information and the data set's
+    first elements must parse (a damaged file raises ``NotDicomError``/``InputError``)."""
+    try:
+        scan_file(f, size, source=src)
+    except OSError as exc:
+        raise env_error(exc, src) from exc
+    f.seek(0)
 
 
 def _trust(paths) -> TrustContext:
@@ -71,6 +89,7 @@ def protect(src, out, json_out, cipher, digest, framing, **flags):
         if len(head) < 132 or head[128:132] != b"DICM":
             raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)", path=src)
         size = os.fstat(f.fileno()).st_size
+        _check_part10(f, size, src)
         try:
             producer = SecureFileProducer(size, recipients=recipients, signers=signers,
                                           options=ProtectOptions(cipher=cipher, framing=framing,
@@ -182,6 +201,8 @@ def inspect(src, key, cert, key_password_env, password_env, ask_password, trust,
     f = _open_input(src)
     with f:
         head = _sniff(f)
+        if not looks_enveloped(head) and len(head) >= 132 and head[128:132] == b"DICM":
+            _check_part10(f, os.fstat(f.fileno()).st_size, src)
     if not looks_enveloped(head):
         if len(head) >= 132 and head[128:132] == b"DICM":
             body = {"file": src, "kind": "plain DICOM Part 10 file"}

@@ -179,6 +179,14 @@ def _fast_explicit_le(buf: bytes, pos: int, wanted: frozenset, max_wanted: int, 
     return pos, False, None, None
 
 
+def is_uid(value: str) -> bool:
+    """PS3.5 §9.1: 1-64 characters, dot-separated components of digits without
+    leading zeros (a lone ``0`` is allowed)."""
+    if not value or len(value) > 64 or not value.isascii():
+        return False
+    return all(c.isdigit() and (c == "0" or c[0] != "0") for c in value.split("."))
+
+
 def _uid(b: bytes | None) -> str:
     return b.decode("latin-1").rstrip("\0 ").strip() if b else ""
 
@@ -278,6 +286,17 @@ def _scan(fp, size, source, wanted, need_explicit_length, narrow) -> ScannedFile
     if not sop_class or not sop_inst:
         raise InputError("no SOP Class UID or SOP Instance UID", path=source,
                          code="DICOM_NO_SOP_UID")
+    media_inst = _uid(meta.get(0x00020003))
+    for what, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_inst),
+                        ("Media Storage SOP Instance UID", media_inst),
+                        ("Study Instance UID", _uid(values.get(0x0020000D, ("UI", b""))[1])),
+                        ("Series Instance UID", _uid(values.get(0x0020000E, ("UI", b""))[1]))):
+        if value and not is_uid(value):
+            raise InputError(f"{what} is not a valid UID (digits and dots, at most 64)",
+                             path=source, code="DICOM_BAD_UID")
+    if media_inst and _uid(values.get(SOP_INSTANCE_UID, ("UI", b""))[1]) not in ("", media_inst):
+        raise InputError("the File Meta Media Storage SOP Instance UID differs from the data "
+                         "set's SOP Instance UID", path=source, code="DICOM_META_MISMATCH")
     return ScannedFile(source=source, size=size, transfer_syntax=ts, sop_class_uid=sop_class,
                        sop_instance_uid=sop_inst, media_sop_class_uid=_uid(meta.get(0x00020002)),
                        media_sop_instance_uid=_uid(meta.get(0x00020003)),

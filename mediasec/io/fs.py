@@ -22,8 +22,9 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 
-from mediasec.errors import EnvironmentFailure, UsageError
+from mediasec.errors import EnvironmentFailure, InputError, MediasecError, UsageError
 
 __all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "env_error"]
 
@@ -49,9 +50,14 @@ def _link_fd(fd: int, name: str) -> None:
         raise OSError(e, os.strerror(e), name)
 
 
-def env_error(exc: OSError, path: str | os.PathLike | None = None) -> EnvironmentFailure:
-    """Translate an OSError into our EnvironmentFailure, one line, with the file."""
+def env_error(exc: OSError, path: str | os.PathLike | None = None) -> MediasecError:
+    """Translate an OSError into our EnvironmentFailure, one line, with the file.
+
+    A symbolic-link loop is the input's fault, not the environment's: an InputError."""
     what = exc.strerror or str(exc)
+    if exc.errno == errno.ELOOP:
+        return InputError("a symbolic link loop", path=os.fspath(path or exc.filename or "")
+                          or None, code="INPUT_SYMLINK_LOOP")
     if exc.errno == errno.ENOSPC:
         code = "ENV_DISK_FULL"
     elif exc.errno in (errno.EACCES, errno.EPERM):
@@ -75,6 +81,13 @@ def _check_target(target: str) -> None:
     if os.path.isdir(target):
         raise UsageError("is a directory; give a file name for the output", path=target,
                          code="USAGE_OUTPUT_IS_DIR")
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # /dev/null, a FIFO, a socket...
+        raise UsageError("output exists and is not a regular file; it is never replaced",
+                         path=target, code="USAGE_OUTPUT_NOT_REGULAR")
     parent = os.path.dirname(target) or "."
     if not os.path.isdir(parent):
         raise UsageError("output folder does not exist", path=target, code="USAGE_NO_OUTPUT_DIR")
