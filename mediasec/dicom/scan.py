@@ -23,6 +23,8 @@ from typing import BinaryIO, Callable, Iterable
 from mediasec.dicom._elements import BULK_STOP, UNDEFINED, strip_value
 from mediasec.dicom._transcode import (FileReader, InflateReader, Truncated, iter_implicit,
                                        read_header, walk_undefined)
+from mediasec.dicom.tags import (SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID,
+                                 SPECIFIC_CHARACTER_SET, STUDY_INSTANCE_UID)
 from mediasec.errors import InputError, NotDicomError
 
 __all__ = ["ScannedFile", "scan_file", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE", "TS_DEFLATED_LE",
@@ -35,10 +37,6 @@ TS_DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 TS_EXPLICIT_BE = "1.2.840.10008.1.2.2"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-SPECIFIC_CHARACTER_SET = 0x00080005
-PIXEL_REPRESENTATION = 0x00280103
 #: tags every scan extracts, whatever the caller asks for
 BASE_TAGS = frozenset({SPECIFIC_CHARACTER_SET, SOP_CLASS_UID, SOP_INSTANCE_UID})
 
@@ -289,8 +287,8 @@ def _scan(fp, size, source, wanted, need_explicit_length, narrow) -> ScannedFile
     media_inst = _uid(meta.get(0x00020003))
     for what, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_inst),
                         ("Media Storage SOP Instance UID", media_inst),
-                        ("Study Instance UID", _uid(values.get(0x0020000D, ("UI", b""))[1])),
-                        ("Series Instance UID", _uid(values.get(0x0020000E, ("UI", b""))[1]))):
+                        ("Study Instance UID", _uid(values.get(STUDY_INSTANCE_UID, ("UI", b""))[1])),
+                        ("Series Instance UID", _uid(values.get(SERIES_INSTANCE_UID, ("UI", b""))[1]))):
         if value and not is_uid(value):
             raise InputError(f"{what} is not a valid UID (digits and dots, at most 64)",
                              path=source, code="DICOM_BAD_UID")
