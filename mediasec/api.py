@@ -45,7 +45,7 @@ from mediasec.io.keys import file_chunks
 from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
                                 worker_init)
 from mediasec.io.workers import Pool, default_workers
-from mediasec.media.extract import ExtractReport, plan_extract
+from mediasec.media.extract import ExtractReport, link_findings, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
 from mediasec.media.validate import (MediaReport, examine_file, finish_validation, index_medium,
                                      tree_from_facts)
@@ -176,6 +176,7 @@ def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> 
         for path, fs in sorted(fsi.missing.items()):
             findings += [f.__class__(f.code, f.outcome, f"{path}: {f.message}", f.detail)
                          for f in fs if path not in planned]
+        findings += link_findings(fsi)
         report = ExtractReport(request.output, tuple(results), tuple(findings))
         if report.written:
             staging.commit()

@@ -241,6 +241,9 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
                 if bad:
                     click.echo(f"mediasec: {r.path}: {bad[0].code}: {bad[0].message}",
                                err=True)
+        for f in report.lost:
+            if f.outcome is Outcome.FAILED:
+                click.echo(f"mediasec: {medium}: {f.code}: {f.message}", err=True)
     if strict and report.outcome is not Outcome.PASSED:
         return 1
     return 1 if report.outcome is Outcome.FAILED else 0

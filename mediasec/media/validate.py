@@ -665,6 +665,8 @@ def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | N
     fsi.dicomdir_facts = facts
     if facts is not None:
         fsi.dicomdir_secure = facts.kind == "secure"
+        # the DICOMDIR's own line: its stored bytes, as `sha256sum -c` checks them
+        dfind += _manifest_findings(fsi.manifest, d_entry.path, facts.sha256)
         for f in facts.findings:
             if f.code in ("CMS_NOT_RECIPIENT", "CMS_WRONG_PASSWORD") and decrypters:
                 raise InputError(f"the DICOMDIR cannot be opened with the given key or "
@@ -787,6 +789,11 @@ def _walk_records(fsi: FileSetIndex, dfind: list[Finding]) -> None:
                         "FILE_MISSING", Outcome.FAILED,
                         f"referenced by the {rtype} record at offset {rec.offset}, but not "
                         "on the medium"))
+                elif entry is fsi.dicomdir_entry or entry is fsi.manifest_entry:
+                    # never a record's file: the DICOMDIR (PS3.10 8.5) or our manifest
+                    note("FILEID_RESERVED", f"{rtype} record at offset {rec.offset} "
+                         f"references {entry.path}, which is not an instance of the "
+                         "File-set")
                 elif entry.path in fsi.refs:
                     referenced_by[entry.path] = referenced_by.get(entry.path, 1) + 1
                     fsi.missing.setdefault(entry.path, []).append(Finding(
@@ -904,21 +911,25 @@ def judge_file(facts: FileFacts, *, entry: MediumEntry | None, ref: RecordRef | 
             what = facts.magic or f".{ext} file"
             out.append(Finding("CONTENT_EXECUTABLE", Outcome.WARNING,
                                f"executable content ({what}); not DICOM, not checked"))
-    if manifest is not None and facts.sha256 is not None:
-        expected = manifest.get(facts.path)
-        if expected is None:
-            out.append(Finding("MANIFEST_UNLISTED", Outcome.WARNING,
-                               "the file is not listed in MANIFEST.SHA"))
-        elif expected != facts.sha256:
-            out.append(Finding("MANIFEST_MISMATCH", Outcome.FAILED,
-                               "SHA-256 of the stored file differs from MANIFEST.SHA "
-                               "(changed after the medium was written)"))
-        else:
-            out.append(Finding("MANIFEST_OK", Outcome.PASSED,
-                               "SHA-256 matches MANIFEST.SHA"))
+    out += _manifest_findings(manifest, facts.path, facts.sha256)
     if iso and entry is not None and (is_dicom or ref is not None):
         out += _iso_findings(entry)
     return tuple(out)
+
+
+def _manifest_findings(manifest: dict | None, path: str, sha256: str | None) -> list[Finding]:
+    """The file's line in MANIFEST.SHA against the SHA-256 of its stored bytes."""
+    if manifest is None or sha256 is None:
+        return []
+    expected = manifest.get(path)
+    if expected is None:
+        return [Finding("MANIFEST_UNLISTED", Outcome.WARNING,
+                        "the file is not listed in MANIFEST.SHA")]
+    if expected != sha256:
+        return [Finding("MANIFEST_MISMATCH", Outcome.FAILED,
+                        "SHA-256 of the stored file differs from MANIFEST.SHA "
+                        "(changed after the medium was written)")]
+    return [Finding("MANIFEST_OK", Outcome.PASSED, "SHA-256 matches MANIFEST.SHA")]
 
 
 def content_ok(findings: Iterable[Finding]) -> bool:
