@@ -36,8 +36,8 @@ from mediasec.cms.envelope import looks_enveloped
 from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileReport,
                                  inspect_secure_file, open_secure_file, raise_for_failures)
 from mediasec.dicom.scan import scan_file
-from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
-                             VerificationError)
+from mediasec.errors import (EnvironmentFailure, InputError, MediasecError, NotCMSError,
+                             NotDicomError, UsageError, VerificationError)
 from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
@@ -146,6 +146,23 @@ def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> 
     """Each plaintext file exists only as an anonymous inode until its checks pass; the
     folder appears only if at least one file was written. Progress: one event per file
     read, in bytes of the medium."""
+    try:
+        return _extract(request, on_progress)
+    except EnvironmentFailure as exc:
+        raise _named_in_output(exc, request.output)
+
+
+def _named_in_output(exc: EnvironmentFailure, output: str) -> EnvironmentFailure:
+    """An error on a file of the hidden staging folder names the file it was to become."""
+    staging = os.path.join(os.path.dirname(os.path.abspath(output)),
+                           f".{os.path.basename(os.path.abspath(output))}.partial-")
+    if exc.path and exc.path.startswith(staging):
+        rest = exc.path[len(staging):].partition(os.sep)[2]
+        exc.path = os.path.join(output, rest) if rest else output
+    return exc
+
+
+def _extract(request: ExtractRequest, on_progress: Progress | None) -> ExtractReport:
     decrypters = list(request.decrypters)
     spec = medium_spec(request.medium)
     staging = StagingDir(request.output)
@@ -338,10 +355,10 @@ def _open_report(src, decrypters, trust, sink) -> SecureFileReport:
         try:
             return open_secure_file(file_chunks(f), decrypters=list(decrypters), sink=sink,
                                     trust=trust)
+        except MediasecError as exc:  # first: a sink's EnvironmentFailure names the output
+            raise exc.with_path(src)
         except OSError as exc:
             raise env_error(exc, src) from exc
-        except MediasecError as exc:
-            raise exc.with_path(src)
 
 
 def _raise_on(report: SecureFileReport, src: str, strict: bool = False) -> None:
