@@ -165,9 +165,8 @@ def _named_in_output(exc: EnvironmentFailure, output: str) -> EnvironmentFailure
 def _extract(request: ExtractRequest, on_progress: Progress | None) -> ExtractReport:
     decrypters = list(request.decrypters)
     spec = medium_spec(request.medium)
-    staging = StagingDir(request.output)
+    staging = StagingDir(request.output, mode=0o700 if request.private else 0o755)
     with Job("extract").active(), staging as root:
-        os.chmod(root, 0o700 if request.private else 0o755)
         with Pool(request.workers or default_workers(), setup=worker_init,
                   args=(spec, decrypters, request.trust,
                         {"staging": root, "include_invalid": request.include_invalid,

@@ -135,3 +135,48 @@ def test_kill_9_leaves_no_worker(corpus, tmp_path, job):
     proc.kill()
     proc.wait(timeout=60)
     _assert_no_orphans(kids)
+
+
+def _partials(folder) -> list:
+    return sorted(p for p in folder.iterdir() if ".partial-" in p.name)
+
+
+@pytest.mark.parametrize("job", ["build", "extract"])
+def test_stale_staging_of_a_killed_run_is_cleaned(corpus, tmp_path, job):
+    """kill -9 cannot be cleaned up after by the killed process: its staging folder (0700:
+    its owner alone can look in) is removed by the next run for the same target."""
+    target, tmp = tmp_path / "target", tmp_path / "tmp"
+    target.mkdir()
+    tmp.mkdir()
+    argv = _commands(corpus, target)[job]
+    proc = _start(argv, tmp)
+    _midway(proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    left = _partials(target)
+    assert len(left) == 1 and left[0].is_dir()
+    assert left[0].stat().st_mode & 0o077 == 0
+    res = run_cli(*argv)
+    assert res.code == 0, res
+    assert _partials(target) == [] and (target / "OUT").is_dir()
+    assert (target / "OUT").stat().st_mode & 0o777 == 0o755
+
+
+def test_live_or_foreign_staging_is_left_alone(corpus, tmp_path):
+    import fcntl
+    target = tmp_path / "target"
+    target.mkdir()
+    live = target / ".OUT.partial-0123abcd"      # a run in progress holds its lock
+    live.mkdir()
+    other = target / ".OTHER.partial-0123abcd"   # another target's
+    other.mkdir()
+    odd = target / ".OUT.partial-backup"         # not a name we make
+    odd.mkdir()
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        res = run_cli(*_commands(corpus, target)["extract"])
+        assert res.code == 0, res
+        assert live.is_dir() and other.is_dir() and odd.is_dir()
+    finally:
+        os.close(fd)

@@ -119,8 +119,7 @@ class FolderSink:
         self._dirs: set[str] = set()
 
     def __enter__(self) -> "FolderSink":
-        self._root = self._staging.__enter__()
-        os.chmod(self._root, 0o755)
+        self._root = self._staging.__enter__()   # 0700 until the commit makes it 0755
         return self
 
     def __exit__(self, exc_type, exc, tb):
