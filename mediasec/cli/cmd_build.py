@@ -13,6 +13,7 @@ recipients is refused (PS3.11: the secure format only on secure profiles).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import click
@@ -21,7 +22,8 @@ from mediasec.api import BuildRequest, build
 from mediasec.cli._protection import load_protection, protection_options
 from mediasec.cli.cmd_deid import deid_build_options, deid_job
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, warn, write_json
+from mediasec.cli.render import (Progress, check_side_outputs, side_outputs_or_undo, warn,
+                                 write_json)
 from mediasec.cms.secure import ProtectOptions
 from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
 
@@ -63,6 +65,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
               fileset_uid, progress, workers, cipher, digest, framing, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
+    check_side_outputs(label_target, json_target, inputs=sources, outputs=(output,))
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
                                                   digest=digest, **flags)
     request = BuildRequest(
@@ -78,11 +81,14 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
     doc = result.to_dict()
     for f in doc.get("deidentify", {}).get("findings", []):
         warn(f["path"], f["message"])
-    if label_target:
-        write_json(label_target, "mediasec.label/1", result.labels, private=True)
-    if json_target:
-        write_json(json_target, "mediasec.build/1",
-                   {k: v for k, v in doc.items() if k not in ("schema", "version")})
+    with contextlib.ExitStack() as undo:
+        for image in result.images:   # made by this run (a build never replaces)
+            undo.enter_context(side_outputs_or_undo(image, existed=False))
+        if label_target:
+            write_json(label_target, "mediasec.label/1", result.labels, private=True)
+        if json_target:
+            write_json(json_target, "mediasec.build/1",
+                       {k: v for k, v in doc.items() if k not in ("schema", "version")})
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"],
                      "images": list(result.images)})
     if json_target != "-" and progress is None:
