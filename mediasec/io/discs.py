@@ -13,7 +13,7 @@ import os
 from typing import Any, Callable
 
 from mediasec.errors import InputError, MediasecError
-from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
+from mediasec.io.folder import FolderSink, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
 from mediasec.io.iso import IsoFile, IsoImage
 from mediasec.io.prefetch import Prefetcher
@@ -85,11 +85,18 @@ class FolderDiscWriter:
 
 
 class FileSystemPorts:
-    """``BuildPorts`` for paths on this machine."""
+    """``BuildPorts`` for paths on this machine (one per job: the inputs it watches)."""
 
-    collect = staticmethod(collect_inputs)
-    open_input = staticmethod(open_input)
     resolve = staticmethod(resolve_file_id)
+
+    def __init__(self) -> None:
+        self._inputs = WatchedInputs()
+
+    def collect(self, paths):
+        return self._inputs.collect(paths)
+
+    def open_input(self, path: str):
+        return self._inputs.open(path)
     check_output = staticmethod(check_new_output)
     absolute = staticmethod(os.path.abspath)
 
