@@ -92,10 +92,12 @@ class _RawImage:
         except OSError as exc:
             raise env_error(exc, path) from exc
         # two 1 MiB buffers for the whole medium, not per file (zeroing 2 MiB per file
-        # cost more than hashing a 500 KiB file)
-        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))
+        # cost more than hashing a 500 KiB file); made at the first read, not for a parse
+        self._bufs: tuple | None = None
 
     def open(self, handle) -> Iterator[memoryview]:
+        if self._bufs is None:
+            self._bufs = (bytearray(CHUNK), bytearray(CHUNK))
         return _read_ranges(self._fd, handle, self.size, self._bufs)
 
     def close(self) -> None:
