@@ -38,6 +38,7 @@ def _cmds(c, out):
         "build-label": (["build", c["pile"], "-o", out / "DISC", "--json", out / "b.json",
                          "--label"], out / "DISC"),
         "extract": (["extract", c["med"], "-o", out / "X"], out / "X"),
+        "verify": (["verify", c["med"]], None),
     }
 
 
@@ -48,8 +49,11 @@ def _flag(name):
     return "--label" if name == "build-label" else "--json"
 
 
-@pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("bad", ["folder", "no-parent", "same-as-input", "same-as-output"])
+BADS = ["folder", "no-parent", "same-as-input", "same-as-output"]
+
+
+@pytest.mark.parametrize("name,bad", [(n, b) for n in NAMES for b in BADS]
+                         + [("verify", b) for b in BADS[:3]])   # verify has no main output
 def test_bad_side_output_refused_before_work(corpus, tmp_path, name, bad):
     out = tmp_path / "out"
     out.mkdir()
