@@ -25,10 +25,13 @@ __all__ = [
     "protect", "ProtectRequest", "ProtectResult",
     "unprotect", "UnprotectRequest",
     "inspect", "InspectRequest", "InspectResult",
+    "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
+    "sign_files", "SignFilesRequest", "SignFilesResult",
+    "check_signatures", "CheckSignaturesRequest", "CheckSignaturesResult",
     # what requests hold
     "ProtectOptions", "AlgorithmPolicy", "TrustContext",
     "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
-    "PasswordDecrypter", "load_certificates", "load_private_key",
+    "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob", "SignRequest",
     # the error tree
     "errors",
 ]
@@ -40,6 +43,8 @@ _FROM = {
     "RSASigner": "mediasec.cms.keys", "KeyDecrypter": "mediasec.cms.keys",
     "PasswordDecrypter": "mediasec.cms.keys",
     "load_certificates": "mediasec.pki.certs", "load_private_key": "mediasec.pki.certs",
+    "DeidJob": "mediasec.deid.files",
+    "SignRequest": "mediasec.sign",
 }
 
 

@@ -40,7 +40,7 @@ class Job:
         self._memos: dict[int, OrderedDict] = {}
 
     def memo(self, owner: object) -> OrderedDict:
-        """The job's map for ``owner`` (a ``_Memo`` declared by a format module)."""
+        """The job's map for ``owner`` (a ``Memo`` declared by a format module)."""
         d = self._memos.get(id(owner))
         if d is None:
             d = self._memos[id(owner)] = OrderedDict()

@@ -28,7 +28,7 @@ import dataclasses
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mediasec._data import media_profile
 from mediasec._job import Job
@@ -36,25 +36,36 @@ from mediasec.cms.envelope import looks_enveloped
 from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileReport,
                                  inspect_secure_file, open_secure_file, raise_for_failures)
 from mediasec.dicom.scan import scan_file
-from mediasec.errors import (EnvironmentFailure, InputError, MediasecError, NotCMSError,
-                             NotDicomError, UsageError, VerificationError)
+from mediasec.errors import (EnvironmentFailure, InputError, InternalError, MediasecError,
+                             NotCMSError, NotDicomError, UsageError, VerificationError)
 from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
-from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
-                                worker_init)
-from mediasec.io.workers import Pool, default_workers
+from mediasec.io.rewrite import list_inputs, rewrite_files
+from mediasec.deid.files import prepare_reidentify
+from mediasec.io.medium import medium_spec, open_medium
+from mediasec.io.workers import (Pool, default_workers, worker_examine, worker_extract,
+                                 worker_init)
 from mediasec.media.extract import ExtractReport, link_findings, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
-from mediasec.media.validate import (MediaReport, examine_file, finish_validation, index_medium,
-                                     tree_from_facts)
+from mediasec.media.dirindex import index_medium
+from mediasec.media.examine import examine_file
+from mediasec.media.validate import finish_validation
+from mediasec.media.verify_report import MediaReport, tree_from_facts
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Outcome
+from mediasec.sign import (SignatureReport, SignedSignature, SignRequest, check_part, finish,
+                           open_part10, sign_part)
+from mediasec.sign.status import DroppedSignature, change_status
 
 __all__ = ["BuildRequest", "BuildResult", "build", "check_build", "VerifyRequest", "verify", "ExtractRequest",
            "extract", "ListRequest", "list_medium", "ProtectRequest", "ProtectResult", "protect",
-           "UnprotectRequest", "unprotect", "InspectRequest", "InspectResult", "inspect"]
+           "UnprotectRequest", "unprotect", "InspectRequest", "InspectResult", "inspect",
+           "DeidentifyRequest", "ReidentifyRequest", "RewriteResult", "deidentify",
+           "reidentify", "UnprotectReport", "SignFilesRequest", "SignFilesResult",
+           "SignedFileResult", "sign_files", "sign_outputs", "check_signer",
+           "CheckSignaturesRequest", "CheckSignaturesResult", "check_signatures"]
 
 Progress = Callable[[dict], None]
 
@@ -383,9 +394,46 @@ def _writer(dst, out):
     return write
 
 
-def unprotect(request: UnprotectRequest) -> SecureFileReport:
+@dataclass(frozen=True)
+class UnprotectReport(SecureFileReport):
+    """A ``SecureFileReport`` and the decrypted file's DICOM dataset signatures
+    (``mediasec.sign.SignatureReport``; None when it has none or they could not be read:
+    ``dataset_note`` says why). They are reported, not checked for the exit status: that
+    is about the CMS layer."""
+
+    dataset_signatures: SignatureReport | None = None
+    dataset_note: str | None = None
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["dataset_signatures"] = (self.dataset_signatures.to_dict()
+                                   if self.dataset_signatures is not None else None)
+        return d
+
+
+def _dataset_signatures(where: int | str, trust) -> tuple[SignatureReport | None, str | None]:
+    """The dataset signatures of the Part 10 file open at descriptor ``where`` (read from
+    its start, the descriptor itself untouched) or at path ``where``."""
+    try:
+        f = os.fdopen(os.dup(where), "rb") if isinstance(where, int) else open(where, "rb")
+        with f:
+            report = check_part(open_part10(f), trust=trust)
+    except (MediasecError, OSError) as exc:
+        return None, f"dataset signatures not checked: {getattr(exc, 'message', exc)}"
+    return (report if report.signatures else None), None
+
+
+def _with_dataset(report: SecureFileReport, where, trust) -> UnprotectReport:
+    sigs, note = _dataset_signatures(where, trust)
+    return UnprotectReport(**{f.name: getattr(report, f.name)
+                              for f in dataclasses.fields(SecureFileReport)},
+                           dataset_signatures=sigs, dataset_note=note)
+
+
+def unprotect(request: UnprotectRequest) -> UnprotectReport:
     """Decrypt and check; the plain file appears at ``output`` only when every check
-    passed (until then it has no name on disk). A failed check raises."""
+    passed (until then it has no name on disk). A failed check raises. The plain file's
+    DICOM dataset signatures are checked before it is committed and reported."""
     src, out = request.source, request.output
     if not request.decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to decrypt",
@@ -403,6 +451,7 @@ def unprotect(request: UnprotectRequest) -> SecureFileReport:
                 report = _open_report(src, request.decrypters, request.trust,
                                       _writer(dst, out))
                 _raise_on(report, src, strict)
+                report = _with_dataset(report, target.fileno, request.trust)
                 target.commit()
             else:
                 # no anonymous temp files here: check everything first, then write
@@ -413,6 +462,7 @@ def unprotect(request: UnprotectRequest) -> SecureFileReport:
                                           _writer(dst2, out))
                     _raise_on(report, src, strict)
                     target.commit()
+                report = _with_dataset(report, out, request.trust)
         finally:
             if not target.committed:
                 target.abort()
@@ -464,3 +514,288 @@ def inspect(request: InspectRequest) -> InspectResult:
                 except MediasecError as exc:
                     raise exc.with_path(src)
     return InspectResult(src, "Secure DICOM File", report)
+
+
+# -- attribute confidentiality: deidentify, reidentify ----------------------------------
+
+@dataclass(frozen=True)
+class DeidentifyRequest:
+    """De-identify ``inputs`` (files and folders) into ``output``: a file for one input
+    file, else a new folder of ``<SOP Instance UID>.dcm``. ``job`` is a
+    ``mediasec.deid.DeidJob`` (profile options, escrow recipients, mapping key)."""
+
+    inputs: Sequence[str]
+    output: str
+    job: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """``mediasec.deidentify/1`` or ``mediasec.reidentify/1``: one entry per written file
+    (``input``, ``output``, what was done); ``duplicates``: inputs skipped as the same SOP
+    Instance as an earlier one."""
+
+    schema: str
+    output: str
+    files: tuple
+    duplicates: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"schema": self.schema, "output": self.output, **self.extra,
+                "files": [{"input": p, "output": o, **r.to_dict()} for p, o, r in self.files]}
+
+
+def deidentify(request: DeidentifyRequest) -> RewriteResult:
+    """PS3.15 E.1 Basic Profile and options; the originals sealed inside each file."""
+    job, dups = request.job, []
+    with Job("deidentify").active():
+        files = rewrite_files(list_inputs(request.inputs), request.output, job.prepare,
+                              secret=False, on_duplicate=dups.append)
+    escrow = None
+    if job.recipients:
+        escrow = {"recipients": len(job.recipients), "cipher": job.cipher}
+    return RewriteResult("mediasec.deidentify/1", request.output, tuple(files), tuple(dups), {
+        "options": list(job.profile.options),
+        "method_codes": [c for c, _ in job.profile.codes],
+        "longitudinal_temporal": job.profile.temporal, "escrow": escrow,
+        "mapping": "keyed" if job.mapper.keyed else "random per job",
+        "dangling_references": job.dangling_references()})
+
+
+@dataclass(frozen=True)
+class ReidentifyRequest:
+    """Restore the originals of de-identified ``inputs`` into ``output`` (a file for one
+    input file, else a new folder) with an escrow key or password."""
+
+    inputs: Sequence[str]
+    output: str
+    decrypters: Sequence
+
+
+def reidentify(request: ReidentifyRequest) -> RewriteResult:
+    if not request.decrypters:
+        raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
+                         code="USAGE_NO_KEY")
+    decrypters, dups = list(request.decrypters), []
+    with Job("reidentify").active():
+        files = rewrite_files(list_inputs(request.inputs), request.output,
+                              lambda src: prepare_reidentify(src, decrypters=decrypters),
+                              secret=True, on_duplicate=dups.append)
+    return RewriteResult("mediasec.reidentify/1", request.output, tuple(files), tuple(dups))
+
+
+# -- dataset signatures (PS3.15 Annex C): sign, check-signatures -------------------------
+
+def check_signer(signer, chain: Sequence = (), *, now=None) -> None:
+    """The refusals made before signing: a certificate not valid now (its signature would
+    not verify), a chain (intermediate CAs) holding no issuer of the signer."""
+    import datetime as _dt
+    cert = signer.certificate
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    if not cert.not_valid_before_utc < now < cert.not_valid_after_utc:
+        raise UsageError("the signer's certificate is not valid now (a signature made with it "
+                         "would not verify)", code="SIGN_CERT_NOT_VALID")
+    if chain and not any(c.subject == cert.issuer for c in chain):
+        raise UsageError("the chain holds no issuer of the signer's certificate",
+                         code="SIGN_CHAIN_MISMATCH")
+
+
+@dataclass(frozen=True)
+class SignFilesRequest:
+    """Add one DICOM digital signature (PS3.15 Annex C) to each of ``inputs``.
+
+    ``output``: a file for one input, else an existing folder (each output named as its
+    input); or ``in_place``: each input replaced atomically. ``signer``: an ``RSASigner``
+    (RSA >= 2048 bits unless ``policy`` allows legacy). ``signature``: what to sign
+    (``mediasec.sign.SignRequest``: profile, MAC, purpose, item path, tags).
+    ``authorize``: make an Authorized Original first (OR or none -> AO, PS3.15 A.1), which
+    needs the authorization profile; a signature covering the status makes it refuse
+    unless ``drop_covering_signatures`` (then it is removed and reported)."""
+
+    inputs: Sequence[str]
+    signer: Any = field(repr=False)
+    output: str | None = None
+    in_place: bool = False
+    signature: SignRequest = SignRequest()
+    chain: Sequence = field(default=(), repr=False)
+    policy: AlgorithmPolicy = AlgorithmPolicy()
+    authorize: bool = False
+    authorization_comment: str | None = None
+    equipment_cert_number: str | None = None
+    drop_covering_signatures: bool = False
+    force: bool = False            # replace existing output files (never an input)
+
+
+@dataclass(frozen=True)
+class SignedFileResult:
+    input: str
+    output: str
+    size: int
+    signature: SignedSignature
+    dropped: tuple[DroppedSignature, ...] = ()
+    sop_instance_status: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "output": self.output, "size": self.size,
+                "signature": self.signature.to_dict(),
+                "dropped": [d.to_dict() for d in self.dropped],
+                "sop_instance_status": self.sop_instance_status}
+
+
+@dataclass(frozen=True)
+class SignFilesResult:
+    files: tuple[SignedFileResult, ...]
+
+    def to_dict(self) -> dict:
+        return {"schema": "mediasec.sign/1", "files": [f.to_dict() for f in self.files]}
+
+
+def sign_outputs(inputs: Sequence[str], output: str | None, *, in_place: bool = False,
+                 force: bool = False) -> list[tuple[str, str]]:
+    """(input, output) pairs of a ``sign_files`` request, with its refusals about outputs
+    (a front end calls it before asking for a key's passphrase)."""
+    if isinstance(inputs, (str, bytes, os.PathLike)) or not inputs:
+        raise UsageError("SignFilesRequest.inputs is a list of files", code="USAGE_BAD_INPUT")
+    files, out = [os.fspath(f) for f in inputs], output
+    if in_place and out:
+        raise UsageError("give -o OUT or --in-place, not both", code="USAGE")
+    if not in_place and not out:
+        raise UsageError("give -o OUT (a file, or a folder for several inputs) or --in-place",
+                         code="USAGE")
+    if in_place:
+        return [(f, f) for f in files]
+    out = os.fspath(out)
+    if os.path.isdir(out):
+        pairs = [(f, os.path.join(out, os.path.basename(f))) for f in files]
+    elif len(files) > 1:
+        raise UsageError("several inputs: -o must be an existing folder", path=out,
+                         code="USAGE")
+    else:
+        pairs = [(files[0], out)]
+    for src, dst in pairs:
+        if os.path.abspath(src) == os.path.abspath(dst):
+            raise UsageError("output is the input; use --in-place", path=dst, code="USAGE")
+        check_new_output(dst, force=force, inputs=files)
+    return pairs
+
+
+def sign_files(request: SignFilesRequest) -> SignFilesResult:
+    """Sign each input (``mediasec sign``). Each output is atomic and written only once
+    the new signature verified; an error stops at that file (those before it are done)."""
+    req = request.signature
+    if request.authorize and req.profile != "authorization":
+        raise UsageError("--authorize signs with the authorization profile", code="USAGE")
+    if request.authorize and req.item_path:
+        raise UsageError("--authorize signs the main data set; --item does not apply",
+                         code="USAGE")
+    pairs = sign_outputs(request.inputs, request.output, in_place=request.in_place,
+                         force=request.force)
+    check_signer(request.signer, request.chain)
+    results = []
+    with Job("sign").active():
+        for src, dst in pairs:
+            results.append(_sign_one(src, dst, request))
+    return SignFilesResult(tuple(results))
+
+
+def _sign_one(src: str, dst: str, request: SignFilesRequest) -> SignedFileResult:
+    with _open_input(src) as f:
+        try:
+            part = open_part10(f)
+            dropped = []
+            if request.authorize:
+                part, dropped = change_status(part, "AO", comment=request.authorization_comment,
+                                              equipment_cert=request.equipment_cert_number,
+                                              drop_covering=request.drop_covering_signatures)
+            part, facts = sign_part(part, request.signer, request.signature,
+                                    policy=request.policy)
+            _self_check(part, facts)
+            signed = finish(part, [facts], dropped)
+            target = AtomicOutput(dst)
+            with target as out:
+                signed.write_to(_writer(out, dst))
+                target.commit()
+        except OSError as exc:
+            raise env_error(exc, src) from exc
+        except MediasecError as exc:
+            raise exc.with_path(src)
+    return SignedFileResult(src, dst, signed.size, facts, tuple(dropped),
+                            "AO" if request.authorize else None)
+
+
+def _self_check(part, facts) -> None:
+    """Verify the signature just made before anything is written (a wrong answer is worse)."""
+    report = check_part(part)
+    mine = [s for s in report.signatures if s.uid == facts.uid]
+    if len(mine) != 1 or mine[0].status not in ("valid", "trust_not_checked"):
+        raise InternalError("the signature just made does not verify: "
+                            f"{mine[0].message if mine else 'not found'}")
+
+
+@dataclass(frozen=True)
+class CheckSignaturesRequest:
+    """Check every DICOM digital signature, at every level, of each file. DICOM carries
+    the signer's certificate only: give intermediate CAs in ``trust.intermediates``.
+    ``strict``: warnings and "not checked" count as failures."""
+
+    files: Sequence[str]
+    trust: TrustContext = field(default_factory=TrustContext)
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class CheckSignaturesResult:
+    """``reports``: (path, ``SignatureReport``) per readable file; ``errors``: (path,
+    exception) per file that could not be read (one bad file does not hide the others)."""
+
+    strict: bool
+    reports: tuple[tuple[str, SignatureReport], ...]
+    errors: tuple[tuple[str, BaseException], ...] = ()
+
+    def file_failed(self, report: SignatureReport) -> bool:
+        bad = (Outcome.FAILED, Outcome.WARNING, Outcome.INDETERMINATE) if self.strict \
+            else (Outcome.FAILED,)
+        return report.outcome in bad
+
+    @property
+    def failed(self) -> bool:
+        return any(self.file_failed(r) for _p, r in self.reports)
+
+    @property
+    def outcome(self) -> str:
+        if self.errors:
+            return "error"
+        if self.failed:
+            return "failed"
+        return ("passed" if all(r.outcome is Outcome.PASSED for _p, r in self.reports)
+                else "warning")
+
+    def to_dict(self) -> dict:
+        return {"schema": "mediasec.check-signatures/1", "outcome": self.outcome,
+                "strict": self.strict,
+                "files": [{"path": p, **r.to_dict()} for p, r in self.reports],
+                "errors": [{"path": p, "code": getattr(e, "code", "INTERNAL"),
+                            "message": getattr(e, "message", str(e))}
+                           for p, e in self.errors]}
+
+
+def check_signatures(request: CheckSignaturesRequest) -> CheckSignaturesResult:
+    """``mediasec check-signatures``: a report per file; unreadable files are listed in
+    ``errors`` rather than raised."""
+    reports, errors = [], []
+    with Job("check-signatures").active():
+        for path in request.files:
+            path = os.fspath(path)
+            try:
+                with _open_input(path) as f:
+                    try:
+                        reports.append((path, check_part(open_part10(f),
+                                                         trust=request.trust)))
+                    except OSError as exc:
+                        raise env_error(exc, path) from exc
+                    except MediasecError as exc:
+                        raise exc.with_path(path)
+            except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
+                errors.append((path, exc))
+    return CheckSignaturesResult(request.strict, tuple(reports), tuple(errors))

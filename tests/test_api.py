@@ -227,9 +227,12 @@ def test_the_public_names_are_pinned():
         "protect", "ProtectRequest", "ProtectResult",
         "unprotect", "UnprotectRequest",
         "inspect", "InspectRequest", "InspectResult",
+        "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
+        "sign_files", "SignFilesRequest", "SignFilesResult",
+        "check_signatures", "CheckSignaturesRequest", "CheckSignaturesResult",
         "ProtectOptions", "AlgorithmPolicy", "TrustContext",
         "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
-        "PasswordDecrypter", "load_certificates", "load_private_key",
+        "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob", "SignRequest",
         "errors"]
     for name in mediasec.__all__:
         assert getattr(mediasec, name) is not None

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import random
 
-import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
@@ -27,7 +25,7 @@ from mediasec.media.disc import TeeProducer
 from mediasec.media.extract import ExtractTask, extract_file
 from mediasec.media.plan import BytesProducer, write_producer
 from mediasec.media.stages import ChunkReader, FileItem, ProtectStage
-from mediasec.media.validate import examine_file
+from mediasec.media.examine import examine_file
 
 from _cms import PASSWORD, SAMPLE, cert, key, ktri, pwri, signer
 from _poison import POISON, PoisonProducer, PoisonSource, poisoned

@@ -15,6 +15,7 @@ import pytest
 from asn1crypto import cms as acms
 
 from mediasec.cms import keys as ckeys
+from mediasec.cms import recipients as crecip
 from mediasec.cms import oids
 from mediasec.cms import signed as csigned
 from mediasec.cms._ber import ByteStream
@@ -30,7 +31,7 @@ T0 = _dt.datetime(2026, 6, 1, 12, 0, tzinfo=_dt.timezone.utc)
 
 def _clear():
     for memo in (csigned._PLANS, csigned._VALID_SHAPES, csigned._PARSED_OK,
-                 csigned._CERT_SETS, ckeys._RIS_SHAPES, ckeys._KTRI_DESCRIPTIONS):
+                 csigned._CERT_SETS, crecip._RIS_SHAPES, crecip._KTRI_DESCRIPTIONS):
         memo.clear()
     ptrust._RESULTS.clear()
 
@@ -180,10 +181,10 @@ def test_recipient_infos_check_is_remembered_only_for_the_same_shape():
     for raw in raws:
         ris = ckeys.load_recipient_infos(raw)
         assert ris.native == acms.RecipientInfos.load(raw).native
-    assert len(ckeys._RIS_SHAPES._d) == 1
+    assert len(crecip._RIS_SHAPES._d) == 1
     # damage outside the encrypted key is still found
     bad = bytearray(raws[0])
-    holes = ckeys._ktri_key_holes(raws[0])
+    holes = crecip._ktri_key_holes(raws[0])
     assert holes and len(holes) == 1
     # the rid's serial INTEGER (inside issuerAndSerialNumber) becomes a BOOLEAN
     i = bytes(bad).find(b"\x02\x01\x00") + 3      # after the version

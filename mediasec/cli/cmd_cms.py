@@ -70,6 +70,12 @@ def unprotect_cmd(src, out, key, cert, key_password_env, password_env, ask_passw
             warn(src, f.message)
     if not trust and any(f.code == "SIG_TRUST_NOT_CHECKED" for f in report.findings):
         warn(src, "signatures were not checked against any trust anchor (no --trust given)")
+    if report.dataset_note:
+        warn(src, report.dataset_note)
+    for s in report.dataset_signatures.signatures if report.dataset_signatures else ():
+        if s.outcome is Outcome.FAILED:
+            warn(src, f"dataset signature {s.mac_id} in {s.path or 'main data set'}: "
+                      f"{s.code}: {s.message}")
     with side_outputs_or_undo(out, existed=existed):  # never plaintext without its JSON
         write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
                                                        **report.to_dict()})

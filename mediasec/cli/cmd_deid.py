@@ -1,9 +1,8 @@
 """``deidentify`` and ``reidentify``: PS3.15 Annex E attribute confidentiality.
 
-Flags become a ``mediasec.deid.DeidJob`` (or decrypters); the domain does the work. One
-input file and an output that is not a folder: one output file. Otherwise the output is a
-new folder of ``<SOP Instance UID>.dcm`` files (no input names, which may carry patient
-data), built beside its target and renamed at the end; any error leaves nothing.
+Flags become a ``mediasec.deid.DeidJob`` (or decrypters) in a request to
+``mediasec.api.deidentify``/``reidentify``, which do the work (``io/rewrite.py``: one output
+file for one input file, else a new folder of ``<SOP Instance UID>.dcm``, atomically).
 """
 
 from __future__ import annotations
@@ -12,116 +11,19 @@ import os
 
 import click
 
+from mediasec.api import DeidentifyRequest, ReidentifyRequest, deidentify, reidentify
 from mediasec.cli._protection import key_options, load_keys, with_options
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.keys import KeyTransportRecipient, PasswordRecipient
 from mediasec.deid import DeidJob
-from mediasec.deid.files import prepare_reidentify
 from mediasec.deid.profile import OPTIONS
 from mediasec.errors import MediasecError, UsageError
-from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, StagingDir, env_error, fsync_dir
 from mediasec.io.keys import read_certificates, read_password
 from mediasec.policy import CIPHERS, AlgorithmPolicy
 from mediasec.report import Outcome
 
 __all__ = []
-
-
-def _inputs(paths) -> list[str]:
-    files = []
-    for p in paths:
-        if os.path.isdir(p):
-            for root, dirs, names in os.walk(p):
-                dirs.sort()
-                files += [os.path.join(root, n) for n in sorted(names)]
-        elif os.path.exists(p):
-            files.append(p)
-        else:
-            raise UsageError("no such file", path=p, code="USAGE_NO_SUCH_FILE")
-    if not files:
-        raise UsageError("no input files", code="USAGE_NO_INPUT")
-    return files
-
-
-def _open(path: str):
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise env_error(exc, path) from exc
-
-
-def _run(files, out, step, *, secret: bool):
-    """``step(src_file) -> (Rewritten, result)`` over every input, atomically."""
-    results = []
-    single = len(files) == 1 and not os.path.isdir(out)
-    if single:
-        target = AtomicOutput(out, secret=secret)
-        try:
-            dst = target.open()
-        except AnonymousUnsupported:
-            target = AtomicOutput(out)
-            dst = target.open()
-        try:
-            with _open(files[0]) as src:
-                rewritten, result = _step(step, src, files[0])
-                _write(rewritten, dst, out)
-            results.append((files[0], out, result))
-            target.commit()
-        finally:
-            if not target.committed:
-                target.abort()
-        return results
-    staging = StagingDir(out)
-    with staging as folder:
-        # a hidden folder, removed on failure and renamed at the end: no file in it is
-        # visible under OUT before every input is done (0700 while it holds plaintext)
-        os.chmod(folder, 0o700 if secret else 0o755)
-        seen = set()
-        for path in files:
-            with _open(path) as src:
-                rewritten, result = _step(step, src, path)
-                name = f"{result.sop_instance_uid}.dcm"
-                if name in seen:
-                    warn(path, "the same SOP Instance as an earlier input: skipped")
-                    continue
-                seen.add(name)
-                target = os.path.join(folder, name)
-                try:
-                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                                 0o600 if secret else 0o644)
-                except OSError as exc:
-                    raise env_error(exc, os.path.join(out, name)) from exc
-                with os.fdopen(fd, "wb", buffering=0) as dst:
-                    _write(rewritten, dst, os.path.join(out, name))
-                    try:
-                        os.fsync(dst.fileno())
-                    except OSError as exc:
-                        raise env_error(exc, os.path.join(out, name)) from exc
-            results.append((path, os.path.join(out, name), result))
-        try:
-            fsync_dir(folder)
-            os.chmod(folder, 0o755)
-        except OSError as exc:
-            raise env_error(exc, out) from exc
-        staging.commit()
-    return results
-
-
-def _write(rewritten, dst, name):
-    try:
-        rewritten.write_to(dst)
-    except OSError as exc:
-        raise env_error(exc, name) from exc
-
-
-def _step(step, src, path):
-    try:
-        return step(src)
-    except MediasecError as exc:
-        raise exc.with_path(path)
-    except OSError as exc:
-        raise env_error(exc, path) from exc
 
 
 def _mapping_key(var):
@@ -157,9 +59,9 @@ def _mapping_key(var):
 @click.option("--accept-burned-in", is_flag=True, help="Take objects that may carry "
               "identifying pixels or free text (secondary capture, PDF, video, ...).")
 @click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
-def deidentify(inputs, out, options, escrow_to, escrow_password_env, no_escrow,
-               mapping_key_env, cipher, pbkdf2_iterations, allow_legacy, accept_burned_in,
-               json_out):
+def deidentify_cmd(inputs, out, options, escrow_to, escrow_password_env, no_escrow,
+                   mapping_key_env, cipher, pbkdf2_iterations, allow_legacy, accept_burned_in,
+                   json_out):
     """De-identify DICOM files (PS3.15 E.1 Basic Profile and options), the originals
     encrypted inside each file for the escrow recipients."""
     policy = AlgorithmPolicy(allow_legacy=allow_legacy)
@@ -180,20 +82,19 @@ def deidentify(inputs, out, options, escrow_to, escrow_password_env, no_escrow,
     job = DeidJob(options=options, recipients=recipients, escrow=not no_escrow,
                   cipher=cipher, policy=policy, mapping_key=_mapping_key(mapping_key_env),
                   accept_burned_in=accept_burned_in)
-    files = _inputs(inputs)
-    results = _run(files, out, job.prepare, secret=False)
-    for path, _, r in results:
+    result = deidentify(DeidentifyRequest(inputs, out, job))
+    _warn(result, (Outcome.WARNING, Outcome.FAILED))
+    body = result.to_dict()
+    write_json(json_out, body.pop("schema"), body)
+
+
+def _warn(result, outcomes) -> None:
+    for path in result.duplicates:
+        warn(path, "the same SOP Instance as an earlier input: skipped")
+    for path, _, r in result.files:
         for f in r.findings:
-            if f.outcome in (Outcome.WARNING, Outcome.FAILED):
+            if outcomes is None or f.outcome in outcomes:
                 warn(path, f.message)
-    write_json(json_out, "mediasec.deidentify/1", {
-        "output": out, "options": list(job.profile.options),
-        "method_codes": [c for c, _ in job.profile.codes],
-        "longitudinal_temporal": job.profile.temporal,
-        "escrow": ({"recipients": len(recipients), "cipher": cipher} if recipients else None),
-        "mapping": "keyed" if mapping_key_env else "random per job",
-        "dangling_references": job.dangling_references(),
-        "files": [{"input": p, "output": o, **r.to_dict()} for p, o, r in results]})
 
 
 @cli.command("reidentify")
@@ -206,19 +107,11 @@ def reidentify_cmd(inputs, out, key, cert, key_password_env, password_env, ask_p
                    json_out):
     """Restore the original attributes of de-identified files from their Encrypted
     Attributes Sequence, with a recipient key or the password."""
-    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)
-    if not decrypters:
-        raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
-                         code="USAGE_NO_KEY")
-    files = _inputs(inputs)
-    results = _run(files, out, lambda s: prepare_reidentify(s, decrypters=decrypters),
-                   secret=True)
-    for path, _, r in results:
-        for f in r.findings:
-            warn(path, f.message)
-    write_json(json_out, "mediasec.reidentify/1", {
-        "output": out,
-        "files": [{"input": p, "output": o, **r.to_dict()} for p, o, r in results]})
+    result = reidentify(ReidentifyRequest(
+        inputs, out, load_keys(key, cert, key_password_env, password_env, ask_password)))
+    _warn(result, None)
+    body = result.to_dict()
+    write_json(json_out, body.pop("schema"), body)
 
 
 # -- build --deidentify ------------------------------------------------------------------------

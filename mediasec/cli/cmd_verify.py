@@ -28,7 +28,7 @@ from mediasec.cli._protection import key_options, load_keys, load_trust, with_op
 from mediasec.cli.main import cli
 from mediasec.cli.render import (Progress, check_side_outputs, json_and_operand, json_option,
                                  side_outputs_or_undo, write_json)
-from mediasec.media.validate import MediaReport, summarize_tree
+from mediasec.media.verify_report import MediaReport, summarize_tree
 from mediasec.report import Outcome
 
 __all__: list[str] = []

@@ -49,6 +49,7 @@ def _register() -> None:
     """Import the verb modules; each registers its commands on ``cli``."""
     from mediasec.cli import cmd_build, cmd_cms, cmd_verify  # noqa: F401
     from mediasec.cli import cmd_deid  # noqa: F401
+    from mediasec.cli import cmd_sign  # noqa: F401
 
 
 class Terminated(BaseException):

@@ -92,6 +92,12 @@ class SecureFileProducer:
                                           plain_len=self.inner.size(), chunk=self._chunk)
         self.size = self.outer.size()
 
+    @property
+    def content_key(self) -> bytes:
+        """The content-encryption key drawn for this file (in memory only: the builder's
+        read-back decrypts what it wrote with it)."""
+        return self._cek
+
     @staticmethod
     def make_template(signers, options: ProtectOptions = ProtectOptions()):
         """The per-job SignedData template (None without signers); fixes the signingTime."""

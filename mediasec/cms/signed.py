@@ -446,10 +446,10 @@ def _read_signed(s: ByteStream, seq, sink) -> dict:
 #: SignerInfos (sid, algorithms, the contentType and signingTime attributes) are the same
 #: on every file of a medium: each distinct part is fully parsed once; the parts that
 #: differ per file (messageDigest, signature) are still parsed every time.
-_PARSED_OK = pcerts._Memo(512)
+_PARSED_OK = pcerts.Memo(512)
 #: the raw ``certificates [0]`` field -> the cryptography certificates it carries (every
 #: file of a medium carries the same bytes); only successful parses are remembered
-_CERT_SETS = pcerts._Memo(32)
+_CERT_SETS = pcerts.Memo(32)
 
 
 def _parse_part(v) -> None:
@@ -745,9 +745,9 @@ def _hole_values(raw: bytes, holes, plans) -> list:
 
 
 #: masked SignerInfos encodings known to parse completely
-_VALID_SHAPES = pcerts._Memo(64)
+_VALID_SHAPES = pcerts.Memo(64)
 #: (masked SignerInfos, eContentType, digest names, certificates) -> signer plans
-_PLANS = pcerts._Memo(64)
+_PLANS = pcerts.Memo(64)
 
 
 def _sig_alg_name(oid: str) -> str:

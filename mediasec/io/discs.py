@@ -9,18 +9,37 @@ the worker processes that produce small files (``Prefetcher``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Callable
 
-from mediasec.errors import InputError, MediasecError
-from mediasec.io.folder import FolderSink, WatchedInputs, resolve_file_id
+from mediasec.errors import InputError, IntegrityError, MediasecError
+from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
-from mediasec.io.iso import IsoFile, IsoImage
+from mediasec.io.iso import IsoFile, IsoImage, IsoSource
 from mediasec.io.prefetch import Prefetcher
 from mediasec.media.jobs import DiscFile, DiscLayout
 from mediasec.media.plan import write_producer
 
 __all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
+
+
+class _ReadBack:
+    """A written medium for the read-back: its listing, and reads whose OS errors are ours
+    (``EnvironmentFailure`` naming the output)."""
+
+    def __init__(self, source, target: str):
+        self._source = source
+        self._target = target
+
+    def entries(self):
+        return self._source.entries()
+
+    def open(self, handle):
+        try:
+            yield from self._source.open(handle)
+        except OSError as exc:
+            raise env_error(exc, self._target) from exc
 
 
 class IsoDiscWriter:
@@ -40,6 +59,19 @@ class IsoDiscWriter:
         patch = {f.components: manifest for f in self.files
                  if f.role == "manifest" and manifest is not None}
         return self.image.write(self.out, patch=patch)
+
+    @contextlib.contextmanager
+    def source(self):
+        """The image as written, through its still-unnamed file (``/proc/self/fd/N``)."""
+        try:
+            src = IsoSource(f"/proc/self/fd/{self.out.fileno}")
+        except InputError as exc:
+            raise IntegrityError(f"read-back: the image as written cannot be read "
+                                 f"({exc.message}); nothing was written",
+                                 path=self.out.target, code="READBACK_MISMATCH") from exc
+        with src:
+            src.label = self.out.target
+            yield _ReadBack(src, self.out.target)
 
     def commit(self) -> None:
         self.out.commit()
@@ -73,6 +105,11 @@ class FolderDiscWriter:
                     write_producer(f.producer, out)
         return sum(f.producer.size for f in self.files)
 
+    @contextlib.contextmanager
+    def source(self):
+        """The folder as written, in its staging place."""
+        yield _ReadBack(FolderSource(self.sink.root), self.sink.target)
+
     def commit(self) -> None:
         self.sink.commit()
         self.sink.__exit__(None, None, None)
@@ -88,6 +125,8 @@ class FileSystemPorts:
     """``BuildPorts`` for paths on this machine (one per job: the inputs it watches)."""
 
     resolve = staticmethod(resolve_file_id)
+    check_output = staticmethod(check_new_output)
+    absolute = staticmethod(os.path.abspath)
 
     def __init__(self) -> None:
         self._inputs = WatchedInputs()
@@ -97,8 +136,6 @@ class FileSystemPorts:
 
     def open_input(self, path: str):
         return self._inputs.open(path)
-    check_output = staticmethod(check_new_output)
-    absolute = staticmethod(os.path.abspath)
 
     def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
                   on_bytes: Callable[[int, str], None]):

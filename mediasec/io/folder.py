@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from typing import BinaryIO, Iterable, Iterator
@@ -19,9 +20,11 @@ from typing import BinaryIO, Iterable, Iterator
 from mediasec.dicom.fileid import FileId, match_component, validate_file_id
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.io.fs import StagingDir, env_error
+from mediasec.io.iso import CHUNK
+from mediasec.media.source import MediumEntry
 
-__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink", "WatchedInputs",
-           "identity"]
+__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink", "FolderSource",
+           "WatchedInputs", "identity"]
 
 
 def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
@@ -199,6 +202,12 @@ class FolderSink:
     def __exit__(self, exc_type, exc, tb):
         return self._staging.__exit__(exc_type, exc, tb)
 
+    @property
+    def root(self) -> str:
+        """The staging folder (named only until ``commit()``)."""
+        assert self._root is not None
+        return self._root
+
     def _mkdirs(self, parts: tuple[str, ...]) -> str:
         assert self._root is not None
         here = self._root
@@ -251,3 +260,94 @@ class FolderSink:
             finally:
                 os.close(fd)
         self._staging.commit()
+
+
+# -- reading a received folder (or mount): the MediumSource ------------------------------
+#
+# ``FolderSource``: the tree is walked without following symlinked folders; a
+# symlinked file is followed only if its real path stays inside the root's real path, else it
+# is listed as ``kind="escape"`` and never opened. ``open`` re-checks containment on the real
+# path at open time and opens it with ``O_NOFOLLOW``.
+
+_MAX_DEPTH = 32
+
+
+class FolderSource:
+    """A File-set folder or a mounted disc; nothing outside its real root is opened."""
+
+    volume_id = None
+    description = "folder"
+
+    def __init__(self, path: str):
+        self.label = path
+        self.root = os.path.realpath(path)
+        self._entries: list[MediumEntry] | None = None
+        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))  # reused: one file at a time
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def entries(self) -> list[MediumEntry]:
+        if self._entries is None:
+            out: list[MediumEntry] = []
+            self._walk(self.root, "", 0, out)
+            self._entries = out
+        return list(self._entries)
+
+    def _walk(self, folder: str, rel: str, depth: int, out: list) -> None:
+        if depth > _MAX_DEPTH:
+            return
+        try:
+            items = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+        for e in items:
+            r = f"{rel}{e.name}"
+            try:
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if not self._inside(real):
+                        out.append(MediumEntry(r, 0, None, "escape"))
+                    elif os.path.isfile(real):
+                        out.append(MediumEntry(r, os.path.getsize(real), r, "file"))
+                    # a symlinked folder inside the root is not walked (no loops)
+                elif e.is_dir(follow_symlinks=False):
+                    self._walk(e.path, r + "/", depth + 1, out)
+                elif e.is_file(follow_symlinks=False):
+                    out.append(MediumEntry(r, e.stat(follow_symlinks=False).st_size, r, "file"))
+            except OSError as exc:
+                raise env_error(exc, e.path) from exc
+
+    def open(self, handle: str) -> Iterator[memoryview]:
+        full = os.path.join(self.root, *handle.split("/"))
+        real = os.path.realpath(full)
+        if not self._inside(real):
+            raise OSError(errno.EACCES, "the path leads outside the medium", handle)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return self._chunks(fd)
+
+    def _chunks(self, fd: int) -> Iterator[memoryview]:
+        try:
+            bufs = self._bufs
+            i = 0
+            while True:
+                mv = memoryview(bufs[i])
+                n = os.readv(fd, [mv])
+                if not n:
+                    return
+                yield mv[:n]
+                i ^= 1
+        finally:
+            os.close(fd)
+
+    def worker_spec(self) -> tuple:
+        return ("folder", self.root)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

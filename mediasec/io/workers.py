@@ -44,8 +44,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 from mediasec.errors import InternalError, UsageError
+from mediasec.io.fs import env_error
+from mediasec.io.medium import reopen
+from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 
-__all__ = ["Pool", "ordered_map", "default_workers"]
+__all__ = ["Pool", "ordered_map", "default_workers", "worker_init", "worker_examine",
+           "worker_extract", "examine_fn", "SecretOutput"]
 
 
 def default_workers() -> int:
@@ -218,3 +222,121 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable, *, workers: int = 2,
     with Pool(workers, initializer=initializer, initargs=initargs,
               max_inflight=max_inflight, context=context) as pool:
         yield from pool.map(fn, items)
+
+
+# -- the medium jobs' tasks (verify, extract) --------------------------------------------
+#
+# ``worker_init(spec, decrypters, trust, extra)`` is a pool's ``setup`` (its arguments, keys
+# included, are inherited by the forked workers, never pickled: see above) and returns the
+# worker's state; ``worker_examine(state, task)`` and ``worker_extract(state, task)`` are
+# the tasks.
+
+def worker_init(spec: tuple, decrypters=(), trust=None, extra: dict | None = None) -> dict:
+    """Pool ``setup``: reopen the medium; the decrypters and trust context are the caller's
+    own objects (inherited at fork, see ``io.workers``)."""
+    return dict(reader=reopen(spec), decrypters=list(decrypters), trust=trust,
+                extra=dict(extra or {}))
+
+
+def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
+    """Pool task: read one file once (see ``examine_file``)."""
+    return examine_file(state["reader"].open(task.handle), path=task.path, size=task.size,
+                        decrypters=state["decrypters"], trust=state["trust"])
+
+
+def examine_fn(source, decrypters, trust) -> Any:
+    """An in-process examiner bound to ``source`` (the ``workers=1`` path)."""
+    def run(task: ExamineTask) -> FileFacts:
+        return examine_file(source.open(task.handle), path=task.path, size=task.size,
+                            decrypters=decrypters, trust=trust)
+    return run
+
+
+# -- extract: plaintext only into anonymous files in the output's staging folder ---------------
+
+class SecretOutput:
+    """An ``O_TMPFILE`` output at ``root/rel`` (folders made as needed); named only on
+    ``commit()``. Raises ``AnonymousUnsupported`` at once where the file system has none."""
+
+    def __init__(self, root: str, rel: str, *, private: bool = False):
+        from mediasec.io.fs import AtomicOutput
+
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise UsageError(f"bad output path {rel!r}", code="INTERNAL_OUTPUT_PATH")
+        folder = _output_folders(root, parts[:-1], private)
+        self._out = AtomicOutput(os.path.join(folder, parts[-1]), secret=True,
+                                 mode=0o600 if private else 0o644)
+        self._f = self._out.open()
+
+    def write(self, mv) -> None:
+        try:
+            while mv:
+                n = self._f.write(mv)
+                mv = mv[n:]
+        except OSError as exc:
+            raise env_error(exc, self._out.target) from exc
+
+    def commit(self) -> None:
+        self._out.commit()
+
+    def abort(self) -> None:
+        self._out.abort()
+
+
+def _output_folders(root: str, parts, private: bool) -> str:
+    """Make ``root/parts...`` with mode 0755 (0700 when ``private``) whatever the umask."""
+    folder = root
+    for p in parts:
+        folder = os.path.join(folder, p)
+        try:
+            os.mkdir(folder)
+            os.chmod(folder, 0o700 if private else 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+    return folder
+
+
+class _NullOutput:
+    def write(self, mv) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def worker_extract(st: dict, task):
+    """Pool task for ``extract``: one read, plaintext into an anonymous file, committed only
+    when the checks pass. Without ``O_TMPFILE`` the file is checked in a first read and
+    written (named temp file) in a second one."""
+    from mediasec.io.fs import AnonymousUnsupported, AtomicOutput
+    from mediasec.media.extract import extract_file
+
+    root = st["extra"]["staging"]
+    private = st["extra"].get("private", False)
+    kw = dict(decrypters=st["decrypters"], trust=st["trust"],
+              include_invalid=st["extra"].get("include_invalid", False))
+    try:
+        return extract_file(st["reader"].open(task.handle), task,
+                            open_output=lambda rel: SecretOutput(root, rel, private=private),
+                            **kw)
+    except AnonymousUnsupported:
+        pass
+    first = extract_file(st["reader"].open(task.handle), task,
+                         open_output=lambda rel: _NullOutput(), **kw)
+    if first.output is None:
+        return first
+
+    def named(rel):
+        out = SecretOutput.__new__(SecretOutput)
+        path = os.path.join(root, *rel.split("/"))
+        _output_folders(root, rel.split("/")[:-1], private)
+        out._out = AtomicOutput(path, mode=0o600 if private else 0o644)
+        out._f = out._out.open()
+        return out
+    return extract_file(st["reader"].open(task.handle), task, open_output=named, **kw)

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from mediasec import __version__
-from mediasec.media.validate import (FileSetIndex, RecordRef, content_ok, examine_file,
-                                     examine_tasks, judge_file)
+from mediasec.media.dirindex import FileSetIndex, RecordRef
+from mediasec.media.examine import examine_file
+from mediasec.media.judge import content_ok, judge_file
+from mediasec.media.validate import examine_tasks
 from mediasec.report import FileResult, Finding, Outcome, worst
 
 __all__ = ["ExtractTask", "ExtractResult", "ExtractReport", "plan_extract", "extract_file",

@@ -21,7 +21,7 @@ from mediasec.errors import InputError
 
 __all__ = ["load_certificates", "load_private_key", "to_asn1", "from_asn1", "from_der",
            "issuer_and_serial", "issuer_serial_parts", "subject_key_id", "describe",
-           "rsa_bits"]
+           "rsa_bits", "Memo"]
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
@@ -73,7 +73,7 @@ def load_private_key(data: bytes, password: bytes | None = None):
     return key, cert
 
 
-class _Memo:
+class Memo:
     """A small LRU map for facts derived from immutable inputs (certificate DER).
 
     Every file of a medium carries the same signer chain and is opened with the same
@@ -81,7 +81,7 @@ class _Memo:
     and the derived facts (issuer/serial, SKI, description) once per certificate, not once
     per file. Values must be immutable (or handed out as copies).
 
-    The map itself belongs to the running job (``mediasec._job``): a ``_Memo`` declared
+    The map itself belongs to the running job (``mediasec._job``): a ``Memo`` declared
     at module level is only a name and a size, and two jobs in two threads each fill
     their own map."""
 
@@ -124,8 +124,8 @@ class _Memo:
         self._d.clear()
 
 
-_BY_DER = _Memo()          # DER -> cryptography certificate
-_FACTS = _Memo()           # cryptography certificate -> _Facts
+_BY_DER = Memo()          # DER -> cryptography certificate
+_FACTS = Memo()           # cryptography certificate -> _Facts
 
 
 class _Facts:

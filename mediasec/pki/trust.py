@@ -46,8 +46,8 @@ def _check_key_usage(cert: x509.Certificate) -> None:
 #: path validation runs once per medium, not once per file. The key holds the exact time
 #: used (and its UTC offset, which the messages' dates are written in), so files signed at
 #: different times are each validated at their own time.
-#: The map belongs to the running job (see ``pki.certs._Memo``).
-_RESULTS = pcerts._Memo(64)
+#: The map belongs to the running job (see ``pki.certs.Memo``).
+_RESULTS = pcerts.Memo(64)
 
 
 def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: TrustContext,
