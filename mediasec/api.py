@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -34,8 +35,9 @@ from mediasec._job import Job
 from mediasec.cms.envelope import looks_enveloped
 from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, SecureFileReport,
                                  inspect_secure_file, open_secure_file, raise_for_failures)
-from mediasec.errors import (InputError, InternalError, MediasecError, NotCMSError,
-                             NotDicomError, UsageError, VerificationError)
+from mediasec.dicom.scan import scan_file
+from mediasec.errors import (EnvironmentFailure, InputError, InternalError, MediasecError,
+                             NotCMSError, NotDicomError, UsageError, VerificationError)
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
                             env_error)
 from mediasec.io.keys import file_chunks
@@ -43,7 +45,7 @@ from mediasec.io.rewrite import list_inputs, rewrite_files
 from mediasec.io.medium import medium_spec, open_medium
 from mediasec.io.workers import (Pool, batches, default_workers, worker_examine_batch,
                                  worker_extract, worker_init)
-from mediasec.media.extract import ExtractReport, plan_extract
+from mediasec.media.extract import ExtractReport, link_findings, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
 from mediasec.media.dirindex import index_medium, planned_tasks
 from mediasec.media.examine import examine_file
@@ -170,11 +172,27 @@ def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> 
     """Each plaintext file exists only as an anonymous inode until its checks pass; the
     folder appears only if at least one file was written. Progress: one event per file
     read, in bytes of the medium."""
+    try:
+        return _extract(request, on_progress)
+    except EnvironmentFailure as exc:
+        raise _named_in_output(exc, request.output)
+
+
+def _named_in_output(exc: EnvironmentFailure, output: str) -> EnvironmentFailure:
+    """An error on a file of the hidden staging folder names the file it was to become."""
+    staging = os.path.join(os.path.dirname(os.path.abspath(output)),
+                           f".{os.path.basename(os.path.abspath(output))}.partial-")
+    if exc.path and exc.path.startswith(staging):
+        rest = exc.path[len(staging):].partition(os.sep)[2]
+        exc.path = os.path.join(output, rest) if rest else output
+    return exc
+
+
+def _extract(request: ExtractRequest, on_progress: Progress | None) -> ExtractReport:
     decrypters = list(request.decrypters)
     spec = medium_spec(request.medium)
-    staging = StagingDir(request.output)
+    staging = StagingDir(request.output, mode=0o700 if request.private else 0o755)
     with Job("extract").active(), staging as root:
-        os.chmod(root, 0o700 if request.private else 0o755)
         with Pool(request.workers or default_workers(), setup=worker_init,
                   args=(spec, decrypters, request.trust,
                         {"staging": root, "include_invalid": request.include_invalid,
@@ -200,6 +218,7 @@ def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> 
         for path, fs in sorted(fsi.missing.items()):
             findings += [f.__class__(f.code, f.outcome, f"{path}: {f.message}", f.detail)
                          for f in fs if path not in planned]
+        findings += link_findings(fsi)
         report = ExtractReport(request.output, tuple(results), tuple(findings))
         if report.written:
             staging.commit()
@@ -251,7 +270,13 @@ def list_medium(request: ListRequest) -> dict:
 
 def _open_input(path: str):
     try:
-        return open(path, "rb", buffering=0)
+        # O_NONBLOCK: a FIFO or device must not block the open; refused just below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError("not a regular file", path=path, code="USAGE_NOT_REGULAR_FILE")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
     except FileNotFoundError as exc:
         raise UsageError("no such file", path=path, code="USAGE_NO_SUCH_FILE") from exc
     except IsADirectoryError as exc:
@@ -265,6 +290,16 @@ def _sniff(f) -> bytes:
     head = f.read(132)
     f.seek(0)
     return head
+
+
+def _check_part10(f, size: int, src: str) -> None:
+    """``DICM`` at byte 128 is not enough: the File Meta Information and the data set's
+    first elements must parse (a damaged file raises ``NotDicomError``/``InputError``)."""
+    try:
+        scan_file(f, size, source=src)
+    except OSError as exc:
+        raise env_error(exc, src) from exc
+    f.seek(0)
 
 
 @dataclass(frozen=True)
@@ -308,6 +343,7 @@ def protect(request: ProtectRequest) -> ProtectResult:
         if len(head) < 132 or head[128:132] != b"DICM":
             raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)", path=src)
         size = os.fstat(f.fileno()).st_size
+        _check_part10(f, size, src)
         try:
             producer = SecureFileProducer(size, recipients=request.recipients,
                                           signers=request.signers, options=request.options,
@@ -344,10 +380,10 @@ def _open_report(src, decrypters, trust, sink) -> SecureFileReport:
         try:
             return open_secure_file(file_chunks(f), decrypters=list(decrypters), sink=sink,
                                     trust=trust)
+        except MediasecError as exc:  # first: a sink's EnvironmentFailure names the output
+            raise exc.with_path(src)
         except OSError as exc:
             raise env_error(exc, src) from exc
-        except MediasecError as exc:
-            raise exc.with_path(src)
 
 
 def _raise_on(report: SecureFileReport, src: str, strict: bool = False) -> None:
@@ -478,6 +514,8 @@ def inspect(request: InspectRequest) -> InspectResult:
     with Job("inspect").active():
         with _open_input(src) as f:
             head = _sniff(f)
+            if not looks_enveloped(head) and len(head) >= 132 and head[128:132] == b"DICM":
+                _check_part10(f, os.fstat(f.fileno()).st_size, src)
         if not looks_enveloped(head):
             if len(head) >= 132 and head[128:132] == b"DICM":
                 return InspectResult(src, "plain DICOM Part 10 file")

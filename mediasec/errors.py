@@ -56,6 +56,9 @@ class MediasecError(Exception):
 
     def __init__(self, message: str, *, path: str | None = None, code: str | None = None,
                  hint: str | None = None) -> None:
+        # one line always: parser libraries (asn1crypto, pydicom) raise multi-line texts
+        # that end up quoted in ours, and every report shows one line per reason
+        message = " ".join(str(message).split())
         super().__init__(message)
         self.message = message
         self.path = path

@@ -13,6 +13,7 @@ recipients is refused (PS3.11: the secure format only on secure profiles).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import click
@@ -22,7 +23,8 @@ from mediasec.cli._dataset_signing import dataset_signing_fields, dataset_signin
 from mediasec.cli._protection import load_protection, protection_options
 from mediasec.cli.cmd_deid import deid_build_options, deid_job
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, warn, write_json
+from mediasec.cli.render import (Progress, check_side_outputs, side_outputs_or_undo, warn,
+                                 write_json)
 from mediasec.cms.secure import ProtectOptions
 from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
 
@@ -71,6 +73,7 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
               fileset_uid, progress, workers, cipher, digest, framing, verify, sign_datasets,
               authorized_copy, drop_covering_signatures, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
+    check_side_outputs(label_target, json_target, inputs=sources, outputs=(output,))
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
                                                   digest=digest, **flags)
     signing = dataset_signing_fields(sign_datasets, authorized_copy, drop_covering_signatures,
@@ -93,11 +96,14 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
     for f in (doc.get("dataset_signatures") or {}).get("findings", []):
         warn(f["source"], f"{f['code']}: " + _DATASET_NOTES.get(f["code"], "{reason}")
              .format_map({"reason": "", **f}))
-    if label_target:
-        write_json(label_target, "mediasec.label/1", result.labels, private=True)
-    if json_target:
-        write_json(json_target, "mediasec.build/1",
-                   {k: v for k, v in doc.items() if k not in ("schema", "version")})
+    with contextlib.ExitStack() as undo:
+        for image in result.images:   # made by this run (a build never replaces)
+            undo.enter_context(side_outputs_or_undo(image, existed=False))
+        if label_target:
+            write_json(label_target, "mediasec.label/1", result.labels, private=True)
+        if json_target:
+            write_json(json_target, "mediasec.build/1",
+                       {k: v for k, v in doc.items() if k not in ("schema", "version")})
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"],
                      "images": list(result.images)})
     if json_target != "-" and progress is None:

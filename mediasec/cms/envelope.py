@@ -22,7 +22,8 @@ from mediasec.cms._ber import (ByteStream, EOC, Header, der_len, expect, is_eoc_
                                iter_octets, octets_size, read_element, read_header, skip_eoc,
                                write_octets_header)
 from mediasec.cms.keys import block_cipher, block_size, load_recipient_infos
-from mediasec.errors import DecryptionError, InputError, MalformedError, NotCMSError
+from mediasec.errors import (DecryptionError, InputError, MalformedError, MediasecError,
+                             NotCMSError)
 from mediasec.pki import certs as pcerts
 from mediasec.policy import CIPHERS
 
@@ -169,7 +170,7 @@ class EnvelopedHead:
 
 def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     """Parse the outer layer up to the first ciphertext byte."""
-    first = s.peek(16)
+    first = s.peek(32)  # tag + up to 5 length octets + the 11-byte OID
     if not looks_enveloped(first):
         if len(first) >= 2 and first[0] == 0x30:
             raise NotCMSError("not a Secure DICOM File: a CMS/DER structure, but not "
@@ -179,7 +180,14 @@ def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     s.read(len(_OID_ENVELOPED))
     explicit = expect(s, 0xA0, "[0] EXPLICIT content")
     env = expect(s, 0x30, "EnvelopedData")
-    version = small_parse(acore.Integer, read_element(s, cap=16), "native")
+    try:
+        version = small_parse(acore.Integer, read_element(s, cap=16), "native")
+    except (ValueError, TypeError) as exc:
+        raise MalformedError("the EnvelopedData version does not parse",
+                             code="CMS_VERSION") from exc
+    if version not in (0, 2, 3, 4):  # RFC 5652 §6.1: CMSVersion 0, 2, 3 or 4
+        raise MalformedError(f"EnvelopedData version {version} is not 0, 2, 3 or 4",
+                             code="CMS_VERSION")
     originator = False
     h = read_header(s)
     if h.tag == 0xA0:  # originatorInfo: not used by the profile; skip it
@@ -197,6 +205,8 @@ def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     try:
         ctype = small_parse(acms.ContentType, read_element(s, cap=64), "dotted")
         cipher, iv = _content_cipher(read_element(s, cap=4096))
+    except MediasecError:
+        raise
     except (ValueError, TypeError) as exc:
         raise MalformedError(f"EncryptedContentInfo does not parse: {exc}") from exc
     if not isinstance(iv, bytes) or len(iv) != block_size(cipher):

@@ -32,8 +32,10 @@ from mediasec.cms._ber import (ByteStream, EOC, der_len, expect, iter_octets, oc
                                read_element, read_header, skip_eoc, write_octets_header)
 from mediasec.cms.envelope import small_parse
 from mediasec.cms.keys import HASHES, Signer
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from mediasec.errors import (InputError, IntegrityError, InternalError, MalformedError,
-                             SignatureError)
+                             MediasecError, SignatureError)
 from mediasec.pki import certs as pcerts
 
 __all__ = ["InnerLayout", "SignedTemplate", "InnerResult", "SignerResult", "read_inner"]
@@ -335,11 +337,22 @@ def read_inner(s: ByteStream, content_type: str, *, sink=None) -> InnerResult:
     elif content_type == oids.DATA:
         raise MalformedError("the envelope holds the bare file with no integrity layer "
                              "(not conformant to PS3.15 D.1)", code="CMS_INNER_TYPE")
-    if content_type == oids.DIGESTED_DATA:
-        result = _read_digested(s, seq, sink)
-    elif content_type == oids.SIGNED_DATA:
-        result = _read_signed(s, seq, sink)
-    else:
+    try:
+        if content_type == oids.DIGESTED_DATA:
+            result = _read_digested(s, seq, sink)
+        elif content_type == oids.SIGNED_DATA:
+            result = _read_signed(s, seq, sink)
+        else:
+            result = None
+    except MediasecError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError,
+            UnsupportedAlgorithm) as exc:
+        # asn1crypto parses lazily: a damaged field raises wherever it is first touched
+        raise MalformedError(f"the {_INNER_NAME.get(content_type, 'inner content')} does not "
+                             f"parse ({type(exc).__name__}: {exc})",
+                             code="CMS_INNER_PARSE") from exc
+    if result is None:
         raise MalformedError(f"inner content type {content_type} is not SignedData or "
                              "DigestedData", code="CMS_INNER_TYPE")
     if wrapped:
@@ -357,6 +370,9 @@ def read_inner(s: ByteStream, content_type: str, *, sink=None) -> InnerResult:
                        digest_ok=result.get("digest_ok"),
                        head=bytes(result["feeder"].head),
                        findings=tuple(findings) + tuple(result.get("findings", ())))
+
+
+_INNER_NAME = {oids.DIGESTED_DATA: "DigestedData", oids.SIGNED_DATA: "SignedData"}
 
 
 def _read_digested(s: ByteStream, seq, sink) -> dict:

@@ -14,8 +14,7 @@ import os
 from typing import Any, Callable
 
 from mediasec.errors import InputError, IntegrityError, MediasecError
-from mediasec.io.folder import (FolderSink, FolderSource, collect_inputs, open_input,
-                                resolve_file_id)
+from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
 from mediasec.io.iso import IsoFile, IsoImage, IsoSource
 from mediasec.io.prefetch import Prefetcher
@@ -123,13 +122,20 @@ class FolderDiscWriter:
 
 
 class FileSystemPorts:
-    """``BuildPorts`` for paths on this machine."""
+    """``BuildPorts`` for paths on this machine (one per job: the inputs it watches)."""
 
-    collect = staticmethod(collect_inputs)
-    open_input = staticmethod(open_input)
     resolve = staticmethod(resolve_file_id)
     check_output = staticmethod(check_new_output)
     absolute = staticmethod(os.path.abspath)
+
+    def __init__(self) -> None:
+        self._inputs = WatchedInputs()
+
+    def collect(self, paths):
+        return self._inputs.collect(paths)
+
+    def open_input(self, path: str):
+        return self._inputs.open(path)
 
     def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
                   on_bytes: Callable[[int, str], None]):

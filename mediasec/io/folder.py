@@ -23,7 +23,8 @@ from mediasec.io.fs import StagingDir, env_error
 from mediasec.io.iso import CHUNK
 from mediasec.media.source import MediumEntry
 
-__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink", "FolderSource"]
+__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink", "FolderSource",
+           "WatchedInputs", "identity"]
 
 
 def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
@@ -77,6 +78,79 @@ def open_input(path: str) -> BinaryIO:
         raise env_error(exc, path) from exc
 
 
+def identity(st: os.stat_result) -> tuple:
+    """What changes when a file is rewritten, even at the same size and with its mtime
+    put back (the ctime cannot be): device, inode, size, mtime and ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class WatchedInputs:
+    """Inputs of one build, each pinned to its identity when first seen (collected or
+    opened): a later open of a file that changed since, or a file that changes while it
+    is read, is refused (``INPUT_CHANGED``) - the DICOMDIR, the manifest and the file on
+    the medium would disagree."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple] = {}
+
+    def collect(self, paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
+        out = collect_inputs(paths)
+        for path, _size in out:
+            try:
+                self.seen.setdefault(path, identity(os.stat(path)))
+            except OSError as exc:
+                raise env_error(exc, path) from exc
+        return out
+
+    def open(self, path: str) -> BinaryIO:
+        f = open_input(path)
+        try:
+            now = identity(os.fstat(f.fileno()))
+        except OSError as exc:
+            f.close()
+            raise env_error(exc, path) from exc
+        before = self.seen.setdefault(path, now)
+        if before != now:
+            f.close()
+            raise InputError("file changed while the build ran (since it was first read)",
+                             path=path, code="INPUT_CHANGED")
+        return _Watched(f, path, now)
+
+
+class _Watched:
+    """A read-only input file that, when closed, says if it changed while it was open."""
+
+    def __init__(self, f, path: str, ident: tuple):
+        self._f = f
+        self._path = path
+        self._ident = ident
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __iter__(self):
+        return iter(self._f)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(check=exc_type is None)
+        return False
+
+    def close(self, check: bool = True) -> None:
+        if self._f.closed:
+            return
+        try:
+            changed = identity(os.fstat(self._f.fileno())) != self._ident
+        except OSError:
+            changed = False
+        self._f.close()
+        if changed and check:
+            raise InputError("file changed while it was being read", path=self._path,
+                             code="INPUT_CHANGED")
+
+
 def resolve_file_id(dicomdir_path: str, file_id: FileId) -> tuple[str, int] | None:
     """The file a DICOMDIR record names, inside the DICOMDIR's folder, or None."""
     try:
@@ -122,8 +196,7 @@ class FolderSink:
         self._dirs: set[str] = set()
 
     def __enter__(self) -> "FolderSink":
-        self._root = self._staging.__enter__()
-        os.chmod(self._root, 0o755)
+        self._root = self._staging.__enter__()   # 0700 until the commit makes it 0755
         return self
 
     def __exit__(self, exc_type, exc, tb):

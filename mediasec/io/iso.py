@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import stat
+import struct
 from typing import Iterator
 
 import pycdlib
@@ -22,6 +23,11 @@ from pycdlib.pycdlibexception import PyCdlibException
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.io.fs import env_error
 from mediasec.media.source import MediumEntry
+
+#: what pycdlib raises on a damaged image besides its own exception: it decodes names,
+#: unpacks records and indexes lists straight from the image's bytes
+_ISO_DAMAGE = (PyCdlibException, ValueError, struct.error, IndexError, KeyError, TypeError,
+               AttributeError, ZeroDivisionError, OverflowError, RecursionError)
 
 __all__ = ["LazyReader", "IsoFile", "IsoImage", "SECTOR", "IsoSource", "RawImage", "CHUNK"]
 
@@ -220,10 +226,12 @@ class RawImage:
         except OSError as exc:
             raise env_error(exc, path) from exc
         # two 1 MiB buffers for the whole medium, not per file (zeroing 2 MiB per file
-        # cost more than hashing a 500 KiB file)
-        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))
+        # cost more than hashing a 500 KiB file); made at the first read, not for a parse
+        self._bufs: tuple | None = None
 
     def open(self, handle) -> Iterator[memoryview]:
+        if self._bufs is None:
+            self._bufs = (bytearray(CHUNK), bytearray(CHUNK))
         return _read_ranges(self._fd, handle, self.size, self._bufs)
 
     def close(self) -> None:
@@ -249,7 +257,7 @@ class IsoSource:
         iso = pycdlib.PyCdlib()
         try:
             iso.open(self.path)
-        except PyCdlibException as exc:
+        except _ISO_DAMAGE as exc:
             self._raw.close()
             raise InputError(f"not a readable ISO 9660 image ({' '.join(str(exc).split())})",
                              path=path, code="MEDIUM_NOT_ISO") from exc
@@ -273,7 +281,7 @@ class IsoSource:
         self.volume_id = (vol.decode("latin-1") if isinstance(vol, bytes) else str(vol)).strip()
         try:
             self._entries = self._list()
-        except PyCdlibException as exc:
+        except _ISO_DAMAGE as exc:
             self.close()
             raise InputError(f"the image's directory structure is damaged "
                              f"({' '.join(str(exc).split())})", path=path,
@@ -286,7 +294,7 @@ class IsoSource:
         if self._iso is not None:
             try:
                 self._iso.close()
-            except PyCdlibException:
+            except _ISO_DAMAGE:
                 pass
             self._iso = None
 
@@ -307,7 +315,7 @@ class IsoSource:
         for full in self._walk("iso_path"):
             try:
                 ext = self._extents("iso_path", full)
-            except PyCdlibException:
+            except _ISO_DAMAGE:
                 continue
             if ext:
                 iso9660_by_extent.setdefault(ext[0][0], full)
@@ -317,7 +325,7 @@ class IsoSource:
                              else c for c in full.strip("/").split("/"))
             try:
                 ext = self._extents(self.namespace, full)
-            except PyCdlibException:
+            except _ISO_DAMAGE:
                 out.append(MediumEntry(shown, 0, None, "link"))
                 continue
             size = sum(n for _, n in ext)

@@ -38,6 +38,7 @@ import collections
 import functools
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
@@ -87,8 +88,12 @@ class Pool:
         self.context = context
         self.setup = setup
         self.setup_args = args
-        self.initializer = _worker_setup if setup is not None else initializer
-        self.initargs = (setup, args) if setup is not None else initargs
+        inner = _worker_setup if setup is not None else initializer
+        inner_args = (setup, args) if setup is not None else initargs
+        # every worker: signals left to the parent, dies with it (see _worker_boot)
+        self.initializer = _worker_boot
+        self.initargs = (os.getpid(), inner, inner_args)
+        self._inner = (inner, inner_args)
         self.state: Any = None
         self._executor: ProcessPoolExecutor | None = None
         self._inited_here = False
@@ -97,8 +102,8 @@ class Pool:
         if self.workers == 1:
             if self.setup is not None:
                 self.state = self.setup(*self.setup_args)
-            elif self.initializer is not None:
-                self.initializer(*self.initargs)
+            elif self._inner[0] is not None:
+                self._inner[0](*self._inner[1])
             self._inited_here = True
             return self
         self._executor = ProcessPoolExecutor(
@@ -239,6 +244,31 @@ def batches(items: Iterable, size: Callable[[Any], int], *, max_items: int = 32,
         total += n
     if group:
         yield tuple(group)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when the process that forked it dies, even by
+    kill -9 (otherwise a worker blocked on its task queue waits forever, orphaned)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:   # the parent died before the prctl took effect
+        os._exit(1)
+
+
+def _worker_boot(parent: int, inner: Callable | None, inner_args: tuple) -> None:
+    """Initializer of every worker. Ctrl-C reaches the whole process group and a service
+    manager may SIGTERM it: the parent alone handles both (it cancels the tasks, removes
+    its temporary outputs and shuts the pool down); a worker never prints a traceback of
+    its own and finishes or drops its one task."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent)
+    if inner is not None:
+        inner(*inner_args)
 
 
 #: in a worker process only: what ``setup`` made (a worker serves one pool, one job)

@@ -18,7 +18,7 @@ from mediasec.dicom.tags import (INSTANCE_NUMBER, MODALITY, PATIENT_ID, PATIENT_
 from mediasec.errors import InputError
 from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 from mediasec.media.fileids import check_file_id_value
-from mediasec.media.manifest import parse_manifest
+from mediasec.media.manifest import manifest_findings, parse_manifest
 from mediasec.media.source import MediumEntry, MediumIndex, MediumSource
 from mediasec.policy import TrustContext
 from mediasec.report import FileResult, Finding, Outcome
@@ -201,6 +201,8 @@ def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | N
     fsi.dicomdir_facts = facts
     if facts is not None:
         fsi.dicomdir_secure = facts.kind == "secure"
+        # the DICOMDIR's own line: its stored bytes, as `sha256sum -c` checks them
+        dfind += manifest_findings(fsi.manifest, d_entry.path, facts.sha256)
         for f in facts.findings:
             if f.code in ("CMS_NOT_RECIPIENT", "CMS_WRONG_PASSWORD") and decrypters:
                 raise InputError(f"the DICOMDIR cannot be opened with the given key or "
@@ -323,6 +325,11 @@ def _walk_records(fsi: FileSetIndex, dfind: list[Finding]) -> None:
                         "FILE_MISSING", Outcome.FAILED,
                         f"referenced by the {rtype} record at offset {rec.offset}, but not "
                         "on the medium"))
+                elif entry is fsi.dicomdir_entry or entry is fsi.manifest_entry:
+                    # never a record's file: the DICOMDIR (PS3.10 8.5) or our manifest
+                    note("FILEID_RESERVED", f"{rtype} record at offset {rec.offset} "
+                         f"references {entry.path}, which is not an instance of the "
+                         "File-set")
                 elif entry.path in fsi.refs:
                     referenced_by[entry.path] = referenced_by.get(entry.path, 1) + 1
                     fsi.missing.setdefault(entry.path, []).append(Finding(

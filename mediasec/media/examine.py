@@ -132,6 +132,25 @@ class _Tee:
             pass
 
 
+class _SinkFailed(Exception):
+    """The caller's sink could not take the plaintext (disk full at the output...): that is
+    the caller's environment failing, never a fault of the file being read. Carried past
+    every parser's error handling and re-raised as the sink's own error."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(sink):
+    def write(mv) -> None:
+        try:
+            sink(mv)
+        except OSError as exc:  # EnvironmentFailure included
+            raise _SinkFailed(exc) from exc
+    return write
+
+
 class _HeaderFull(Exception):
     """Raised from a sink to stop reading once the header is captured (listing only)."""
 
@@ -191,6 +210,8 @@ def examine_file(chunks: Iterable[bytes], *, path: str, size: int, decrypters=()
     """
     tee = _Tee(chunks, keep=HEADER_BOUND, hashing=not header_only)
     findings: list[Finding] = []
+    if sink is not None:
+        sink = _guarded(sink)
     try:
         first = tee.prime(160)
         if looks_enveloped(first[:16]):
@@ -215,6 +236,8 @@ def examine_file(chunks: Iterable[bytes], *, path: str, size: int, decrypters=()
         if not header_only:
             tee.drain()
         return FileFacts(path, size, "other", _hex(tee), (), magic=_exec_magic(first))
+    except _SinkFailed as exc:
+        raise exc.error from None
     except (OSError, MediasecError) as exc:
         if isinstance(exc, MediasecError) and not exc.code.startswith("ENV"):
             raise

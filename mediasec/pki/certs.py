@@ -170,7 +170,13 @@ def from_der(der: bytes) -> x509.Certificate:
     """``x509.load_der_x509_certificate`` (ValueError when it does not parse), cached by
     the DER bytes: equal bytes give the same certificate object."""
     der = bytes(der)
-    return _BY_DER.get(der, lambda: x509.load_der_x509_certificate(der))
+
+    def load():
+        try:
+            return x509.load_der_x509_certificate(der)
+        except x509.InvalidVersion as exc:  # not a ValueError: keep the documented contract
+            raise ValueError(f"certificate: {exc}") from exc
+    return _BY_DER.get(der, load)
 
 
 def from_asn1(cert: ax509.Certificate) -> x509.Certificate:
