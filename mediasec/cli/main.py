@@ -33,6 +33,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def _register() -> None:
     """Import the verb modules; each registers its commands on ``cli``."""
     from mediasec.cli import cmd_build, cmd_cms, cmd_verify  # noqa: F401
+    from mediasec.cli import cmd_net  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

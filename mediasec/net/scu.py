@@ -1,0 +1,618 @@
+"""Storage SCU over TLS: ``echo`` and ``send`` (pynetdicom; no DIMSE of ours).
+
+``send`` reads its SOURCEs with the medium readers (an ISO image, a File-set folder, any
+folder, or files) and, for each DICOM file, runs the same checks as ``verify``/``extract``
+(``mediasec.media.extract.extract_file``): a Secure DICOM File is decrypted into an
+anonymous in-memory file (``memfd``, never on disk) and is sent only if every check passed
+(``include_invalid`` sends a fully decrypted file that failed a check anyway).
+
+* Presentation contexts come from the files' SOP classes and transfer syntaxes (from the
+  DICOMDIR records, or a header read when there are none): one context per class and
+  original transfer syntax, plus one per class offering Explicit/Implicit VR Little Endian
+  as a fallback. The original bytes go out unchanged (pynetdicom's chunked send streams the
+  dataset as stored); an instance is converted only when the peer refused its original
+  transfer syntax and accepted a fallback, and only between uncompressed syntaxes.
+* Patient reconciliation (``mapping``/``patient``): the dataset is rewritten once with the
+  new Patient ID and an Original Attributes Sequence item (``mediasec.media.reconcile``).
+* Storage SOP Class Extended Negotiation (PS3.4 B.3.1): we ask each class for level 2
+  storage, bit-preserving signatures; the peer's answer is reported per class.
+* Resumable: ``state`` (a JSON-lines file, fsynced per line) records each confirmed
+  instance as peer, SOP Instance UID and the SHA-256 of the bytes sent - nothing else. A
+  re-run skips what the same peer already confirmed with the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from mediasec import __version__
+from mediasec.errors import InputError, MediasecError, PeerError, UsageError
+from mediasec.io.fs import env_error, fsync_dir
+from mediasec.io.medium import FolderSource, open_medium
+from mediasec.media.extract import extract_file, plan_extract
+from mediasec.media.validate import MediumEntry, examine_file, index_medium
+from mediasec.net._seam import explain_association, pynetdicom_errors
+from mediasec.net.tls import DEFAULT_PORT, TLSConfig, check_peer_certificate, client_context, \
+    tls_facts
+from mediasec.report import Finding, Outcome
+
+__all__ = ["Peer", "parse_peer", "echo", "send", "SEND_SCHEMA", "ECHO_SCHEMA",
+           "SECURE_USE_REQUEST", "decode_secure_use"]
+
+SEND_SCHEMA = "mediasec.send/1"
+ECHO_SCHEMA = "mediasec.echo/1"
+_AET = re.compile(r"[\x20-\x7e]{1,16}\Z")
+ELE, ILE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+_UNCOMPRESSED = {ELE, ILE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+#: SCU's Storage SOP Class Extended Negotiation (PS3.4 B.3.1.1): level of support 3 (SCU
+#: only), digital signature level 0, element coercion 2 (not applicable) - the SCP answers
+SECURE_USE_REQUEST = bytes([3, 0, 0, 0, 2, 0])
+
+
+@dataclass(frozen=True)
+class Peer:
+    aet: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.aet}@{self.host}:{self.port}"
+
+
+def parse_peer(text: str) -> Peer:
+    """``AET@HOST[:PORT]`` (port 2762 by default; ``[v6]`` literals allowed)."""
+    aet, at, rest = text.rpartition("@")
+    if not at or not aet or not rest:
+        raise UsageError(f"--to {text!r}: expected AET@HOST:PORT", code="USAGE_PEER")
+    if not _AET.match(aet) or aet.strip() != aet or "\\" in aet:
+        raise UsageError(f"--to {text!r}: an AE title is 1-16 printable characters",
+                         code="USAGE_PEER")
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", rest)
+    if not m:
+        raise UsageError(f"--to {text!r}: expected AET@HOST:PORT", code="USAGE_PEER")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4) or DEFAULT_PORT)
+    if not 0 < port < 65536:
+        raise UsageError(f"--to {text!r}: port out of range", code="USAGE_PEER")
+    return Peer(aet, host, port)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 15.0      # TCP connect + TLS handshake
+    acse: float = 30.0
+    dimse: float = 120.0
+    network: float = 120.0
+
+
+def _ae(calling_aet: str, t: Timeouts):
+    from pynetdicom import AE
+    ae = AE(ae_title=calling_aet)
+    ae.connection_timeout = t.connect
+    ae.acse_timeout = t.acse
+    ae.dimse_timeout = t.dimse
+    ae.network_timeout = t.network
+    return ae
+
+
+def _socket(assoc):
+    with contextlib.suppress(AttributeError):
+        return assoc.dul.socket.socket
+    return None
+
+
+def decode_secure_use(info: bytes | None) -> dict:
+    """The SCP's Storage SOP Class Extended Negotiation answer, in words."""
+    if not info:
+        return {"answered": False, "note": "no statement; dataset signatures may not survive"}
+    b = bytes(info) + b"\0" * 6
+    levels = {0: "level 0 (storage of the elements the SOP class requires)",
+              1: "level 1 (Type 1 and 2 elements kept; others may be discarded)",
+              2: "level 2 (all elements kept)", 3: "n/a (SCU only)"}
+    sig = {0: "unspecified", 1: "signature level 1 (may not preserve signatures)",
+           2: "signature level 2 (validates signatures, may replace them)",
+           3: "signature level 3 (bit-preserving: signatures survive)"}
+    coerce = {0: "does not coerce elements", 1: "may coerce elements", 2: "n/a"}
+    return {"answered": True, "level_of_support": b[0], "digital_signature": b[2],
+            "element_coercion": b[4],
+            "note": f"{levels.get(b[0], f'level {b[0]}')}, {sig.get(b[2], f'{b[2]}')}, "
+                    f"{coerce.get(b[4], f'{b[4]}')}"}
+
+
+def _associate(ae, peer: Peer, tls: TLSConfig, *, ext_neg=None):
+    """An established association over TLS, or ``PeerError`` saying why not."""
+    ctx = client_context(tls)
+    with pynetdicom_errors(str(peer)) as cap:
+        assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet,
+                             tls_args=(ctx, peer.host if tls.check_hostname else None),
+                             ext_neg=ext_neg or None)
+        if not assoc.is_established:
+            raise explain_association(assoc, cap, str(peer))
+    sock = _socket(assoc)
+    facts = tls_facts(sock)
+    try:
+        check_peer_certificate(sock.getpeercert(binary_form=True) if sock else None,
+                               tls.profile)
+    except MediasecError as exc:
+        assoc.abort()
+        raise PeerError(f"TLS refused: {exc.message}", path=str(peer), code=exc.code) from exc
+    return assoc, facts
+
+
+def echo(peer: Peer, tls: TLSConfig, *, calling_aet: str = "MEDIASEC",
+         timeouts: Timeouts = Timeouts()) -> dict:
+    """C-ECHO over TLS: ``mediasec.echo/1``; ``PeerError`` when no association."""
+    from pynetdicom.sop_class import Verification
+    ae = _ae(calling_aet, timeouts)
+    ae.add_requested_context(Verification)
+    t0 = time.monotonic()
+    assoc, facts = _associate(ae, peer, tls)
+    try:
+        with pynetdicom_errors(str(peer)):
+            status = assoc.send_c_echo()
+    finally:
+        with contextlib.suppress(Exception):
+            assoc.release()
+    code = int(getattr(status, "Status", -1)) if status is not None and status else -1
+    if code != 0:
+        raise PeerError("C-ECHO failed" + (f": status 0x{code:04X}" if code >= 0 else
+                                           ": no response"), path=str(peer),
+                        code="NET_ECHO_FAILED")
+    return {"schema": ECHO_SCHEMA, "version": __version__, "peer": _peer_dict(peer),
+            "tls": facts, "status": code, "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _peer_dict(peer: Peer) -> dict:
+    return {"aet": peer.aet, "host": peer.host, "port": peer.port}
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+class FilesSource:
+    """Files named on the command line, as a ``MediumSource`` (no DICOMDIR, no escapes)."""
+
+    description = "files"
+    volume_id = None
+
+    def __init__(self, paths: list[str]):
+        self.label = "files"
+        self._entries = []
+        for p in paths:
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                raise UsageError("no such file or folder", path=p,
+                                 code="USAGE_NO_MEDIUM") from None
+            except OSError as exc:
+                raise env_error(exc, p) from exc
+            self._entries.append(MediumEntry(os.path.abspath(p).lstrip("/"), st.st_size,
+                                             os.path.abspath(p), "file"))
+        self._reader = FolderSource("/")
+
+    def entries(self) -> list[MediumEntry]:
+        return list(self._entries)
+
+    def open(self, handle):
+        fd = os.open(handle, os.O_RDONLY)
+        return self._reader._chunks(fd)
+
+    def worker_spec(self) -> tuple:
+        return ("folder", "/")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _open_sources(sources: list[str]) -> list:
+    files = [s for s in sources if os.path.isfile(s) and not _looks_like_image(s)]
+    out = [FilesSource(files)] if files else []
+    for s in sources:
+        if s not in files:
+            out.append(open_medium(s))
+    return out
+
+
+def _looks_like_image(path: str) -> bool:
+    """An ISO 9660 image (``CD001`` at 32769), not a DICOM file named on the line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(32769)
+            return f.read(5) == b"CD001"
+    except OSError:
+        return False
+
+
+class _MemOutput:
+    """``extract_file``'s output: an anonymous in-memory file (never on disk)."""
+
+    def __init__(self):
+        self.fd = os.memfd_create("mediasec-send", os.MFD_CLOEXEC)
+        self.committed = False
+        self.sha = hashlib.sha256()
+
+    def write(self, mv) -> None:
+        self.sha.update(mv)
+        mv = memoryview(mv)
+        while mv:
+            n = os.write(self.fd, mv)
+            mv = mv[n:]
+
+    def commit(self) -> None:
+        self.committed = True
+
+    def abort(self) -> None:
+        pass
+
+    @property
+    def path(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _memfd_from(data: bytes) -> _MemOutput:
+    out = _MemOutput()
+    out.write(data)
+    out.commit()
+    return out
+
+
+# -- the state file ----------------------------------------------------------------------------
+
+class SendState:
+    """Confirmed instances, one JSON line each: peer, SOP Instance UID, SHA-256 of the
+    bytes sent. No patient data. Appended and fsynced after each confirmation."""
+
+    def __init__(self, path: str | None, peer: Peer):
+        self.path = path
+        self.peer = str(peer)
+        self.done: set[tuple[str, str]] = set()
+        self._f = None
+        if path is None:
+            return
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        rec = json.loads(line)
+                        if rec.get("peer") == self.peer:
+                            self.done.add((rec["sop_instance_uid"], rec["sha256"]))
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        # a line cut by a crash at the very end is expected; skip it
+                        continue
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise env_error(exc, path) from exc
+        try:
+            self._f = open(path, "a", encoding="utf-8")
+            fsync_dir(os.path.dirname(os.path.abspath(path)))
+        except OSError as exc:
+            raise env_error(exc, path) from exc
+
+    def confirmed(self, uid: str, sha: str) -> bool:
+        return (uid, sha) in self.done
+
+    def record(self, uid: str, sha: str) -> None:
+        self.done.add((uid, sha))
+        if self._f is None:
+            return
+        try:
+            self._f.write(json.dumps({"peer": self.peer, "sop_instance_uid": uid,
+                                      "sha256": sha}) + "\n")
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as exc:
+            raise env_error(exc, self.path) from exc
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+# -- send --------------------------------------------------------------------------------------
+
+@dataclass
+class _Item:
+    source: object
+    task: object
+    sop_class: str | None
+    sop_instance: str | None
+    ts: str | None
+
+
+@dataclass
+class SendOptions:
+    calling_aet: str = "MEDIASEC"
+    decrypters: tuple = ()
+    trust: object = None
+    include_invalid: bool = False
+    mapping: dict | None = None                # old id -> PatientMapping
+    patient: object = None                     # PatientMapping for every instance
+    state_path: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    now: datetime | None = None
+    max_pdu: int = 0                           # 0: unlimited
+
+
+def _collect(sources, opts: SendOptions) -> tuple[list[_Item], list[dict]]:
+    items, notes = [], []
+    for source in sources:
+        fsi = index_medium(source, decrypters=opts.decrypters, trust=opts.trust)
+        if fsi.dicomdir_secure and not opts.decrypters:
+            raise UsageError("the medium is encrypted; give --key/--cert or --password-env",
+                             path=source.label, code="USAGE_NO_KEY")
+        for task in plan_extract(fsi):
+            ref = task.ref
+            if ref is not None and ref.sop_class_uid and ref.sop_instance_uid and \
+                    ref.transfer_syntax:
+                items.append(_Item(source, task, ref.sop_class_uid, ref.sop_instance_uid,
+                                   ref.transfer_syntax))
+                continue
+            facts = examine_file(source.open(task.handle), path=task.path, size=task.size,
+                                 decrypters=opts.decrypters, trust=opts.trust,
+                                 header_only=True)
+            if facts.header is None:
+                if facts.kind in ("plain", "secure"):
+                    items.append(_Item(source, task, None, None, None))
+                else:
+                    notes.append({"path": task.path, "status": "skipped",
+                                  "reasons": [{"code": "SEND_NOT_DICOM", "outcome": "info",
+                                               "message": "not a DICOM file: not sent"}]})
+                continue
+            h = facts.header
+            items.append(_Item(source, task, h.sop_class_uid or h.media_sop_class_uid,
+                               h.sop_instance_uid or h.media_sop_instance_uid,
+                               h.transfer_syntax))
+    return items, notes
+
+
+def _contexts(items: list[_Item]):
+    from pynetdicom.presentation import build_context
+    pairs: dict[str, list[str]] = {}
+    for it in items:
+        if it.sop_class and it.ts:
+            lst = pairs.setdefault(it.sop_class, [])
+            if it.ts not in lst:
+                lst.append(it.ts)
+    cxs = []
+    for cls, tss in pairs.items():
+        for ts in tss:
+            cxs.append(build_context(cls, [ts]))
+        cxs.append(build_context(cls, [ELE, ILE]))
+    if len(cxs) > 128:
+        raise UsageError(f"the files need {len(cxs)} presentation contexts; one association "
+                         "carries at most 128 - send fewer SOP classes/transfer syntaxes at "
+                         "a time", code="USAGE_TOO_MANY_CONTEXTS")
+    return cxs, list(pairs)
+
+
+def _accepted(assoc) -> dict[tuple[str, str], object]:
+    return {(cx.abstract_syntax, cx.transfer_syntax[0]): cx
+            for cx in assoc.accepted_contexts}
+
+
+def _convert(mem: _MemOutput, target_ts: str) -> _MemOutput:
+    import pydicom
+    with open(mem.path, "rb") as f:
+        ds = pydicom.dcmread(f)
+    ds.file_meta.TransferSyntaxUID = target_ts
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True, implicit_vr=target_ts == ILE,
+               little_endian=True)
+    return _memfd_from(buf.getvalue())
+
+
+def _reconcile(mem: _MemOutput, opts: SendOptions) -> tuple[_MemOutput | None, dict, str | None]:
+    """The mapped copy (or None: unchanged), a report entry, or a failure message."""
+    import pydicom
+
+    from mediasec.media.reconcile import reconcile_patient
+    with open(mem.path, "rb") as f:
+        ds = pydicom.dcmread(f)
+    if opts.patient is not None:
+        m = opts.patient
+    else:
+        old = str(ds.get("PatientID", ""))
+        m = (opts.mapping or {}).get(old)
+        if m is None:
+            return None, {}, "its Patient ID is not in the map (--map-patient-id): not sent"
+    changed = reconcile_patient(ds, m, when=opts.now or datetime.now(timezone.utc),
+                                system=f"mediasec {__version__}")
+    if not changed:
+        return None, {"changed": []}, None
+    buf = io.BytesIO()
+    ts = ds.file_meta.TransferSyntaxUID
+    ds.save_as(buf, enforce_file_format=True)
+    del ts
+    return _memfd_from(buf.getvalue()), {"changed": changed}, None
+
+
+def _status_word(status) -> int | None:
+    if status is None or not status or "Status" not in status:
+        return None
+    return int(status.Status)
+
+
+def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> dict:
+    """Send every DICOM instance of ``sources``; the ``mediasec.send/1`` document.
+
+    Raises ``PeerError`` when no association can be made (nothing sent). A lost association
+    mid-way reports each instance not yet confirmed as failed (``NET_ASSOCIATION_LOST``).
+    """
+    from pynetdicom import _config
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+
+    opened = _open_sources(sources)
+    state = SendState(opts.state_path, peer)
+    results: list[dict] = []
+    t0 = time.monotonic()
+    sent_bytes = 0
+    try:
+        items, notes = _collect(opened, opts)
+        results.extend(notes)
+        if not items:
+            raise InputError("no DICOM instances to send", path=" ".join(sources),
+                             code="SEND_NOTHING")
+        contexts, classes = _contexts(items)
+        ae = _ae(opts.calling_aet, opts.timeouts)
+        ae.maximum_pdu_size = opts.max_pdu
+        ae.requested_contexts = contexts
+        ext = []
+        for cls in classes:
+            item = SOPClassExtendedNegotiation()
+            item.sop_class_uid = cls
+            item.service_class_application_information = SECURE_USE_REQUEST
+            ext.append(item)
+        old_chunked = _config.STORE_SEND_CHUNKED_DATASET
+        _config.STORE_SEND_CHUNKED_DATASET = True   # stream the stored bytes, no re-encoding
+        assoc, facts = _associate(ae, peer, tls, ext_neg=ext)
+        try:
+            offered = assoc.acceptor.sop_class_extended
+            secure_use = {cls: decode_secure_use(offered.get(cls)) for cls in classes}
+            accepted = _accepted(assoc)
+            lost = None
+            for it in items:
+                if lost is None and not assoc.is_established:
+                    lost = "the association was lost before this instance was sent"
+                r, n = _send_one(assoc, accepted, it, opts, state, peer, lost)
+                sent_bytes += n
+                if r.get("_lost"):
+                    lost = r.pop("_lost")
+                results.append(r)
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = old_chunked
+            with contextlib.suppress(Exception):
+                if assoc.is_established:
+                    assoc.release()
+    finally:
+        state.close()
+        for s in opened:
+            s.close()
+    counts = {k: sum(1 for r in results if r["status"] == k)
+              for k in ("sent", "already-sent", "failed", "not-sent", "skipped")}
+    outcome = "failed" if counts["failed"] or counts["not-sent"] else "passed"
+    secs = time.monotonic() - t0
+    return {"schema": SEND_SCHEMA, "version": __version__, "outcome": outcome,
+            "peer": _peer_dict(peer), "tls": facts, "secure_use": secure_use,
+            "counts": counts, "bytes_sent": sent_bytes, "seconds": round(secs, 3),
+            "instances": results}
+
+
+def _send_one(assoc, accepted, it: _Item, opts: SendOptions, state: SendState, peer: Peer,
+              lost: str | None) -> tuple[dict, int]:
+    task = it.task
+    base = {"path": task.path, "sop_instance_uid": it.sop_instance,
+            "sop_class_uid": it.sop_class, "transfer_syntax": it.ts}
+
+    def fail(code: str, message: str, status: str = "failed", findings=()) -> dict:
+        reasons = [f.to_dict() for f in findings
+                   if f.outcome in (Outcome.FAILED, Outcome.WARNING)]
+        return {**base, "status": status,
+                "reasons": reasons + [{"code": code, "outcome": "failed",
+                                       "message": message}]}
+
+    if lost:
+        return fail("NET_ASSOCIATION_LOST", lost), 0
+    mem = _MemOutput()
+    extra: list = []
+    try:
+        try:
+            res = extract_file(it.source.open(task.handle), task, open_output=lambda _r: mem,
+                               decrypters=opts.decrypters, trust=opts.trust,
+                               include_invalid=opts.include_invalid)
+        except MediasecError as exc:
+            return fail(exc.code, exc.message, "not-sent"), 0
+        if res.output is None:
+            bad = [f for f in res.findings if f.outcome is Outcome.FAILED]
+            if res.kind not in ("plain", "secure"):
+                return {**base, "status": "skipped", "reasons": [
+                    f.to_dict() for f in res.findings]}, 0
+            return fail("SEND_INVALID", "failed its checks: not sent (--include-invalid "
+                        "sends it anyway)" if bad else "could not be read: not sent",
+                        "not-sent", res.findings), 0
+        warnings = [f.to_dict() for f in res.findings if f.outcome is not Outcome.PASSED
+                    and f.outcome is not Outcome.INFO]
+        if it.sop_class is None or it.ts is None:
+            return fail("SEND_NO_HEADER", "no SOP class or transfer syntax found", "not-sent"), 0
+        ts = it.ts
+        send_mem = mem
+        mapping_info = None
+        if opts.mapping is not None or opts.patient is not None:
+            try:
+                mapped, mapping_info, problem = _reconcile(mem, opts)
+            except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot rewrite
+                return fail("MAP_FAILED", f"could not rewrite the dataset: "
+                            f"{' '.join(str(exc).split())[:160]}", "not-sent"), 0
+            if problem:
+                return fail("PATIENT_NOT_MAPPED", problem, "not-sent"), 0
+            if mapped is not None:
+                extra.append(mapped)
+                send_mem = mapped
+        cx = accepted.get((it.sop_class, ts))
+        sent_ts = ts
+        if cx is None:
+            fb = [t for t in (ELE, ILE) if (it.sop_class, t) in accepted]
+            if not fb or ts not in _UNCOMPRESSED:
+                return fail("NET_TS_REFUSED", f"the peer accepted no presentation context "
+                            f"for this SOP class with transfer syntax {ts}"
+                            + ("; a compressed syntax is not converted" if fb else "")), 0
+            sent_ts = fb[0]
+            try:
+                conv = _convert(send_mem, sent_ts)
+            except Exception as exc:  # noqa: BLE001
+                return fail("NET_CONVERT_FAILED", f"conversion to {sent_ts} failed: "
+                            f"{' '.join(str(exc).split())[:160]}"), 0
+            extra.append(conv)
+            send_mem = conv
+        sha = send_mem.sha.hexdigest()
+        entry = {**base, "sent_transfer_syntax": sent_ts, "sha256": sha}
+        if mapping_info is not None:
+            entry["patient_mapping"] = mapping_info
+        if state.confirmed(it.sop_instance, sha):
+            return {**entry, "status": "already-sent", "reasons": warnings}, 0
+        size = os.fstat(send_mem.fd).st_size
+        try:
+            with pynetdicom_errors(str(peer)):
+                status = assoc.send_c_store(send_mem.path)
+        except PeerError as exc:
+            return {**fail(exc.code, exc.message), **{"_lost": exc.message}}, 0
+        word = _status_word(status)
+        if word is None:
+            why = "no C-STORE response (association lost)"
+            return {**fail("NET_ASSOCIATION_LOST", why), "_lost": why}, 0
+        entry["dimse_status"] = word
+        if word == 0 or (word & 0xF000) == 0xB000:
+            state.record(it.sop_instance, sha)
+            if word:
+                warnings.append({"code": "NET_STORE_WARNING", "outcome": "warning",
+                                 "message": f"stored with warning status 0x{word:04X}"})
+            return {**entry, "status": "sent", "reasons": warnings}, size
+        return {**entry, "status": "failed", "reasons": warnings + [
+            {"code": "NET_STORE_FAILED", "outcome": "failed",
+             "message": f"the peer refused the instance: status 0x{word:04X}"}]}, 0
+    finally:
+        mem.close()
+        for m in extra:
+            m.close()
