@@ -163,7 +163,7 @@ class Receiver:
 
     def _on_requested(self, event) -> None:
         assoc = event.assoc
-        calling = assoc.requestor.ae_title.strip()
+        calling = str(assoc.requestor.primitive.calling_ae_title or "").strip()
         subject = self._subject(assoc)
         why = None
         if self.opts.allow_aets and calling not in self.opts.allow_aets:
@@ -177,6 +177,7 @@ class Receiver:
                         code=why[0], message=why[1])
             # rejected-permanent, service-user, calling AE title not recognised
             assoc.acse.send_reject(0x01, 0x01, 0x03)
+            assoc.kill()      # as pynetdicom's own rejections do: lets the DUL send the RJ
 
     def _on_established(self, event) -> None:
         with self.stats.lock:
@@ -307,11 +308,13 @@ class Receiver:
                     (evt.EVT_ESTABLISHED, self._on_established)]
         server_cls = _server_class(o.handshake_timeout, self._tls_refused)
         try:
-            self.server = ae.start_server((o.bind, o.port), block=False,
-                                          ssl_context=self.ctx, evt_handlers=handlers,
-                                          server_class=server_cls)
+            self.server = ae.make_server((o.bind, o.port), ssl_context=self.ctx,
+                                         evt_handlers=handlers, server_class=server_cls)
         except OSError as exc:
             raise env_error(exc, f"{o.bind}:{o.port}") from exc
+        ae._servers.append(self.server)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="mediasec-receive", daemon=True).start()
         self.ae = ae
         return self
 

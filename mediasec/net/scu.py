@@ -485,8 +485,9 @@ def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> d
             item.sop_class_uid = cls
             item.service_class_application_information = SECURE_USE_REQUEST
             ext.append(item)
-        old_chunked = _config.STORE_SEND_CHUNKED_DATASET
-        _config.STORE_SEND_CHUNKED_DATASET = True   # stream the stored bytes, no re-encoding
+        # stream the stored bytes, no re-encoding. pynetdicom's switch is process-wide; every
+        # send of ours wants it on, so it is set and left set (threads may send at once)
+        _config.STORE_SEND_CHUNKED_DATASET = True
         assoc, facts = _associate(ae, peer, tls, ext_neg=ext)
         try:
             offered = assoc.acceptor.sop_class_extended
@@ -502,7 +503,6 @@ def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> d
                     lost = r.pop("_lost")
                 results.append(r)
         finally:
-            _config.STORE_SEND_CHUNKED_DATASET = old_chunked
             with contextlib.suppress(Exception):
                 if assoc.is_established:
                     assoc.release()
