@@ -95,13 +95,14 @@ def receiver(tlspki, tmp_path):
 class StoreSCP:
     """DCMTK storescp with TLS, bit-preserving, all transfer syntaxes."""
 
-    def __init__(self, pki, out, *extra, who="server"):
+    def __init__(self, pki, out, *extra, who="server", accept_all=True):
         exe = peer("storescp")
         self.out = pathlib.Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [exe, "-aet", "STORESCP", "-od", str(out), "+B", "+xa", *extra,
+            [exe, "-aet", "STORESCP", "-od", str(out), "+B", *(["+xa"] if accept_all else []),
+             *extra,
              "+tls", str(pki / f"{who}.key"), str(pki / f"{who}.crt"), "-pw",
              "+cf", str(pki / "ca.crt"), str(self.port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -131,8 +132,9 @@ class StoreSCP:
 def storescp(tlspki, tmp_path):
     started = []
 
-    def start(*extra, who="server"):
-        s = StoreSCP(tlspki, tmp_path / f"scp{len(started)}", *extra, who=who)
+    def start(*extra, who="server", accept_all=True):
+        s = StoreSCP(tlspki, tmp_path / f"scp{len(started)}", *extra, who=who,
+                     accept_all=accept_all)
         started.append(s)
         return s
     yield start
@@ -242,6 +244,51 @@ def test_secure_disc_send_with_patient_map_into_storescp(storescp, tlspki, tmp_p
         assert have == want          # nothing else changed
     # no plaintext was written anywhere near the disc
     assert not list(tmp_path.glob("*.dcm"))
+
+
+@pytest.mark.peer("storescp")
+def test_conversion_only_when_the_peer_refuses_the_original_syntax(storescp, tlspki):
+    scp = storescp(accept_all=False)         # uncompressed syntaxes only
+    srcs = [DICOM / "ct1.dcm", DICOM / "mr2_deflate.dcm", DICOM / "ct_jpeg.dcm"]
+    res, doc = send_json(scp.to(), *srcs, pki=tlspki)
+    assert res.code == 1, res                 # the JPEG one could not go
+    st = {pathlib.Path(r["path"]).name: r for r in doc["instances"]}
+    assert st["ct1.dcm"]["status"] == "sent"
+    assert st["ct1.dcm"]["sent_transfer_syntax"] == st["ct1.dcm"]["transfer_syntax"]
+    defl = st["mr2_deflate.dcm"]
+    assert defl["status"] == "sent" and defl["sent_transfer_syntax"] == "1.2.840.10008.1.2.1"
+    assert st["ct_jpeg.dcm"]["status"] == "failed"
+    assert st["ct_jpeg.dcm"]["reasons"][-1]["code"] == "NET_TS_REFUSED"
+    assert "NET_TS_REFUSED" in res.stderr
+    got = by_uid(scp.files())
+    for src in srcs[:2]:
+        want = pydicom.dcmread(src)
+        have = pydicom.dcmread(got[str(want.SOPInstanceUID)])
+        assert have == want
+    ct1 = str(pydicom.dcmread(srcs[0]).SOPInstanceUID)
+    assert dataset_bytes(got[ct1]) == dataset_bytes(srcs[0])
+
+
+def test_allow_subject_and_pkcs12_key(receiver, tlspki, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography import x509
+    rx = receiver("--allow-subject", "CN=client2,O=mediasec test")
+    key = serialization.load_pem_private_key((tlspki / "client2.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((tlspki / "client2.crt").read_bytes())
+    p12 = tmp_path / "client2.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"c2", key, cert, None, serialization.BestAvailableEncryption(b"s3cret")))
+    args = ("echo", "--to", rx.to(), "--tls-key", p12, "--tls-ca", tlspki / "ca.crt",
+            "--tls-key-password-env", "TLS_PW")
+    ok = run_cli(*args, env={"TLS_PW": "s3cret"})
+    assert ok.code == 0, ok
+    bad = run_cli(*args, env={"TLS_PW": "wrong"})
+    assert_one_line_error(bad, 2, "wrong passphrase")
+    r = run_cli("echo", "--to", rx.to(), *tls_args(tlspki))      # CN=client: not allowed
+    assert_one_line_error(r, 3, "rejected")
+    code, err, doc = rx.stop()
+    assert any(ev.get("code") == "NET_SUBJECT_NOT_ALLOWED" for ev in doc["events"])
 
 
 def test_patient_not_in_map_is_not_sent(receiver, tlspki, tmp_path):
