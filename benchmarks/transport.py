@@ -1,7 +1,7 @@
 """DICOM over TLS on loopback: our ``send`` -> storescp and storescu -> our ``receive``, each
 against storescu -> storescp (DCMTK with TLS, bit-preserving) in the same run.
 
-    python benchmarks/transport.py [--size MIB] [--instance-kib KIB]
+    python benchmarks/transport.py [--size MIB] [--instance-kib KIB] [--pdu BYTES]
 
 Generates ``--size`` MiB (default 1024) of CT instances of about ``--instance-kib`` KiB each
 (default 2048) under benchmarks/_work/transport, a throw-away TLS PKI, and prints wall times,
@@ -44,9 +44,12 @@ def wait_port(port: int) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
+PDU: list[str] = []      # ["-pdu", N] for the DCMTK tools when --pdu is given
+
+
 def storescp(pki, out, port):
     out.mkdir(parents=True)
-    p = subprocess.Popen(["storescp", "-aet", "STORESCP", "-od", str(out), "+B", "+xa",
+    p = subprocess.Popen(["storescp", *PDU, "-aet", "STORESCP", "-od", str(out), "+B", "+xa",
                           "+tls", str(pki / "server.key"), str(pki / "server.crt"), "-pw",
                           "+cf", str(pki / "ca.crt"), str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -55,7 +58,7 @@ def storescp(pki, out, port):
 
 
 def storescu(pki, corpus, port, aec):
-    return ["storescu", "-aet", "DCMTK", "-aec", aec, "+tls", str(pki / "client.key"),
+    return ["storescu", *PDU, "-aet", "DCMTK", "-aec", aec, "+tls", str(pki / "client.key"),
             str(pki / "client.crt"), "-pw", "+cf", str(pki / "ca.crt"), "+sd", "+r",
             "127.0.0.1", str(port), str(corpus)]
 
@@ -87,7 +90,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=1024, help="MiB of instances (default 1024)")
     ap.add_argument("--instance-kib", type=int, default=2048)
+    ap.add_argument("--pdu", type=int, default=None, help="maximum PDU for storescp/storescu "
+                    "(4096..131072; default: DCMTK's 16384)")
     a = ap.parse_args()
+    if a.pdu:
+        PDU[:] = ["-pdu", str(a.pdu)]
     for tool in ("storescp", "storescu"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} (DCMTK) is needed")
@@ -100,7 +107,8 @@ def main() -> None:
     n = max(1, (a.size << 20) // (side * side * 2))
     total = make_corpus(work / "corpus", n, rows=side, cols=side)
     mib = total / (1 << 20)
-    print(f"corpus: {n} CT instances of {side}x{side}x16 bits, {mib:.1f} MiB; TLS loopback")
+    print(f"corpus: {n} CT instances of {side}x{side}x16 bits, {mib:.1f} MiB; TLS loopback; "
+          f"DCMTK max PDU {a.pdu or 16384}")
 
     rows = []
     # baseline: storescu -> storescp
