@@ -65,7 +65,6 @@ def pynetdicom_errors(peer: str):
     old_level = _LOGGER.level
     if _LOGGER.getEffectiveLevel() > logging.WARNING:
         _LOGGER.setLevel(logging.WARNING)
-    old_propagate = _LOGGER.propagate
     try:
         yield cap
     except MediasecError:
@@ -88,7 +87,6 @@ def pynetdicom_errors(peer: str):
     finally:
         _LOGGER.removeHandler(cap)
         _LOGGER.setLevel(old_level)
-        _LOGGER.propagate = old_propagate
 
 
 def explain_association(assoc, cap: LogCapture, peer: str) -> PeerError:

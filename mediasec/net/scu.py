@@ -443,9 +443,7 @@ def _reconcile(mem: _MemOutput, opts: SendOptions) -> tuple[_MemOutput | None, d
     if not changed:
         return None, {"changed": []}, None
     buf = io.BytesIO()
-    ts = ds.file_meta.TransferSyntaxUID
-    ds.save_as(buf, enforce_file_format=True)
-    del ts
+    ds.save_as(buf, enforce_file_format=True)      # same transfer syntax as read
     return _memfd_from(buf.getvalue()), {"changed": changed}, None
 
 
