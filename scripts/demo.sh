@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install mediasec and run the main job on the bundled demo data: build a secure patient-CD
-# image (every file, the DICOMDIR included, signed and AES-256 encrypted for the demo
+# Install mediasec (into .venv/ in the checkout) and run the main job on the bundled demo
+# data: build a secure patient-CD image (every file, the DICOMDIR included, signed and AES-256 encrypted for the demo
 # recipient), then verify it as a receiving site would.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q --disable-pip-version-check .
+. scripts/_venv.sh  # .venv/ in the checkout (PEP 668: never the system python)
+"$PY" -m pip install -q --disable-pip-version-check .
+mediasec() { "$venv/bin/mediasec" "$@"; }
 out=$(mktemp -d "${TMPDIR:-/tmp}/mediasec-demo.XXXXXX")
 pki=fixtures/pki
 d=fixtures/dicom

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install what the tests need (Debian peer tools, Python packages) and run the test suite.
+# Install what the tests need (Debian peer tools; Python packages into .venv/ in the
+# checkout) and run the test suite.
 # Peers are installed with apt-get when running as root; otherwise the peer tests skip
 # (or fail, when MEDIASEC_REQUIRE_PEERS=1, as in CI).
 set -euo pipefail
@@ -20,5 +21,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
-exec python3 -m pytest -q "$@"
+. scripts/_venv.sh  # .venv/ in the checkout (PEP 668: never the system python)
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+exec "$PY" -m pytest -q "$@"

@@ -233,21 +233,23 @@ def test_output_exists_and_secure_and_unknown_profile(tmp_path):
     _refused(tmp_path, [tmp_path / "nope"], 2, "nope", "no such file")
 
 
-def test_failure_while_writing_leaves_nothing(tmp_path):
-    """A source that changes between scan and write: the staging folder is removed."""
-    from mediasec._data import media_profile
+@pytest.mark.parametrize("out", ["OUT", "disc.iso"])
+def test_failure_while_writing_leaves_nothing(tmp_path, out):
+    """A source that changes between scan and write (through the one build path, the API
+    the CLI runs): the staging folder or image is removed."""
+    import mediasec
     from mediasec.errors import InputError
-    from mediasec.io.folder import FolderSink, collect_inputs, open_input
-    from mediasec.media.build import plan_build, scan_inputs, write_plan
     src = tmp_path / "in"
     g.ct_series(src, 3)
-    prof = media_profile("STD-GEN-USB-JPEG")
-    scan = scan_inputs(collect_inputs([src]), profile=prof, opener=open_input)
-    plan = plan_build(scan, profile=prof, opener=open_input, fileset_uid="2.25.1")
     victim = sorted(src.iterdir())[-1]
-    victim.write_bytes(victim.read_bytes() + b"\0\0")
+    original = victim.read_bytes()
+
+    def on_progress(event):  # the first bytes are out: the plan is made, the victim not read
+        if event["event"] == "progress" and victim.stat().st_size == len(original):
+            victim.write_bytes(original + b"\0\0")
     with pytest.raises(InputError) as e:
-        with FolderSink(tmp_path / "OUT") as sink:
-            write_plan(plan, sink)
+        mediasec.build(mediasec.BuildRequest([str(src)], str(tmp_path / out),
+                                             fileset_uid="2.25.1", workers=1),
+                       on_progress=on_progress)
     assert e.value.code == "INPUT_CHANGED" and e.value.path == str(victim)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

@@ -80,7 +80,7 @@ def test_extract_valid_files(media, tmp_path, kind):
     for p in files:
         uid = pydicom.dcmread(p).SOPInstanceUID
         assert p.read_bytes() == src[uid].read_bytes()      # the exact plain file
-        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644      # 0600 with --private
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".OUT")]
 
 

@@ -480,19 +480,21 @@ def test_stalled_client_does_not_block_others(receiver, tlspki):
 
 
 def _threaded_sends(port, pki, folders, state_dir=None):
-    from mediasec.net.scu import Peer, SendOptions, send
-    from mediasec.net.tls import TLSConfig, read_identity
+    """``mediasec.send`` (the Python API) from one thread per folder, at once."""
+    import mediasec
+    from mediasec.net.tls import read_identity
     from mediasec.io.keys import read_certificates
-    tls = TLSConfig(identities=(read_identity(str(pki / "client.crt"),
-                                              str(pki / "client.key")),),
-                    ca=tuple(read_certificates(str(pki / "ca.crt"))))
+    tls = mediasec.TLSConfig(identities=(read_identity(str(pki / "client.crt"),
+                                                       str(pki / "client.key")),),
+                             ca=tuple(read_certificates(str(pki / "ca.crt"))))
     results: dict = {}
 
     def one(i, folder):
-        opts = SendOptions(calling_aet=f"LOAD{i}", state_path=(
-            str(state_dir / f"s{i}.jsonl") if state_dir else None))
+        request = mediasec.SendRequest(
+            [str(folder)], f"MEDIASEC@127.0.0.1:{port}", tls, calling_aet=f"LOAD{i}",
+            state=str(state_dir / f"s{i}.jsonl") if state_dir else None)
         try:
-            results[i] = send([str(folder)], Peer("MEDIASEC", "127.0.0.1", port), tls, opts)
+            results[i] = mediasec.send(request).to_dict()
         except Exception as exc:   # noqa: BLE001 - a killed receiver
             results[i] = exc
     threads = [threading.Thread(target=one, args=(i, f)) for i, f in enumerate(folders)]

@@ -377,17 +377,20 @@ def test_library_validate_iso(media):
 
 
 def test_worker_glue_in_process(media):
-    """worker_init/worker_examine (the pool's functions) give what the library gives."""
-    from cryptography.hazmat.primitives.serialization import Encoding
+    """worker_init/worker_examine (the pool's functions) give what the library gives; the
+    state is the caller's object, not a module global."""
     with IsoSource(str(media["secure_cd"])) as src:
         e = next(e for e in src.entries() if e.path == IM0)
         key = load_private_key((PKI / "recipient-2048.key.pem").read_bytes())[0]
         cert = load_certificates((PKI / "recipient-2048.pem").read_bytes())[0]
         anchors = load_certificates((PKI / "trust.pem").read_bytes())
-        iomedium.worker_init(src.worker_spec(), iomedium.keys_payload([(key, cert)]),
-                             tuple(c.public_bytes(Encoding.DER) for c in anchors))
+        state = iomedium.worker_init(src.worker_spec(), [KeyDecrypter(key, cert)],
+                                     TrustContext(anchors=tuple(anchors)))
+        other = iomedium.worker_init(src.worker_spec())   # a second job: no keys
         from mediasec.media.validate import ExamineTask
-        facts = iomedium.worker_examine(ExamineTask(e.path, e.size, e.handle))
+        facts = iomedium.worker_examine(state, ExamineTask(e.path, e.size, e.handle))
+        assert not iomedium.worker_examine(other, ExamineTask(e.path, e.size, e.handle)
+                                           ).decrypted
     assert facts.kind == "secure" and facts.decrypted
     assert "SIG_OK" in {f.code for f in facts.findings}
     assert facts.header.media_sop_instance_uid == facts.header.sop_instance_uid

@@ -9,10 +9,12 @@ from mediasec.cms.keys import (KeyDecrypter, KeyTransportRecipient, PasswordDecr
                                PasswordRecipient, RSASigner)
 from mediasec.errors import MediasecError, UsageError
 from mediasec.io.keys import read_certificates, read_password, read_private_key
-from mediasec.io.medium import keys_payload
-from mediasec.policy import CIPHERS, AlgorithmPolicy
+from mediasec.cli.render import warn
+from mediasec.pki.trust import signing_chain_problem
+from mediasec.policy import CIPHERS, AlgorithmPolicy, TrustContext
 
-__all__ = ["protection_options", "load_protection", "key_options", "with_options", "load_keys"]
+__all__ = ["protection_options", "load_protection", "key_options", "with_options", "load_keys",
+           "load_trust"]
 
 
 def protection_options(f):
@@ -30,6 +32,9 @@ def protection_options(f):
                      help="Intermediate certificates to carry with the signature."),
         click.option("--key-password-env", metavar="VAR", help="Environment variable holding "
                      "the signing key's passphrase."),
+        click.option("--trust", "sign_trust", multiple=True, type=click.Path(dir_okay=False),
+                     help="Trust anchor(s) to check the signer's chain against before signing "
+                     "(a warning when it does not reach one; repeatable)."),
         click.option("--cipher", type=click.Choice(list(CIPHERS)), default="aes-256",
                      show_default=True),
         click.option("--digest", type=click.Choice(["sha256", "sha384", "sha512", "sha1"]),
@@ -53,7 +58,7 @@ def protection_options(f):
 
 def load_protection(*, subject: str, encrypt_to, password_env, ask_password, sign_key,
                     sign_cert, sign_chain, key_password_env, cipher, digest, oaep,
-                    recipient_id, pbkdf2_iterations, allow_legacy, **_ignored):
+                    recipient_id, pbkdf2_iterations, allow_legacy, sign_trust=(), **_ignored):
     """``(policy, recipients, signers)``; ``subject`` names the input in policy errors."""
     policy = AlgorithmPolicy(allow_legacy=allow_legacy)
     try:
@@ -88,6 +93,11 @@ def load_protection(*, subject: str, encrypt_to, password_env, ask_password, sig
             signers.append(RSASigner(key, cert, chain, digest=digest, policy=policy))
         except MediasecError as exc:
             raise exc.with_path(sign_key)
+        anchors = [c for p in sign_trust for c in read_certificates(p, "trust anchor file")]
+        problem = signing_chain_problem(cert, chain,
+                                        trust=TrustContext(anchors=tuple(anchors)))
+        if problem:  # the signatures are made anyway; the receiver's check decides
+            warn(sign_cert, f"signer chain: {problem}")
     return policy, recipients, signers
 
 
@@ -117,10 +127,9 @@ def with_options(options):
     return deco
 
 
-def load_keys(key, cert, key_password_env, password_env, ask_password):
-    """``(decrypters, payload)``: Decrypter objects here, and the bytes-only payload for
-    the workers' initializer."""
-    decrypters, specs = [], []
+def load_keys(key, cert, key_password_env, password_env, ask_password) -> list:
+    """The Decrypter objects the flags name (a key file and/or a password)."""
+    decrypters = []
     if key:
         k, bundled = read_private_key(key, password_env=key_password_env)
         c = read_certificates(cert)[0] if cert else bundled
@@ -128,7 +137,6 @@ def load_keys(key, cert, key_password_env, password_env, ask_password):
             decrypters.append(KeyDecrypter(k, c))
         except MediasecError as exc:
             raise exc.with_path(cert or key)
-        specs.append((k, c))
     elif cert:
         raise UsageError("--cert needs --key", code="USAGE")
     pw = read_password(password_env, prompt=ask_password)
@@ -137,5 +145,12 @@ def load_keys(key, cert, key_password_env, password_env, ask_password):
             decrypters.append(PasswordDecrypter(pw))
         except MediasecError as exc:
             raise exc.with_path(password_env or "password")
-        specs.append(pw)
-    return decrypters, keys_payload(specs)
+    return decrypters
+
+
+def load_trust(paths) -> TrustContext | None:
+    """The trust anchors of ``--trust`` (None when there are none)."""
+    anchors = []
+    for p in paths:
+        anchors += read_certificates(p, "trust anchor file")
+    return TrustContext(anchors=tuple(anchors)) if anchors else None

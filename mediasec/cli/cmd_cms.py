@@ -2,109 +2,39 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
-from mediasec.cli.main import cli
-from mediasec.cli.render import warn, write_json
-from mediasec.cms.envelope import looks_enveloped
-from mediasec.cli._protection import (key_options, load_keys, load_protection,
+from mediasec.api import (InspectRequest, ProtectRequest, UnprotectRequest, inspect, protect,
+                          unprotect)
+from mediasec.cli._protection import (key_options, load_keys, load_protection, load_trust,
                                       protection_options, with_options)
-from mediasec.cms.secure import (ProtectOptions, SecureFileProducer, inspect_secure_file,
-                                 open_secure_file, raise_for_failures)
-from mediasec.errors import (InputError, MediasecError, NotCMSError, NotDicomError, UsageError,
-                             VerificationError)
-from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, env_error
-from mediasec.io.keys import file_chunks, read_certificates
+from mediasec.cli.main import cli
+from mediasec.cli.render import json_and_operand, json_option, warn, write_json
+from mediasec.cms.secure import ProtectOptions
+from mediasec.io.fs import check_new_output
 from mediasec.policy import TrustContext
 from mediasec.report import Outcome
 
 __all__ = []
 
 
-def _open_input(path: str):
-    try:
-        return open(path, "rb", buffering=0)
-    except FileNotFoundError as exc:
-        raise UsageError("no such file", path=path, code="USAGE_NO_SUCH_FILE") from exc
-    except IsADirectoryError as exc:
-        raise UsageError("is a directory, not a file", path=path,
-                         code="USAGE_NO_SUCH_FILE") from exc
-    except OSError as exc:
-        raise env_error(exc, path) from exc
-
-
-def _sniff(f) -> bytes:
-    head = f.read(132)
-    f.seek(0)
-    return head
-
-
-def _trust(paths) -> TrustContext:
-    anchors = []
-    for p in paths:
-        anchors += read_certificates(p, "trust anchor file")
-    return TrustContext(anchors=tuple(anchors))
-
-
-# -- protect ---------------------------------------------------------------------------------
-
 @cli.command("protect")
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The Secure DICOM File to write.")
 @protection_options
-@click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
-def protect(src, out, json_out, cipher, digest, framing, **flags):
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option("--json", "json_out", metavar="FILE|-", help="Write a JSON result ('-' = stdout).")
+def protect_cmd(src, out, json_out, force, cipher, digest, framing, **flags):
     """Turn one DICOM file into a Secure DICOM File (signed or digested, then enveloped)."""
+    check_new_output(out, force=force, inputs=(src,))  # before any prompt
     policy, recipients, signers = load_protection(subject=src, cipher=cipher, digest=digest,
                                                   **flags)
-    if not recipients:
-        raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
-                         code="USAGE_NO_RECIPIENT")
-    f = _open_input(src)
-    with f:
-        head = _sniff(f)
-        if looks_enveloped(head):
-            raise InputError("already a Secure DICOM File", path=src, code="INPUT_ALREADY_SECURE")
-        if len(head) < 132 or head[128:132] != b"DICM":
-            raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)", path=src)
-        size = os.fstat(f.fileno()).st_size
-        try:
-            producer = SecureFileProducer(size, recipients=recipients, signers=signers,
-                                          options=ProtectOptions(cipher=cipher, framing=framing,
-                                                                 digest=digest),
-                                          policy=policy)
-        except MediasecError as exc:
-            raise exc.with_path(src)
-        target = AtomicOutput(out)
-        with target as dst:
-            try:
-                producer.write_to(f, dst)
-            except OSError as exc:
-                raise env_error(exc, out) from exc
-            except MediasecError as exc:
-                raise exc.with_path(src)
-            target.commit()
-    write_json(json_out, "mediasec.protect/1", {
-        "input": src, "output": out, "size": producer.size, "cipher": cipher,
-        "integrity": "signedData" if signers else "digestedData", "framing": framing,
-        "recipients": len(recipients)})
-
-
-# -- unprotect -------------------------------------------------------------------------------
-
-def _open_report(src, decrypters, trust, sink):
-    f = _open_input(src)
-    with f:
-        try:
-            return open_secure_file(file_chunks(f), decrypters=decrypters, sink=sink,
-                                    trust=trust)
-        except OSError as exc:
-            raise env_error(exc, src) from exc
-        except MediasecError as exc:
-            raise exc.with_path(src)
+    result = protect(ProtectRequest(src, out, recipients, signers, policy=policy,
+                                    options=ProtectOptions(cipher=cipher, framing=framing,
+                                                           digest=digest), force=force))
+    body = result.to_dict()
+    write_json(json_out, body.pop("schema"), body)
 
 
 @cli.command("unprotect")
@@ -112,101 +42,51 @@ def _open_report(src, decrypters, trust, sink):
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="The plain DICOM file to write.")
 @with_options(key_options)
-@click.option("--json", "json_out", metavar="FILE", help="Write a JSON result ('-' = stdout).")
-def unprotect(src, out, key, cert, key_password_env, password_env, ask_password, trust,
-              json_out):
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never the input).")
+@click.option("--strict", is_flag=True, help="Exit 1 (and write nothing) on any warning or "
+              "indeterminate outcome too, e.g. signatures not checked against a trust anchor.")
+@click.option("--json", "json_out", metavar="FILE|-", help="Write a JSON result ('-' = stdout).")
+def unprotect_cmd(src, out, key, cert, key_password_env, password_env, ask_password, trust,
+                  json_out, force, strict):
     """Decrypt a Secure DICOM File and check its digest or signatures.
 
     The plain file appears at OUT only when every check passed; until then it has no
     name on disk.
     """
-    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)[0]
-    if not decrypters:
-        raise UsageError("give --key (and --cert) or --password-env VAR to decrypt",
-                         code="USAGE_NO_KEY")
-    tc = _trust(trust)
-    target = AtomicOutput(out, secret=True)
-    try:
-        dst = target.open()
-    except AnonymousUnsupported:
-        dst = None
-    try:
-        if dst is not None:
-            report = _open_report(src, decrypters, tc, _writer(dst, out))
-            raise_on(report, src)
-            target.commit()
-        else:
-            # no anonymous temp files here: check everything first, then write
-            raise_on(_open_report(src, decrypters, tc, None), src)
-            target = AtomicOutput(out)
-            with target as dst2:
-                report = _open_report(src, decrypters, tc, _writer(dst2, out))
-                raise_on(report, src)
-                target.commit()
-    finally:
-        if not target.committed:
-            target.abort()
+    check_new_output(out, force=force, inputs=(src,))  # before any prompt
+    report = unprotect(UnprotectRequest(
+        src, out, load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust) or TrustContext(), force=force, strict=strict))
     for f in report.findings:
         if f.outcome in (Outcome.WARNING, Outcome.INDETERMINATE):
             warn(src, f.message)
+    if not trust and any(f.code == "SIG_TRUST_NOT_CHECKED" for f in report.findings):
+        warn(src, "signatures were not checked against any trust anchor (no --trust given)")
     write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
                                                    **report.to_dict()})
 
 
-def _writer(dst, out):
-    def write(mv):
-        try:
-            while mv:
-                n = dst.write(mv)
-                mv = mv[n:]
-        except OSError as exc:
-            raise env_error(exc, out) from exc
-    return write
-
-
-def raise_on(report, src):
-    try:
-        raise_for_failures(report)
-    except VerificationError as exc:
-        raise exc.with_path(src)
-
-
-# -- inspect ---------------------------------------------------------------------------------
-
 @cli.command("inspect")
-@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("src", type=click.Path(dir_okay=False), required=False)
 @with_options(key_options)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect(src, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+@json_option("Write mediasec.inspect/1 JSON to FILE, or stdout ('-' or no value) "
+             "instead of text.")
+def inspect_cmd(src, key, cert, key_password_env, password_env, ask_password, trust,
+                json_target):
     """Show a file's CMS structure (and, with a key, check it) or its DICOM basics."""
-    f = _open_input(src)
-    with f:
-        head = _sniff(f)
-    if not looks_enveloped(head):
-        if len(head) >= 132 and head[128:132] == b"DICM":
-            body = {"file": src, "kind": "plain DICOM Part 10 file"}
-            if as_json:
-                write_json("-", "mediasec.inspect/1", body)
-            else:
-                click.echo(f"{src}: plain DICOM Part 10 file (not protected)")
-            return 0
-        raise NotCMSError("neither a Secure DICOM File nor a DICOM Part 10 file", path=src)
-    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)[0]
-    if decrypters:
-        report = _open_report(src, decrypters, _trust(trust), None)
-    else:
-        f = _open_input(src)
-        with f:
-            try:
-                report = inspect_secure_file(file_chunks(f))
-            except MediasecError as exc:
-                raise exc.with_path(src)
-    body = {"file": src, "kind": "Secure DICOM File", **report.to_dict()}
-    if as_json:
-        write_json("-", "mediasec.inspect/1", body)
+    json_target, src = json_and_operand(json_target, src, "SRC")
+    result = inspect(InspectRequest(
+        src, load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust) or TrustContext()))
+    body = result.to_dict()
+    write_json(json_target, body.pop("schema"), body)
+    if json_target == "-":
+        pass
+    elif result.report is None:
+        click.echo(f"{src}: {result.kind} (not protected)")
     else:
         click.echo(_inspect_text(src, body))
-    return 1 if report.failures() else 0
+    return 1 if result.failed else 0
 
 
 def _inspect_text(src, body) -> str:

@@ -15,8 +15,7 @@ import threading
 
 import click
 
-from mediasec.cli._protection import key_options, load_keys, with_options
-from mediasec.cli.cmd_verify import load_trust
+from mediasec.cli._protection import key_options, load_keys, load_trust, with_options
 from mediasec.cli.main import cli
 from mediasec.cli.render import write_json
 from mediasec.errors import UsageError
@@ -93,19 +92,24 @@ def _tls_config(tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_pr
 def echo_cmd(to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_profile, aet,
              no_hostname_check, timeout, json_target):
     """C-ECHO a peer over TLS (checks TLS, certificates and AE titles)."""
-    from mediasec.net.scu import Timeouts, echo, parse_peer
+    from mediasec import api
+    from mediasec.net.scu import parse_peer
     peer = parse_peer(to)
     tls = _tls_config(tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_profile,
                       check_hostname=not no_hostname_check)
-    doc = echo(peer, tls, calling_aet=aet, timeouts=Timeouts(connect=timeout))
+    result = api.echo(api.EchoRequest(to, tls, calling_aet=aet, timeout=timeout))
+    _write_doc(json_target, result.to_dict())
+    if json_target != "-":
+        t = result.tls
+        click.echo(f"{peer}: C-ECHO ok over {t.get('version')} {t.get('cipher')} "
+                   f"({result.seconds:.2f} s)")
+    return 0
+
+
+def _write_doc(json_target, doc: dict) -> None:
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
                                                 if k not in ("schema", "version")})
-    if json_target != "-":
-        t = doc["tls"]
-        click.echo(f"{peer}: C-ECHO ok over {t.get('version')} {t.get('cipher')} "
-                   f"({doc['seconds']:.2f} s)")
-    return 0
 
 
 @cli.command("send")
@@ -123,15 +127,18 @@ def echo_cmd(to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_p
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Resume file: instances the peer confirmed (UIDs and digests only) are "
                    "skipped on a re-run.")
+@click.option("--max-pdu", type=click.IntRange(0, 1 << 26), default=0, show_default=True,
+              help="Largest PDU we accept from the peer (0: no limit).")
 @click.option("--json", "json_target", default=None, metavar="FILE|-",
               help="Write the mediasec.send/1 result.")
 def send_cmd(sources, to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl,
              tls_profile, aet, no_hostname_check, timeout, key, cert, key_password_env,
              password_env, ask_password, trust, include_invalid, map_patient_id, patient_id,
-             issuer, state_path, json_target):
+             issuer, state_path, max_pdu, json_target):
     """Send a received disc (image or folder), a folder or files to a PACS over TLS."""
+    from mediasec import api
     from mediasec.media.reconcile import PatientMapping, parse_patient_map
-    from mediasec.net.scu import SendOptions, Timeouts, parse_peer, send
+    from mediasec.net.scu import parse_peer
     peer = parse_peer(to)
     if map_patient_id and patient_id:
         raise UsageError("--map-patient-id and --patient-id exclude each other", code="USAGE")
@@ -151,15 +158,13 @@ def send_cmd(sources, to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_c
     patient = PatientMapping(patient_id, issuer) if patient_id else None
     tls = _tls_config(tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_profile,
                       check_hostname=not no_hostname_check)
-    decrypters, _payload = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, _ders = load_trust(trust)
-    opts = SendOptions(calling_aet=aet, decrypters=tuple(decrypters), trust=tc,
-                       include_invalid=include_invalid, mapping=mapping, patient=patient,
-                       state_path=state_path, timeouts=Timeouts(connect=timeout))
-    doc = send(list(sources), peer, tls, opts)
-    if json_target:
-        write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
-                                                if k not in ("schema", "version")})
+    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)
+    result = api.send(api.SendRequest(
+        list(sources), to, tls, calling_aet=aet, decrypters=decrypters,
+        trust=load_trust(trust), include_invalid=include_invalid, mapping=mapping,
+        patient=patient, state=state_path, timeout=timeout, max_pdu=max_pdu))
+    doc = result.to_dict()
+    _write_doc(json_target, doc)
     if json_target != "-":
         c = doc["counts"]
         click.echo(f"{peer}: {c['sent']} sent, {c['already-sent']} already sent, "
@@ -172,12 +177,14 @@ def send_cmd(sources, to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_c
         if r["status"] in ("failed", "not-sent"):
             bad = r["reasons"][-1]
             click.echo(f"mediasec: {r['path']}: {bad['code']}: {bad['message']}", err=True)
-    return 1 if doc["outcome"] == "failed" else 0
+    return 1 if result.failed else 0
 
 
 @cli.command("receive")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help="Folder to store into (made if missing).")
+@click.option("--fileset", is_flag=True, help="Store as a DICOM File-set (File IDs from the "
+              "UIDs) and write its DICOMDIR when the receiver stops.")
 @click.option("--port", type=click.IntRange(0, 65535), default=2762, show_default=True,
               help="TCP port (0: any free port, printed at start).")
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
@@ -191,63 +198,56 @@ def send_cmd(sources, to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_c
 @click.option("--check-signatures", is_flag=True, help="Refuse instances whose dataset "
               "signatures fail (needs mediasec.sign).")
 @click.option("--max-associations", type=click.IntRange(1, 1000), default=32, show_default=True)
+@click.option("--max-pdu", type=click.IntRange(4096, 1 << 26), default=262144,
+              show_default=True, help="Largest PDU a peer may send us (bytes held per "
+              "association).")
 @click.option("--handshake-timeout", type=click.FloatRange(0.1, 600), default=10.0,
               show_default=True)
 @click.option("--idle-timeout", type=click.FloatRange(0.5, 3600), default=120.0,
               show_default=True, help="Seconds of silence before an association is dropped.")
 @click.option("--json", "json_target", default=None, metavar="FILE|-",
               help="At shutdown, write the mediasec.receive/1 summary.")
-def receive_cmd(output, port, bind, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl,
-                tls_profile, aet, client_auth, allow_aets, allow_subjects, quarantine,
-                check_signatures, max_associations, handshake_timeout, idle_timeout,
+def receive_cmd(output, fileset, port, bind, tls_cert, tls_key, tls_key_password_env, tls_ca,
+                tls_crl, tls_profile, aet, client_auth, allow_aets, allow_subjects, quarantine,
+                check_signatures, max_associations, max_pdu, handshake_timeout, idle_timeout,
                 json_target):
     """Storage SCP over TLS: store what peers send, bit for bit, until SIGTERM/SIGINT."""
-    import os
-
-    from mediasec.net.scp import Receiver, ReceiveOptions
+    from mediasec import api
     tls = _tls_config(tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_profile,
                       client_auth=client_auth)
-    sig_check = None
-    if check_signatures:
-        sig_check = _signature_hook()
-    try:
-        os.makedirs(output, exist_ok=True)
-    except OSError as exc:
-        from mediasec.io.fs import env_error
-        raise env_error(exc, output) from exc
+    sig_check = _signature_hook() if check_signatures else None
 
     def on_event(ev: dict) -> None:
         if ev["event"] in ("tls_refused", "rejected", "refused"):
             who = ev.get("peer") or ev.get("calling_aet") or ev.get("sop_instance_uid")
             click.echo(f"mediasec: {who}: {ev['code']}: {ev['message']}", err=True)
 
-    rx = Receiver(tls, ReceiveOptions(output=output, aet=aet, bind=bind, port=port,
-                                      allow_aets=tuple(allow_aets),
-                                      allow_subjects=tuple(allow_subjects),
-                                      quarantine=quarantine, signature_check=sig_check,
-                                      max_associations=max_associations,
-                                      handshake_timeout=handshake_timeout,
-                                      network_timeout=idle_timeout, on_event=on_event))
+    request = api.ReceiveRequest(output, tls, fileset=fileset, aet=aet, bind=bind, port=port,
+                                 allow_aets=tuple(allow_aets),
+                                 allow_subjects=tuple(allow_subjects), quarantine=quarantine,
+                                 signature_check=sig_check, max_associations=max_associations,
+                                 handshake_timeout=handshake_timeout, idle_timeout=idle_timeout,
+                                 max_pdu=max_pdu)
     stop = threading.Event()
 
     def on_signal(signum, frame):
         stop.set()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    rx.start()
+    rx = api.receive(request, on_event=on_event)
     click.echo(json.dumps({"event": "listening", "host": bind, "port": rx.port,
-                           "aet": aet, "profile": tls.profile}))
+                           "aet": aet, "profile": tls.profile, "fileset": fileset}))
     sys.stdout.flush()
     while not stop.wait(0.5):
         pass
-    rx.stop()
-    doc = rx.report()
-    if json_target:
-        write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
-                                                if k not in ("schema", "version")})
+    result = rx.stop()
+    doc = result.to_dict()
+    _write_doc(json_target, doc)
     c = doc["counts"]
     click.echo(f"{output}: {c['stored']} stored, {c['refused']} refused, "
                f"{c['associations']} associations", err=json_target == "-")
+    if result.error is not None:
+        raise result.error
     return 0
 
 

@@ -22,35 +22,15 @@ from __future__ import annotations
 
 import click
 
-from mediasec._data import media_profile
-from mediasec.cli._protection import key_options, load_keys, with_options
+from mediasec.api import (ExtractRequest, ListRequest, VerifyRequest, extract, list_medium,
+                          verify)
+from mediasec.cli._protection import key_options, load_keys, load_trust, with_options
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, write_json
-from mediasec.errors import UsageError
-from mediasec.io.fs import StagingDir
-from mediasec.io.keys import read_certificates
-from mediasec.io.medium import medium_spec, open_medium, worker_examine, worker_extract, worker_init
-from mediasec.io.workers import Pool, default_workers
-from mediasec.media.extract import ExtractReport, plan_extract
-from mediasec.media.validate import (MediaReport, examine_file, finish_validation,
-                                     index_medium, summarize_tree, tree_from_facts)
-from mediasec.policy import TrustContext
+from mediasec.cli.render import Progress, json_and_operand, json_option, write_json
+from mediasec.media.validate import MediaReport, summarize_tree
 from mediasec.report import Outcome
 
 __all__: list[str] = []
-
-
-# -- keys, trust, progress ---------------------------------------------------------------------
-
-def load_trust(paths) -> tuple[TrustContext | None, tuple]:
-    from cryptography.hazmat.primitives.serialization import Encoding
-    anchors = []
-    for p in paths:
-        anchors += read_certificates(p, "trust anchor file")
-    if not anchors:
-        return None, ()
-    return (TrustContext(anchors=tuple(anchors)),
-            tuple(c.public_bytes(Encoding.DER) for c in anchors))
 
 
 def _workers_option(f):
@@ -70,23 +50,17 @@ def _workers_option(f):
               help="Write the mediasec.verify/1 report to FILE or stdout.")
 @click.option("--progress", type=click.Choice(["json"]), default=None,
               help="Progress as JSON lines on stderr.")
+@click.option("--strict", is_flag=True, help="Exit 1 on any warning or indeterminate "
+              "outcome too (e.g. signatures not checked against a trust anchor).")
 @_workers_option
 def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
-               profile_name, json_target, progress, workers):
+               profile_name, json_target, progress, strict, workers):
     """Check a received disc, ISO image or File-set folder, file by file."""
-    profile = media_profile(profile_name) if profile_name else None
-    decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, ders = load_trust(trust)
-    spec = medium_spec(medium)
     reporter = Progress(progress)
-    # workers first (forked small), then the medium is parsed in this process
-    with Pool(workers or default_workers(), initializer=worker_init,
-              initargs=(spec, payload, ders, None)) as pool:
-        with open_medium(medium) as source:
-            fsi = index_medium(source, decrypters=decrypters, trust=tc)
-            report = finish_validation(source, fsi, decrypters=decrypters, trust=tc,
-                                       examiner=lambda tasks: pool.map(worker_examine, tasks),
-                                       profile=profile, on_progress=reporter)
+    decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)
+    report = verify(VerifyRequest(
+        medium, decrypters=decrypters, trust=load_trust(trust), profile=profile_name,
+        workers=workers), on_progress=reporter)
     doc = report.to_dict()
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
@@ -94,7 +68,16 @@ def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, 
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target != "-":
         click.echo(render_verify(report))
+        if decrypters and not trust and _has_code(report, "SIG_TRUST_NOT_CHECKED"):
+            click.echo("Trust: signatures were not checked against any trust anchor "
+                       "(no --trust given)")
+    if strict and report.outcome is not Outcome.PASSED:
+        return 1
     return 1 if report.failed else 0
+
+
+def _has_code(report: MediaReport, code: str) -> bool:
+    return code in report.problems()
 
 
 _PLURALS = {"study": "studies", "series": "series"}
@@ -160,43 +143,21 @@ def _sev(items) -> int:
 # -- ls ----------------------------------------------------------------------------------------
 
 @cli.command("ls")
-@click.argument("medium", type=click.Path())
+@click.argument("medium", type=click.Path(), required=False)
 @with_options(key_options)
-@click.option("--json", "as_json", is_flag=True, help="Print mediasec.ls/1 JSON.")
-def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust, as_json):
+@json_option("Write mediasec.ls/1 JSON to FILE, or stdout ('-' or no value).")
+def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
+           json_target):
     """List patients, studies, series and files (from the DICOMDIR, else from the files)."""
-    decrypters, _ = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, _ = load_trust(trust)
-    with open_medium(medium) as source:
-        fsi = index_medium(source, decrypters=decrypters, trust=tc)
-        notes = []
-        if fsi.usable:
-            tree, origin = fsi.tree, "dicomdir"
-        elif fsi.dicomdir_secure and not decrypters:
-            tree, origin = [], "none"
-            notes.append("the DICOMDIR is encrypted: give --key/--cert or --password-env "
-                         "to list patients and studies")
-        else:
-            facts = []
-            for e in fsi.index.entries:
-                if e.kind != "file" or e is fsi.dicomdir_entry or e is fsi.manifest_entry:
-                    continue
-                facts.append(examine_file(source.open(e.handle), path=e.path, size=e.size,
-                                          decrypters=decrypters, header_only=True))
-            tree, origin = tree_from_facts(facts), "files"
-            notes.append("no usable DICOMDIR: the tree was built from the files' headers")
-        files = [{"path": e.path, "size": e.size, "kind": e.kind}
-                 for e in fsi.index.entries]
-        body = {"medium": {"path": source.label, "kind": source.description,
-                           "volume_id": source.volume_id,
-                           "fileset_id": fsi.directory.fileset_id if fsi.usable else None,
-                           "dicomdir": getattr(fsi.dicomdir_entry, "path", None),
-                           "dicomdir_format": (fsi.dicomdir_facts.kind
-                                               if fsi.dicomdir_facts else None)},
-                "source": origin, "notes": notes, "tree": tree, "files": files}
-    if as_json:
-        write_json("-", "mediasec.ls/1", body)
-        return 0
+    json_target, medium = json_and_operand(json_target, medium, "MEDIUM")
+    body = list_medium(ListRequest(
+        medium, decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust)))
+    notes = body["notes"]
+    if json_target:
+        write_json(json_target, "mediasec.ls/1", body, private=True)  # patient names
+        if json_target == "-":
+            return 0
     click.echo(render_ls(body))
     for n in notes:
         click.echo(f"mediasec: {medium}: note: {n}", err=True)
@@ -247,36 +208,25 @@ def render_ls(body: dict) -> str:
               help="Also write files whose checks failed (when fully decrypted).")
 @click.option("--json", "json_target", default=None, metavar="FILE|-",
               help="Write the mediasec.extract/1 result to FILE or stdout.")
+@click.option("--private", is_flag=True, help="Folders 0700 and files 0600 (default: "
+              "0755 and 0644, whatever the umask).")
+@click.option("--strict", is_flag=True, help="Exit 1 on any warning or indeterminate "
+              "outcome too (the valid files are still written).")
+@click.option("--progress", type=click.Choice(["json"]), default=None,
+              help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @_workers_option
 def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
-                include_invalid, json_target, workers):
+                include_invalid, json_target, private, strict, progress, workers):
     """Write the medium's valid DICOM files, decrypted, into a new folder."""
-    decrypters, payload = load_keys(key, cert, key_password_env, password_env, ask_password)
-    tc, ders = load_trust(trust)
-    spec = medium_spec(medium)
-    staging = StagingDir(output)
-    with staging as root:
-        with Pool(workers or default_workers(), initializer=worker_init,
-                  initargs=(spec, payload, ders,
-                            {"staging": root, "include_invalid": include_invalid})) as pool:
-            with open_medium(medium) as source:
-                fsi = index_medium(source, decrypters=decrypters, trust=tc)
-                if fsi.dicomdir_secure and not decrypters:
-                    raise UsageError("the medium is encrypted; give --key/--cert or "
-                                     "--password-env", path=medium, code="USAGE_NO_KEY")
-                tasks = plan_extract(fsi)
-                results = list(pool.map(worker_extract, tasks))
-        findings = list(fsi.medium_findings)
-        if fsi.dicomdir_result is not None:
-            findings += [f for f in fsi.dicomdir_result.findings
-                         if f.outcome is not Outcome.PASSED]
-        for path, fs in sorted(fsi.missing.items()):
-            findings += [f.__class__(f.code, f.outcome, f"{path}: {f.message}", f.detail)
-                         for f in fs if path not in {t.path for t in tasks}]
-        report = ExtractReport(output, tuple(results), tuple(findings))
-        if report.written:
-            staging.commit()
+    reporter = Progress(progress)
+    report = extract(ExtractRequest(
+        medium, output,
+        decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
+        trust=load_trust(trust), include_invalid=include_invalid, workers=workers,
+        private=private), on_progress=reporter)
+    results = report.results
     doc = report.to_dict()
+    reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target:
         write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
                                                 if k not in ("schema", "version")})
@@ -291,4 +241,6 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
                 if bad:
                     click.echo(f"mediasec: {r.path}: {bad[0].code}: {bad[0].message}",
                                err=True)
+    if strict and report.outcome is not Outcome.PASSED:
+        return 1
     return 1 if report.outcome is Outcome.FAILED else 0

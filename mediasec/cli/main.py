@@ -17,12 +17,25 @@ from mediasec.cli.exits import CANNOT, report_error
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mediasec")
+def _version() -> str:
+    """The installed package's version (metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mediasec")
+    except PackageNotFoundError:
+        return __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             invoke_without_command=True)
+@click.version_option(_version(), prog_name="mediasec")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
     """DICOM secure media: protect files, build and verify File-sets and discs."""
+    if ctx.invoked_subcommand is None:  # bare `mediasec`: the help, and success
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     if verbose:
@@ -33,6 +46,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 def _register() -> None:
     """Import the verb modules; each registers its commands on ``cli``."""
     from mediasec.cli import cmd_build, cmd_cms, cmd_verify  # noqa: F401
+    from mediasec.cli import cmd_deid  # noqa: F401
     from mediasec.cli import cmd_net  # noqa: F401
 
 

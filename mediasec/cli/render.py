@@ -9,7 +9,25 @@ import time
 from mediasec import __version__
 from mediasec.io.fs import AtomicOutput, env_error
 
-__all__ = ["write_json", "warn", "Progress"]
+__all__ = ["write_json", "warn", "Progress", "json_option", "json_and_operand"]
+
+
+def json_option(help_text: str):
+    """``--json [FILE|-]`` for verbs whose ``--json`` was a flag: alone it means stdout."""
+    import click
+    return click.option("--json", "json_target", is_flag=False, flag_value="-", default=None,
+                        metavar="[FILE|-]", help=help_text)
+
+
+def json_and_operand(json_target: str | None, operand: str | None, what: str):
+    """``(json_target, operand)``: in ``VERB --json OPERAND`` the optional value took the
+    operand; give it back (stdout JSON, as the flag always meant)."""
+    import click
+    if operand is None:
+        if json_target not in (None, "-"):
+            return "-", json_target
+        raise click.UsageError(f"Missing argument '{what}'.")
+    return json_target, operand
 
 
 def write_json(target: str | None, schema: str, body: dict, *, private: bool = False) -> None:

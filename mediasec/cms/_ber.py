@@ -18,7 +18,7 @@ from typing import Iterator
 
 from mediasec.errors import MalformedError
 
-__all__ = ["der_len", "tlv", "EOC", "Header", "ByteStream", "read_header", "read_element",
+__all__ = ["der_len", "tlv", "definite_at", "EOC", "Header", "ByteStream", "read_header", "read_element",
            "iter_octets", "skip_eoc", "octets_size", "write_octets_header",
            "MAX_SMALL_ELEMENT", "MAX_DEPTH"]
 
@@ -38,6 +38,29 @@ def der_len(n: int) -> bytes:
 
 def tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag,)) + der_len(len(content)) + content
+
+
+def definite_at(buf: bytes, off: int, end: int) -> tuple[int, int, int] | None:
+    """``(tag, content start, content end)`` of the definite-length, low-tag-number TLV at
+    ``buf[off:end]``, or None (multi-byte tag, indefinite or over-long length, or content
+    past ``end``): the one in-memory TLV walker, used to *locate* bytes whose meaning
+    asn1crypto has established."""
+    if off + 2 > end:
+        return None
+    tag = buf[off]
+    if tag & 0x1F == 0x1F:
+        return None
+    n = buf[off + 1]
+    p = off + 2
+    if n & 0x80:
+        k = n & 0x7F
+        if k == 0 or k > 4 or p + k > end:
+            return None
+        n = int.from_bytes(buf[p:p + k], "big")
+        p += k
+    if p + n > end:
+        return None
+    return tag, p, p + n
 
 
 def header_size(content_len: int | None) -> int:

@@ -336,16 +336,10 @@ def _ktri_key_holes(raw: bytes):
     """Content ranges of the ``encryptedKey`` OCTET STRINGs of the plain (definite-length)
     ktri in an encoded RecipientInfos SET, or None when the SET itself is not definite.
     Other recipient kinds are left as they are."""
+    from mediasec.cms._ber import definite_at
+
     def tlv(off, end):
-        if off + 2 > end or raw[off] & 0x1F == 0x1F:
-            return None
-        n, p = raw[off + 1], off + 2
-        if n & 0x80:
-            k = n & 0x7F
-            if k == 0 or k > 4 or p + k > end:
-                return None
-            n, p = int.from_bytes(raw[p:p + k], "big"), p + k
-        return (raw[off], p, p + n) if p + n <= end else None
+        return definite_at(raw, off, end)
 
     top = tlv(0, len(raw))
     if top is None or top[0] != 0x31 or top[2] != len(raw):

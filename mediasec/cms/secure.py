@@ -30,7 +30,7 @@ from mediasec.pki.trust import check_signer_certificate
 from mediasec.policy import AlgorithmPolicy, CIPHERS, TrustContext
 from mediasec.report import Finding, Outcome, worst
 
-__all__ = ["ProtectOptions", "SecureFileProducer", "SecureFileReport", "open_secure_file",
+__all__ = ["ProtectOptions", "SecureFileProducer", "SecureFileReport", "open_secure_file", "unwrap_key",
            "inspect_secure_file", "CHUNK"]
 
 CHUNK = 1 << 20
@@ -246,7 +246,11 @@ def _legacy_findings(head: EnvelopedHead, descriptions: list[dict] | None = None
     return out
 
 
-def _unwrap(head: EnvelopedHead, decrypters: list[Decrypter]) -> Unwrapped:
+def unwrap_key(head: EnvelopedHead, decrypters: list[Decrypter], *,
+               no_key: str = "the file is encrypted; give --key/--cert or --password-env"
+               ) -> Unwrapped:
+    """The content key from the first decrypter that opens ``head``; the most telling
+    error (a wrong password before "not a recipient") when none does."""
     errors = []
     for d in decrypters:
         try:
@@ -254,8 +258,7 @@ def _unwrap(head: EnvelopedHead, decrypters: list[Decrypter]) -> Unwrapped:
         except (NoRecipientError, WrongPasswordError) as exc:
             errors.append(exc)
     if not errors:
-        raise InputError("the file is encrypted; give --key/--cert or --password-env",
-                         code="CMS_NO_KEY")
+        raise InputError(no_key, code="CMS_NO_KEY")
     for exc in errors:  # the most telling error first
         if isinstance(exc, WrongPasswordError):
             raise exc
@@ -275,7 +278,7 @@ def open_secure_file(chunks: Iterable[bytes], *, decrypters: list[Decrypter],
     head = read_enveloped_head(s)
     descriptions = _describe_recipients(head)   # once: findings and the report share them
     findings = _legacy_findings(head, descriptions)
-    unwrapped = _unwrap(head, decrypters)
+    unwrapped = unwrap_key(head, decrypters)
     findings += [Finding(code, Outcome.WARNING, msg) for code, msg in unwrapped.findings]
     plain = ByteStream(decrypt_chunks(s, head, unwrapped.cek), what="the decrypted content")
     inner = read_inner(plain, head.content_type, sink=sink)

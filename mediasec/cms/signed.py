@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mediasec.cms import oids
+from mediasec.cms import _ber, oids
 from mediasec.cms._ber import (ByteStream, EOC, der_len, expect, iter_octets, octets_size,
                                read_element, read_header, skip_eoc, write_octets_header)
 from mediasec.cms.keys import HASHES, Signer
@@ -644,24 +644,7 @@ def _check_signer(si: acms.SignerInfo, etype: str, digests: dict, certificates) 
 _MD_OID_DER = bytes.fromhex("06092a864886f70d010904")
 
 
-def _tlv(buf: bytes, off: int, end: int):
-    """(tag, content start, content end) of a definite-length TLV; None otherwise."""
-    if off + 2 > end:
-        return None
-    tag = buf[off]
-    if tag & 0x1F == 0x1F:
-        return None
-    n = buf[off + 1]
-    p = off + 2
-    if n & 0x80:
-        k = n & 0x7F
-        if k == 0 or k > 4 or p + k > end:
-            return None
-        n = int.from_bytes(buf[p:p + k], "big")
-        p += k
-    if p + n > end:
-        return None
-    return tag, p, p + n
+_tlv = _ber.definite_at
 
 
 def _signer_holes(raw: bytes):

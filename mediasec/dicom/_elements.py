@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 
 from mediasec.dicom._seam import dictionary_vr
+from mediasec.dicom.tags import PIXEL_BULK, PIXEL_DATA
 
 __all__ = ["LONG_VRS", "TEXT_VRS", "UNDEFINED", "ITEM", "ITEM_DELIM", "SEQ_DELIM", "PIXEL_DATA",
            "implicit_vr", "encode_element", "pad_value", "element_header_size", "strip_value"]
@@ -18,9 +19,8 @@ UNDEFINED = 0xFFFFFFFF
 ITEM = 0xFFFEE000
 ITEM_DELIM = 0xFFFEE00D
 SEQ_DELIM = 0xFFFEE0DD
-PIXEL_DATA = 0x7FE00010
 #: bulk elements a header scan stops at (Float/Double Float Pixel Data, Pixel Data)
-BULK_STOP = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+BULK_STOP = PIXEL_BULK
 
 LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT",
                       "UV"})

@@ -26,6 +26,7 @@ from typing import BinaryIO, Iterator
 
 from mediasec.dicom._elements import (ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, UNDEFINED,
                                       implicit_vr)
+from mediasec.dicom.tags import PIXEL_REPRESENTATION
 from mediasec.errors import InputError
 
 __all__ = ["Truncated", "FileReader", "InflateReader", "ElementHeader", "read_header",
@@ -347,7 +348,7 @@ def _tx_dataset(buf: bytes, pos: int, end: int | None, pixrep: list, depth: int,
         if e == 0 and g != 0x0002:  # group length: dropped (see module doc)
             pos += length
             continue
-        if tag == 0x00280103 and length >= 2:
+        if tag == PIXEL_REPRESENTATION and length >= 2:
             pixrep[0] = _LE_H(buf, pos)[0]
         if vr not in LONG_VRS and length > 0xFFFF:
             vr = "UN"
@@ -471,6 +472,6 @@ def iter_implicit(r, *, big: int = 1 << 20, bulk: frozenset = frozenset()) -> It
             yield src, tag, vr, _ehdr(tag, vr, length), None, length
             continue
         value = r.take(length)
-        if tag == 0x00280103 and length >= 2:
+        if tag == PIXEL_REPRESENTATION and length >= 2:
             pixrep[0] = _LE_H(value, 0)[0]
         yield src, tag, vr, _ehdr(tag, vr, length), value, length

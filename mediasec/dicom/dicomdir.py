@@ -22,11 +22,16 @@ import struct
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from mediasec.dicom._elements import ITEM, SEQ_DELIM, UNDEFINED, encode_element, strip_value
+from mediasec.dicom._elements import (ITEM, ITEM_DELIM, SEQ_DELIM, UNDEFINED, encode_element,
+                                      strip_value)
 from mediasec.dicom._transcode import FileReader, Truncated, read_header, walk_undefined
 from mediasec.dicom.fileid import FileId, parse_file_id
 from mediasec.dicom.part10 import encode_file_meta
 from mediasec.dicom.scan import MEDIA_STORAGE_DIRECTORY, TS_EXPLICIT_LE, parse_file_meta
+from mediasec.dicom.tags import (CONSISTENCY, FILESET_ID, FIRST_ROOT, IN_USE,
+                                 LAST_ROOT, LOWER, NEXT, PRIVATE_RECORD_UID, RECORD_SEQUENCE,
+                                 RECORD_TYPE, REF_FILE_ID, REF_SOP_CLASS, REF_SOP_INSTANCE,
+                                 REF_TS)
 from mediasec.errors import InputError
 
 __all__ = ["DirRecord", "encode_dicomdir", "DecodedRecord", "DecodedDirectory",
@@ -34,20 +39,6 @@ __all__ = ["DirRecord", "encode_dicomdir", "DecodedRecord", "DecodedDirectory",
            "LOWER", "RECORD_TYPE", "REF_FILE_ID", "REF_SOP_CLASS", "REF_SOP_INSTANCE",
            "REF_TS"]
 
-FILESET_ID = 0x00041130
-FIRST_ROOT = 0x00041200
-LAST_ROOT = 0x00041202
-CONSISTENCY = 0x00041212
-RECORD_SEQUENCE = 0x00041220
-NEXT = 0x00041400
-IN_USE = 0x00041410
-LOWER = 0x00041420
-RECORD_TYPE = 0x00041430
-PRIVATE_RECORD_UID = 0x00041432
-REF_FILE_ID = 0x00041500
-REF_SOP_CLASS = 0x00041510
-REF_SOP_INSTANCE = 0x00041511
-REF_TS = 0x00041512
 
 _UL = struct.Struct("<I").pack
 _US = struct.Struct("<H").pack
@@ -324,7 +315,7 @@ def _read_records(r, length: int, items: dict, order: list, path) -> None:
             if h is None:
                 raise Truncated("file ends inside a directory record")
             etag, vr, elen = h
-            if etag == 0xFFFEE00D:
+            if etag == ITEM_DELIM:
                 break
             if elen == UNDEFINED:
                 keep: list[bytes] = []

@@ -23,6 +23,7 @@ from typing import BinaryIO, Callable, Iterable
 from mediasec.dicom._elements import BULK_STOP, UNDEFINED, strip_value
 from mediasec.dicom._transcode import (FileReader, InflateReader, Truncated, iter_implicit,
                                        read_header, walk_undefined)
+from mediasec.dicom.tags import SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
 from mediasec.errors import InputError, NotDicomError
 
 __all__ = ["ScannedFile", "scan_file", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE", "TS_DEFLATED_LE",
@@ -35,10 +36,6 @@ TS_DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 TS_EXPLICIT_BE = "1.2.840.10008.1.2.2"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-SPECIFIC_CHARACTER_SET = 0x00080005
-PIXEL_REPRESENTATION = 0x00280103
 #: tags every scan extracts, whatever the caller asks for
 BASE_TAGS = frozenset({SPECIFIC_CHARACTER_SET, SOP_CLASS_UID, SOP_INSTANCE_UID})
 

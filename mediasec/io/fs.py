@@ -77,21 +77,48 @@ def _check_target(target: str) -> None:
                          code="USAGE_OUTPUT_IS_DIR")
     parent = os.path.dirname(target) or "."
     if not os.path.isdir(parent):
-        raise UsageError("output folder does not exist", path=target, code="USAGE_NO_OUTPUT_DIR")
+        raise UsageError(f"parent folder {parent} does not exist", path=target,
+                         code="USAGE_NO_OUTPUT_DIR")
+
+
+def check_new_output(target: str | os.PathLike, *, force: bool = False,
+                     inputs: tuple = ()) -> None:
+    """Refuse an output that exists (unless ``force``, and then only a regular file that is
+    not one of ``inputs``: never in place) or whose parent folder does not exist."""
+    target = os.path.abspath(os.fspath(target))
+    for src in inputs:
+        try:
+            if os.path.samefile(src, target):
+                raise UsageError("output is the input; write to a new path", path=target,
+                                 code="USAGE_OUTPUT_IS_INPUT")
+        except OSError:
+            pass
+    if os.path.lexists(target):
+        if not force:
+            raise UsageError("output already exists; choose a new path (or --force to "
+                             "replace it)", path=target, code="USAGE_OUTPUT_EXISTS")
+        if os.path.isdir(target) or not os.path.isfile(target):
+            raise UsageError("output exists and is not a regular file; --force replaces "
+                             "files only", path=target, code="USAGE_OUTPUT_EXISTS")
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        raise UsageError(f"parent folder {parent} does not exist", path=target,
+                         code="USAGE_NO_OUTPUT_DIR")
 
 
 class AtomicOutput:
     """A writable binary file that appears at ``target`` only on ``commit()``."""
 
     def __init__(self, target: str | os.PathLike, *, secret: bool = False,
-                 anonymous: bool | None = None, mode: int = 0o644):
+                 anonymous: bool | None = None, mode: int | None = None):
         self.target = os.path.abspath(os.fspath(target))
         self.secret = secret
         #: O_TMPFILE: nothing named exists until commit (required for secrets; for other
         #: outputs, e.g. a disc image, preferred and silently replaced by a named temp
         #: file where the file system lacks it)
         self.anonymous = secret if anonymous is None else (anonymous or secret)
-        self.mode = 0o600 if secret else mode
+        #: exactly this mode, whatever the umask (default 0600 for secrets, else 0644)
+        self.mode = mode if mode is not None else (0o600 if secret else 0o644)
         self._fd: int | None = None
         self._tmpname: str | None = None
         self._file = None
@@ -118,6 +145,7 @@ class AtomicOutput:
                     except FileExistsError:
                         continue
                     self._tmpname = name
+                    os.fchmod(self._fd, self.mode)  # the umask applies to any create
                     break
         except OSError as exc:
             raise env_error(exc, self.target) from exc
@@ -135,17 +163,33 @@ class AtomicOutput:
                 raise AnonymousUnsupported("file system has no O_TMPFILE",
                                            path=self.target) from exc
             raise
-        if not self.secret:
-            os.fchmod(self._fd, self.mode)  # O_TMPFILE applies the umask like any create
+        os.fchmod(self._fd, self.mode)  # O_TMPFILE applies the umask like any create
 
     @property
     def fileno(self) -> int:
         assert self._fd is not None
         return self._fd
 
-    def commit(self) -> None:
+    def commit(self, *, exclusive: bool = False) -> None:
+        """Make the file appear at ``target``. ``exclusive`` (anonymous files only): link
+        it straight to ``target`` in one step, never replacing a file there
+        (``FileExistsError``, and the output stays open for another try) - no moment
+        exists in which a hidden partial name is on disk."""
         assert self._fd is not None
         parent = os.path.dirname(self.target)
+        if exclusive and self.anonymous:
+            try:
+                os.fsync(self._fd)
+                os.fchmod(self._fd, self.mode)
+                _link_fd(self._fd, self.target)
+                fsync_dir(parent)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                raise env_error(exc, self.target) from exc
+            self.committed = True
+            self._close()
+            return
         try:
             os.fsync(self._fd)
             if self.anonymous:
@@ -159,6 +203,7 @@ class AtomicOutput:
                     except FileExistsError:
                         continue
                     self._tmpname = name
+                    os.fchmod(self._fd, self.mode)  # the umask applies to any create
                     break
             os.replace(self._tmpname, self.target)
             self._tmpname = None
@@ -209,7 +254,7 @@ class StagingDir:
                              code="USAGE_OUTPUT_EXISTS")
         parent = os.path.dirname(self.target)
         if not os.path.isdir(parent):
-            raise UsageError("output folder does not exist", path=self.target,
+            raise UsageError(f"parent folder {parent} does not exist", path=self.target,
                              code="USAGE_NO_OUTPUT_DIR")
         name = os.path.join(parent, f".{os.path.basename(self.target)}.partial-"
                                     f"{secrets.token_hex(4)}")

@@ -51,6 +51,8 @@ class LazyReader:
         every piece is copied into the result before the iterator is advanced.
         """
         if self._it is None:
+            if self._left == 0 and self.tell():
+                return b""   # at the end (a file object reads empty there; no restart)
             self._it = iter(self._producer.chunks())
         if n < 0:
             n = self._left

@@ -79,7 +79,8 @@ def read_private_key(path: str, *, password_env: str | None = None):
 def file_chunks(f, size: int = 1 << 20):
     """Read an open binary file in ``size`` pieces through two alternating buffers.
 
-    Each yielded view is valid until the one after next is produced.
+    Each yielded view is valid only until the next is requested (the byte-path contract,
+    ``mediasec.media.plan.Producer``).
     """
     bufs = (bytearray(size), bytearray(size))
     i = 0

@@ -20,8 +20,10 @@ symlinked file is followed only if its real path stays inside the root's real pa
 is listed as ``kind="escape"`` and never opened. ``open`` re-checks containment on the real
 path at open time and opens it with ``O_NOFOLLOW``.
 
-Worker glue: ``worker_init(spec, keys, trust)`` (the pool initializer; keys and passwords
-arrive as bytes through the initializer's arguments) and ``worker_examine(task)``.
+Worker glue: ``worker_init(spec, decrypters, trust, extra)`` (the pool's ``setup``: its
+arguments, keys included, are inherited by the forked workers, never pickled - see
+``io.workers``) returns the worker's state; ``worker_examine(state, task)`` and
+``worker_extract(state, task)`` are the tasks.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from mediasec.errors import InputError, UsageError
 from mediasec.io.fs import env_error
 from mediasec.media.validate import ExamineTask, FileFacts, MediumEntry, examine_file
 
-__all__ = ["IsoSource", "FolderSource", "open_medium", "medium_spec", "keys_payload",
+__all__ = ["IsoSource", "FolderSource", "open_medium", "medium_spec",
            "worker_extract", "SecretOutput", "reopen", "worker_init",
-           "worker_examine", "worker_state", "CHUNK"]
+           "worker_examine", "CHUNK"]
 
 CHUNK = 1 << 20
 _VERSION = re.compile(r";\d*\Z")
@@ -55,8 +57,9 @@ def _display(name: str) -> str:
 
 
 def _read_ranges(fd: int, ranges, image_size: int, bufs) -> Iterator[memoryview]:
-    """Yield the ranges as views into the two reused ``bufs`` (valid until the one after
-    next is produced; the reader serves one file at a time)."""
+    """Yield the ranges as views into the two reused ``bufs``; each is valid only until the
+    next is requested (the byte-path contract, ``mediasec.media.plan.Producer``; the reader
+    serves one file at a time)."""
     i = 0
     for off, length in ranges:
         if off < 0 or length < 0 or off + length > image_size:
@@ -330,60 +333,17 @@ def reopen(spec: tuple):
 
 # -- worker glue -------------------------------------------------------------------------------
 
-_STATE: dict = {}
+def worker_init(spec: tuple, decrypters=(), trust=None, extra: dict | None = None) -> dict:
+    """Pool ``setup``: reopen the medium; the decrypters and trust context are the caller's
+    own objects (inherited at fork, see ``io.workers``)."""
+    return dict(reader=reopen(spec), decrypters=list(decrypters), trust=trust,
+                extra=dict(extra or {}))
 
 
-def worker_state() -> dict:
-    return _STATE
-
-
-def worker_init(spec: tuple, keys: tuple, trust_ders: tuple, extra: dict | None = None) -> None:
-    """Pool initializer: reopen the medium and rebuild decrypters and trust from bytes.
-
-    ``keys`` is a tuple of ``("key", pkcs8_der, cert_der_or_None)`` and
-    ``("password", bytes)`` items.
-    """
-    from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
-    from mediasec.pki.certs import load_certificates, load_private_key
-    from mediasec.policy import TrustContext
-
-    decrypters = []
-    for item in keys:
-        if item[0] == "key":
-            key, _ = load_private_key(item[1])
-            cert = load_certificates(item[2])[0] if item[2] else None
-            decrypters.append(KeyDecrypter(key, cert))
-        elif item[0] == "password":
-            decrypters.append(PasswordDecrypter(item[1]))
-    anchors = tuple(load_certificates(d)[0] for d in trust_ders)
-    _STATE.clear()
-    _STATE.update(reader=reopen(spec), decrypters=decrypters,
-                  trust=TrustContext(anchors=anchors) if anchors else None,
-                  extra=dict(extra or {}))
-
-
-def worker_examine(task: ExamineTask) -> FileFacts:
+def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
     """Pool task: read one file once (see ``examine_file``)."""
-    return examine_file(_STATE["reader"].open(task.handle), path=task.path, size=task.size,
-                        decrypters=_STATE["decrypters"], trust=_STATE["trust"])
-
-
-def keys_payload(decrypter_specs) -> tuple:
-    """Normalise loaded keys for ``worker_init``: ``(key_obj, cert_obj)`` pairs and
-    password bytes -> the bytes-only tuple (PKCS#8 DER, unencrypted, held in memory only)."""
-    from cryptography.hazmat.primitives import serialization
-
-    out = []
-    for spec in decrypter_specs:
-        if isinstance(spec, (bytes, bytearray)):
-            out.append(("password", bytes(spec)))
-            continue
-        key, cert = spec
-        der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        cder = cert.public_bytes(serialization.Encoding.DER) if cert is not None else None
-        out.append(("key", der, cder))
-    return tuple(out)
+    return examine_file(state["reader"].open(task.handle), path=task.path, size=task.size,
+                        decrypters=state["decrypters"], trust=state["trust"])
 
 
 def examine_fn(source, decrypters, trust) -> Any:
@@ -400,18 +360,15 @@ class SecretOutput:
     """An ``O_TMPFILE`` output at ``root/rel`` (folders made as needed); named only on
     ``commit()``. Raises ``AnonymousUnsupported`` at once where the file system has none."""
 
-    def __init__(self, root: str, rel: str):
+    def __init__(self, root: str, rel: str, *, private: bool = False):
         from mediasec.io.fs import AtomicOutput
 
         parts = rel.split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise UsageError(f"bad output path {rel!r}", code="INTERNAL_OUTPUT_PATH")
-        folder = os.path.join(root, *parts[:-1])
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise env_error(exc, folder) from exc
-        self._out = AtomicOutput(os.path.join(folder, parts[-1]), secret=True)
+        folder = _output_folders(root, parts[:-1], private)
+        self._out = AtomicOutput(os.path.join(folder, parts[-1]), secret=True,
+                                 mode=0o600 if private else 0o644)
         self._f = self._out.open()
 
     def write(self, mv) -> None:
@@ -429,6 +386,21 @@ class SecretOutput:
         self._out.abort()
 
 
+def _output_folders(root: str, parts, private: bool) -> str:
+    """Make ``root/parts...`` with mode 0755 (0700 when ``private``) whatever the umask."""
+    folder = root
+    for p in parts:
+        folder = os.path.join(folder, p)
+        try:
+            os.mkdir(folder)
+            os.chmod(folder, 0o700 if private else 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+    return folder
+
+
 class _NullOutput:
     def write(self, mv) -> None:
         pass
@@ -440,20 +412,21 @@ class _NullOutput:
         pass
 
 
-def worker_extract(task):
+def worker_extract(st: dict, task):
     """Pool task for ``extract``: one read, plaintext into an anonymous file, committed only
     when the checks pass. Without ``O_TMPFILE`` the file is checked in a first read and
-    written (mode 0600, named temp file) in a second one."""
+    written (named temp file) in a second one."""
     from mediasec.io.fs import AnonymousUnsupported, AtomicOutput
     from mediasec.media.extract import extract_file
 
-    st = _STATE
     root = st["extra"]["staging"]
+    private = st["extra"].get("private", False)
     kw = dict(decrypters=st["decrypters"], trust=st["trust"],
               include_invalid=st["extra"].get("include_invalid", False))
     try:
         return extract_file(st["reader"].open(task.handle), task,
-                            open_output=lambda rel: SecretOutput(root, rel), **kw)
+                            open_output=lambda rel: SecretOutput(root, rel, private=private),
+                            **kw)
     except AnonymousUnsupported:
         pass
     first = extract_file(st["reader"].open(task.handle), task,
@@ -464,8 +437,8 @@ def worker_extract(task):
     def named(rel):
         out = SecretOutput.__new__(SecretOutput)
         path = os.path.join(root, *rel.split("/"))
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        out._out = AtomicOutput(path, mode=0o600)
+        _output_folders(root, rel.split("/")[:-1], private)
+        out._out = AtomicOutput(path, mode=0o600 if private else 0o644)
         out._f = out._out.open()
         return out
     return extract_file(st["reader"].open(task.handle), task, open_output=named, **kw)

@@ -2,8 +2,11 @@
 
 pycdlib writes file data in the order files were added, and ``FolderSink`` in plan order,
 so the order of reads is known before writing starts. ``Prefetcher`` forks the workers
-*after* planning (they inherit the planned producers, keys included, copy-on-write; no
-secret crosses a pipe or touches a file), hands each of them the index of the next small
+*after* planning; the planned producers (keys included) and the shared mapping are the
+pool's ``setup`` arguments, inherited copy-on-write (``io.workers``: the one way secrets
+reach a worker; none crosses a pipe or touches a file). Nothing is kept in a module global
+of this process: two builds in two threads each own their prefetcher, mapping and pool.
+It hands each worker the index of the next small
 file, and each writes that file's stored bytes (ciphertext, for a secure medium) into a
 slot of a shared anonymous mapping (made before the fork) and returns its length and
 SHA-256, in order, with ``max_inflight`` in flight: no bytes are pickled through a pipe.
@@ -23,18 +26,28 @@ from mediasec.media.plan import WrappedProducer
 
 __all__ = ["Prefetcher", "PrefetchedProducer"]
 
-_JOBS: list = []
-_SLOTS: mmap.mmap | None = None
-_SLOT_SIZE = 0
+class _Shared:
+    """What the workers inherit: the producers and the slots they write into."""
+
+    def __init__(self, producers: list, slots: mmap.mmap, slot_size: int):
+        self.producers = producers
+        self.slots = slots
+        self.slot_size = slot_size
 
 
-def _produce(job: tuple[int, int]) -> tuple[int, int, int, str]:
+def _setup(shared: _Shared) -> _Shared:
+    return shared
+
+
+def _produce(shared: _Shared, job: tuple[int, int]) -> tuple[int, int, int, str]:
     """In a worker: make file ``index`` into shared slot ``slot``."""
     index, slot = job
-    producer = _JOBS[index]
-    base = slot * _SLOT_SIZE
-    view = memoryview(_SLOTS)[base:base + _SLOT_SIZE]
-    h = hashlib.sha256()
+    producer = shared.producers[index]
+    base = slot * shared.slot_size
+    view = memoryview(shared.slots)[base:base + shared.slot_size]
+    # a file pipeline hashes its own output (the manifest's hash stage): no second pass
+    own = getattr(producer, "computes_sha256", False)
+    h = None if own else hashlib.sha256()
     pos = 0
     try:
         for c in producer.chunks():
@@ -43,13 +56,14 @@ def _produce(job: tuple[int, int]) -> tuple[int, int, int, str]:
                 raise InternalError(f"a producer made more than its planned {producer.size} "
                                     "bytes")
             view[pos:pos + n] = c
-            h.update(c)
+            if h is not None:
+                h.update(c)
             pos += n
     finally:
         view.release()
     if pos != producer.size:
         raise InternalError(f"planned {producer.size} bytes, a producer made {pos}")
-    return index, slot, pos, h.hexdigest()
+    return index, slot, pos, producer.sha256 if own else h.hexdigest()
 
 
 class PrefetchedProducer(WrappedProducer):
@@ -87,33 +101,33 @@ class Prefetcher:
             self.wrapped[i] = PrefetchedProducer(producers[i], i, self)
         self._pool: Pool | None = None
         self._results: Iterator | None = None
+        self._slots: mmap.mmap | None = None
+        self._slot_size = 0
 
     def __enter__(self) -> "Prefetcher":
         if self._order:
-            global _JOBS, _SLOTS, _SLOT_SIZE
-            _JOBS = self._producers
-            _SLOT_SIZE = max(self._producers[i].size for i in self._order)
+            self._slot_size = max(self._producers[i].size for i in self._order)
             # slot k serves the k-th, (k+N)-th ... file: a slot is reused only after its file
             # was taken and the next one asked for (Pool.map submits lazily)
-            _SLOTS = mmap.mmap(-1, max(1, _SLOT_SIZE) * self.max_inflight)
-            self._pool = Pool(self.workers, max_inflight=self.max_inflight).__enter__()
+            self._slots = mmap.mmap(-1, max(1, self._slot_size) * self.max_inflight)
+            shared = _Shared(self._producers, self._slots, self._slot_size)
+            self._pool = Pool(self.workers, max_inflight=self.max_inflight, setup=_setup,
+                              args=(shared,)).__enter__()
             jobs = [(i, k % self.max_inflight) for k, i in enumerate(self._order)]
-            self._results = self._pool.map(_produce, jobs)
+            self._results = self._pool.run(_produce, jobs)
         return self
 
     def __exit__(self, *exc) -> bool:
-        global _JOBS, _SLOTS
         if self._results is not None:
             self._results.close()
         if self._pool is not None:
             self._pool.__exit__(*exc)
-        _JOBS = []
-        if _SLOTS is not None:
+        if self._slots is not None:
             try:
-                _SLOTS.close()
+                self._slots.close()
             except BufferError:  # a view is still alive (an error mid-file): let GC free it
                 pass
-            _SLOTS = None
+            self._slots = None
         return False
 
     def take(self, index: int) -> tuple[bytes, str]:
@@ -123,5 +137,5 @@ class Prefetcher:
         got, slot, length, digest = next(self._results)
         if got != index:
             raise InternalError(f"files were read out of the planned order ({got} != {index})")
-        base = slot * _SLOT_SIZE
-        return memoryview(_SLOTS)[base:base + length], digest
+        base = slot * self._slot_size
+        return memoryview(self._slots)[base:base + length], digest

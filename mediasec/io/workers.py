@@ -10,9 +10,15 @@ debugging (and the same code runs in both cases).
 Rules for callers:
 
 * ``fn`` and ``initializer`` must be module-level functions (they are pickled by name).
-* Secrets (key bytes, passwords) go in ``initargs``: they reach each worker once, in memory,
-  never through argv, the environment or a file. The initializer typically stores what it
-  builds in a module global that ``fn`` reads.
+* Per-job state: ``Pool(workers, setup=make_state, args=(...))`` calls ``make_state(*args)``
+  once per worker process (or once here, for ``workers=1``) and ``pool.run(fn, items)``
+  calls ``fn(state, item)``. This is **the one way secrets reach a worker**, for build and
+  verify alike: ``args`` (decrypters, signers, producers holding keys) are *inherited* by
+  the forked workers, never pickled, so no key or password crosses a pipe, argv, the
+  environment or a file. Without ``fork`` a pool with ``setup`` runs in this process
+  (``workers=1``) rather than send secrets through a pipe. The state lives in the Pool
+  (here) or in the worker process, never in a module global of the calling process, so
+  two jobs in two threads each have their own.
 * Workers open their own resources (files, images) from what ``initargs`` names; nothing
   with an OS handle crosses the process boundary.
 * ``fn`` should return results rather than raise; an exception is re-raised in the caller
@@ -29,6 +35,7 @@ otherwise they inherit it (copy-on-write pages still count in their RSS).
 from __future__ import annotations
 
 import collections
+import functools
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -59,24 +66,34 @@ class Pool:
 
     def __init__(self, workers: int = 2, *, initializer: Callable | None = None,
                  initargs: tuple = (), max_inflight: int | None = None,
-                 context: str | None = None):
+                 context: str | None = None, setup: Callable[..., Any] | None = None,
+                 args: tuple = ()):
         if workers < 1:
             raise UsageError("workers must be at least 1", code="USAGE_WORKERS")
-        self.workers = workers
-        self.initializer = initializer
-        self.initargs = initargs
+        if setup is not None and initializer is not None:
+            raise InternalError("a Pool takes setup= or initializer=, not both")
         self.max_inflight = max_inflight or 4 * workers
         if self.max_inflight < 1:
             raise UsageError("max_inflight must be at least 1", code="USAGE_WORKERS")
         if context is None:
             context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        if setup is not None and context != "fork":
+            workers = 1   # setup args may hold secrets: inherited at fork, never pickled
+        self.workers = workers
         self.context = context
+        self.setup = setup
+        self.setup_args = args
+        self.initializer = _worker_setup if setup is not None else initializer
+        self.initargs = (setup, args) if setup is not None else initargs
+        self.state: Any = None
         self._executor: ProcessPoolExecutor | None = None
         self._inited_here = False
 
     def __enter__(self) -> "Pool":
         if self.workers == 1:
-            if self.initializer is not None:
+            if self.setup is not None:
+                self.state = self.setup(*self.setup_args)
+            elif self.initializer is not None:
                 self.initializer(*self.initargs)
             self._inited_here = True
             return self
@@ -100,6 +117,17 @@ class Pool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+    def run(self, fn: Callable[[Any, Any], Any], items: Iterable) -> Iterator:
+        """``fn(state, item)`` for every item (``state`` from ``setup``), in input order."""
+        if self.setup is None:
+            raise InternalError("Pool.run needs a Pool made with setup=")
+        if self.workers == 1:
+            if not self._inited_here:
+                raise InternalError("Pool.run outside its with block")
+            state = self.state
+            return (fn(state, item) for item in items)
+        return self.map(functools.partial(_with_state, fn), items)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable) -> Iterator:
         """``fn(item)`` for every item, yielded in input order, bounded lookahead."""
@@ -134,6 +162,22 @@ class Pool:
         finally:
             for fut in pending:
                 fut.cancel()
+
+
+#: in a worker process only: what ``setup`` made (a worker serves one pool, one job)
+_WORKER_STATE: Any = None
+
+
+def _worker_setup(setup: Callable[..., Any], args: tuple) -> None:
+    """Initializer of a ``setup`` pool, in the (forked) worker: its own job, its state."""
+    global _WORKER_STATE
+    from mediasec._job import Job, _CURRENT
+    _CURRENT.set(Job("worker"))
+    _WORKER_STATE = setup(*args)
+
+
+def _with_state(fn: Callable[[Any, Any], Any], item: Any) -> Any:
+    return fn(_WORKER_STATE, item)
 
 
 def ordered_map(fn: Callable[[Any], Any], items: Iterable, *, workers: int = 2,

@@ -1,47 +1,42 @@
-"""Build a File-set: scan inputs, index, plan, and stream the plan into a sink.
+"""Build a File-set, first steps: scan inputs, index, plan (``media.jobs`` runs the job).
 
 The domain never touches the file system: the edge hands in
 
 * ``inputs``: ``(source, size)`` pairs (sources are opaque strings, e.g. paths);
 * ``opener(source) -> BinaryIO``;
 * ``resolve(dicomdir_source, file_id) -> (source, size) | None`` to follow the records of
-  a DICOMDIR found among the inputs (read as a File-set);
-* a ``MediumSink`` (``open_file(file_id, size)`` context manager, ``commit()``).
+  a DICOMDIR found among the inputs (read as a File-set).
 
-Every refusal (transfer syntax, duplicates, Type 1 keys, capacity) happens in ``plan_build``,
-before the sink is created; ``write_plan`` then writes each output byte once.
+Every refusal (transfer syntax, duplicates, Type 1 keys) happens in ``plan_build``, before
+any output exists; ``media.jobs.run_build`` then writes each output byte once.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, ContextManager, Iterable, Protocol
+from typing import BinaryIO, Callable, Iterable
 
 from mediasec import __version__
 from mediasec._data import MediaProfile
+from mediasec._job import collector_paused
 from mediasec.dicom.dicomdir import decode_dicomdir
 from mediasec.dicom.fileid import FileId
 from mediasec.dicom.scan import ScannedFile, scan_file
+from mediasec.dicom.tags import REF_FILE_ID
 from mediasec.errors import InputError, NotDicomError
 from mediasec.media.fileset import Skipped, index_fileset, narrow_tags, wanted_tags
-from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium, write_producer
+from mediasec.media.plan import MediumPlan, check_transfer_syntaxes, plan_medium
+from mediasec.media.stages import FileStages
 
-__all__ = ["MediumSink", "ScanResult", "BuildResult", "scan_inputs", "plan_build",
-           "release_scan_values", "write_plan", "same_content", "MAX_DICOMDIR_BYTES"]
+__all__ = ["ScanResult", "PlanReport", "scan_inputs", "plan_build",
+           "release_scan_values", "same_content", "MAX_DICOMDIR_BYTES"]
 
 MAX_DICOMDIR_BYTES = 256 << 20
 Opener = Callable[[str], BinaryIO]
 Resolver = Callable[[str, FileId], "tuple[str, int] | None"]
 Progress = Callable[[dict], None]
-
-
-class MediumSink(Protocol):
-    def open_file(self, file_id: FileId, size: int) -> ContextManager[BinaryIO]: ...
-
-    def commit(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,9 @@ class ScanResult:
 
 
 @dataclass(frozen=True)
-class BuildResult:
+class PlanReport:
+    """One plan as the ``mediasec.build/1`` fields (counts, outputs, DICOMDIR tree...)."""
+
     plan: MediumPlan
     scan: ScanResult
     output: str | None = None
@@ -109,7 +106,8 @@ def same_content(opener: Opener) -> Callable[[ScannedFile, ScannedFile], bool]:
 
 
 def _without_cycle_collector(fn):
-    """Run ``fn`` with Python's cycle collector paused.
+    """Run ``fn`` with Python's cycle collector paused (``mediasec._job``: counted, so two
+    jobs in two threads do not switch it back on under each other).
 
     Scanning and planning build tens of thousands of small acyclic objects; each automatic
     generation-2 collection walks all of them, which made planning grow faster than linearly
@@ -117,13 +115,8 @@ def _without_cycle_collector(fn):
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        was = gc.isenabled()
-        gc.disable()
-        try:
+        with collector_paused():
             return fn(*args, **kwargs)
-        finally:
-            if was:
-                gc.enable()
     return wrapper
 
 
@@ -176,7 +169,7 @@ def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, ope
             try:
                 fid = rec.file_id
             except InputError as exc:
-                info["missing"].append({"file_id": rec.text(0x00041500), "reason": exc.message})
+                info["missing"].append({"file_id": rec.text(REF_FILE_ID), "reason": exc.message})
                 continue
             if fid is None:
                 continue
@@ -198,7 +191,8 @@ def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, ope
 
 @_without_cycle_collector
 def plan_build(scan: ScanResult, *, profile: MediaProfile, opener: Opener, fileset_uid: str,
-               fileset_id: str = "", fill_missing: bool = False, protect=None) -> MediumPlan:
+               fileset_id: str = "", fill_missing: bool = False,
+               stages: FileStages | None = None) -> MediumPlan:
     """Every check and decision, before any output exists."""
     if not scan.scans:
         first = scan.skipped[0].source if scan.skipped else None
@@ -207,7 +201,7 @@ def plan_build(scan: ScanResult, *, profile: MediaProfile, opener: Opener, files
     model = index_fileset(scan.scans, profile=profile, fill_missing=fill_missing,
                           same_content=same_content(opener))
     return plan_medium(model, profile=profile, fileset_uid=fileset_uid, fileset_id=fileset_id,
-                       opener=opener, protect=protect)
+                       opener=opener, stages=stages)
 
 
 def release_scan_values(scan: ScanResult) -> None:
@@ -219,20 +213,3 @@ def release_scan_values(scan: ScanResult) -> None:
     """
     for s in scan.scans:
         s.values.clear()
-
-
-def write_plan(plan: MediumPlan, sink: MediumSink, *, on_progress: Progress | None = None
-               ) -> None:
-    """Write every planned file once, in plan order, then commit the sink."""
-    total = plan.total_bytes
-    done = 0
-    for pf in plan.files:
-        def tick(n: int, _pf=pf) -> None:
-            nonlocal done
-            done += n
-            if on_progress is not None:
-                on_progress({"event": "progress", "done_bytes": done, "total_bytes": total,
-                             "file": "/".join(_pf.file_id)})
-        with sink.open_file(pf.file_id, pf.size) as out:
-            write_producer(pf.producer, out, tick)
-    sink.commit()

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from mediasec import __version__
+from mediasec.dicom import tags
 from mediasec.errors import InputError
 from mediasec.media.fileset import FileSetModel
 from mediasec.media.plan import WrappedProducer
 
 __all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "TeeProducer", "Placeholder",
            "manifest_line_size", "manifest_bytes", "split_for_media", "estimate_disc_bytes",
-           "pdi_files", "label_data", "disc_bytes", "study_summaries"]
+           "pdi_files", "label_data", "disc_bytes", "study_summaries", "subset_model"]
 
 SECTOR = 2048
 MANIFEST_NAME = "MANIFEST.SHA"
@@ -151,6 +152,34 @@ def split_for_media(model: FileSetModel, size_of: Callable[[str], int], capacity
     return discs
 
 
+def subset_model(model: FileSetModel, keep: set[str]) -> FileSetModel:
+    """The part of ``model`` whose instances come from ``keep`` (one medium of a spanned
+    job): the same records and keys, no second indexing; only what concerns those files
+    (made-up values) is carried over."""
+    patients = []
+    for p in model.patients:
+        studies = []
+        for st in p.children:
+            series = []
+            for se in st.children:
+                kids = tuple(i for i in se.children if i.scanned.source in keep)
+                if kids:
+                    series.append(replace(se, children=kids))
+            if series:
+                studies.append(replace(st, children=tuple(series)))
+        if studies:
+            patients.append(replace(p, children=tuple(studies)))
+    made_up = []
+    for m in model.made_up:
+        files = tuple(f for f in m.files if f in keep)
+        if files:
+            made_up.append(replace(m, files=files))
+    return FileSetModel(tuple(patients),
+                        tuple(i for i in model.root_objects if i.scanned.source in keep),
+                        duplicates=(), made_up=tuple(made_up), skipped=(),
+                        warnings=model.warnings)
+
+
 def estimate_disc_bytes(sizes: list[int], n_dirs: int, overhead: Overhead) -> int:
     """An upper estimate of an image holding files of ``sizes`` in ``n_dirs`` folders."""
     return (disc_bytes(sizes) + overhead.fixed + overhead.per_file * len(sizes)
@@ -171,13 +200,13 @@ def study_summaries(model: FileSetModel) -> list[dict]:
     out = []
     for p in model.patients:
         for st in p.children:
-            modalities = sorted({_text(se.keys, 0x00080060) for se in st.children} - {""})
+            modalities = sorted({_text(se.keys, tags.MODALITY) for se in st.children} - {""})
             out.append({
-                "patient_name": _text(p.keys, 0x00100010).replace("^", " ").strip(),
-                "patient_id": _text(p.keys, 0x00100020),
-                "birth_date": _text(p.keys, 0x00100030),
-                "study_date": _text(st.keys, 0x00080020),
-                "study_description": _text(st.keys, 0x00081030),
+                "patient_name": _text(p.keys, tags.PATIENT_NAME).replace("^", " ").strip(),
+                "patient_id": _text(p.keys, tags.PATIENT_ID),
+                "birth_date": _text(p.keys, tags.PATIENT_BIRTH_DATE),
+                "study_date": _text(st.keys, tags.STUDY_DATE),
+                "study_description": _text(st.keys, tags.STUDY_DESCRIPTION),
                 "modalities": modalities,
                 "series": len(st.children),
                 "instances": sum(len(se.children) for se in st.children),

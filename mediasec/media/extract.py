@@ -93,13 +93,15 @@ class ExtractReport:
         return Outcome.PASSED if o is Outcome.INFO else o
 
     def to_dict(self) -> dict:
-        skipped = [r for r in self.results if r.output is None]
+        # written + skipped + failed == files; "invalid": failed checks, written or not
+        # (written only with include_invalid)
+        invalid = [r for r in self.results if r.status is Outcome.FAILED]
+        failed = [r for r in invalid if r.output is None]
         return {"schema": SCHEMA, "version": __version__, "outcome": self.outcome.value,
                 "output": self.output,
                 "counts": {"files": len(self.results), "written": self.written,
-                           "skipped": len(skipped),
-                           "failed": sum(1 for r in self.results
-                                         if r.status is Outcome.FAILED)},
+                           "skipped": len(self.results) - self.written - len(failed),
+                           "failed": len(failed), "invalid": len(invalid)},
                 "findings": [f.to_dict() for f in self.findings],
                 "files": [r.to_dict() for r in self.results]}
 

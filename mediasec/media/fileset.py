@@ -25,23 +25,18 @@ from typing import Callable, Iterable
 
 from mediasec._data import (KeySpec, MediaProfile, fill_value, record_type, record_type_for,
                             record_types, sop_class_name)
-from mediasec.dicom.scan import SPECIFIC_CHARACTER_SET, ScannedFile
+from mediasec.dicom.scan import ScannedFile
+from mediasec.dicom.tags import (INSTANCE_NUMBER, MODALITY, PATIENT_BIRTH_DATE, PATIENT_ID,
+                                 PATIENT_NAME, SERIES_INSTANCE_UID, SERIES_NUMBER,
+                                 SPECIFIC_CHARACTER_SET, STUDY_DATE, STUDY_ID,
+                                 STUDY_INSTANCE_UID, STUDY_TIME)
 from mediasec.errors import InputError
 
 __all__ = ["Entity", "Instance", "FileSetModel", "MadeUp", "Skipped", "index_fileset",
            "wanted_tags", "narrow_tags", "record_keys", "PATIENT_ID", "STUDY_UID", "SERIES_UID"]
 
-PATIENT_ID = 0x00100020
-PATIENT_NAME = 0x00100010
-PATIENT_BIRTH_DATE = 0x00100030
-STUDY_UID = 0x0020000D
-SERIES_UID = 0x0020000E
-STUDY_ID = 0x00200010
-STUDY_DATE = 0x00080020
-STUDY_TIME = 0x00080030
-MODALITY = 0x00080060
-SERIES_NUMBER = 0x00200011
-INSTANCE_NUMBER = 0x00200013
+STUDY_UID = STUDY_INSTANCE_UID
+SERIES_UID = SERIES_INSTANCE_UID
 
 _TYPE_RANK = {"1": 0, "2": 1, "1C": 2, "2C": 2, "3": 3}
 _ENTITY_LEVEL = {"PATIENT": 0, "STUDY": 1, "SERIES": 2}

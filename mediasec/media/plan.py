@@ -2,16 +2,11 @@
 plus the encoded DICOMDIR - all decided before the first byte is written.
 
 A *producer* makes one output file's bytes: ``size`` is exact and known up front, and
-``chunks()`` yields exactly that many bytes (checked by ``write_producer``). This issue has
-
-* ``CopyProducer``      - the source file, byte for byte;
-* ``ConvertProducer``   - implicit VR LE or deflated source -> Explicit VR LE (streamed);
-* ``BytesProducer``     - bytes held by the plan (the DICOMDIR).
-
-A protection step (Secure DICOM Files, the next issue) wraps producers: ``plan_medium``
-takes ``protect=callable(PlannedFile) -> Producer``, applied to every DICOM file
-including the DICOMDIR, whose size must again be computable in advance (CMS framing of
-a known plaintext length). A secure profile without ``protect`` is a ``UsageError``.
+``chunks()`` yields exactly that many bytes (checked by ``write_producer``). Every DICOM
+file of the medium, the DICOMDIR included, is a ``media.stages.FilePipeline``: the job's
+declared stages (read -> transcode -> de-identify -> sign dataset -> protect -> hash),
+prepared once per file with exact sizes. A secure profile without a protect stage is a
+``UsageError``. Non-DICOM content (PDI pages) is a ``BytesProducer``.
 
 The DICOMDIR is encoded from the *plaintext* records (offsets refer to the decrypted
 DICOMDIR for a secure File-set; 1510/1511/1512 describe the inner file).
@@ -25,12 +20,14 @@ from typing import BinaryIO, Callable, Iterator, Protocol, runtime_checkable
 from mediasec._data import MediaProfile, media_profiles, transfer_syntax_name
 from mediasec.dicom.dicomdir import DirRecord, encode_dicomdir
 from mediasec.dicom.fileid import DICOMDIR, FileId, FileIdAllocator, validate_file_id
-from mediasec.dicom.part10 import CHUNK, CONVERTIBLE, converted_size, iter_converted
+from mediasec.dicom.part10 import CHUNK, CONVERTIBLE
 from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile
+from mediasec.dicom.tags import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.media.fileset import FileSetModel, Instance
+from mediasec.media.stages import FileItem, FileStages, ReadStage
 
-__all__ = ["Producer", "WrappedProducer", "CopyProducer", "ConvertProducer", "BytesProducer", "write_producer",
+__all__ = ["Producer", "WrappedProducer", "BytesProducer", "write_producer",
            "PlannedFile", "MediumPlan", "plan_medium", "check_transfer_syntaxes",
            "suggest_profile"]
 
@@ -39,7 +36,22 @@ Opener = Callable[[str], BinaryIO]
 
 @runtime_checkable
 class Producer(Protocol):
-    """Makes one output file: exactly ``size`` bytes from ``chunks()``."""
+    """Makes one output file: exactly ``size`` bytes from ``chunks()``.
+
+    **The byte-path contract** (the one rule for every chunk iterator in mediasec: these
+    producers and their wrappers, ``SecureFileProducer.chunks``, the prefetcher's slots,
+    ``ChunkReader``, ``ByteStream``, ``decrypt_chunks``/``iter_octets``, and the readers of
+    a received medium, ``MediumSource.open``): **a yielded chunk is valid only until the
+    next chunk is requested.** Producers may yield views of buffers they reuse (the CMS
+    producer encrypts through two reused buffers; a prefetched file is a view into a
+    shared slot; the medium readers read into reused buffers), so a consumer must use or
+    copy a chunk *before* it advances the iterator - never keep a view, a slice or a
+    ``memoryview`` of it across ``next()`` (``bytes``, ``bytearray`` slices, ``b"".join``
+    of views made *after* advancing all break it). A source that happens to give more
+    (two alternating buffers) does not widen the contract. ``tests/_poison.py`` scribbles
+    over every chunk as soon as the next one is requested; ``tests/test_bytepath.py``
+    runs every consumer through it.
+    """
 
     kind: str
 
@@ -64,46 +76,6 @@ class WrappedProducer:
     @property
     def source(self):
         return getattr(self.inner, "source", None)
-
-
-@dataclass(frozen=True)
-class CopyProducer:
-    source: str
-    size: int
-    opener: Opener = field(repr=False, compare=False)
-    kind: str = "copy"
-
-    def chunks(self) -> Iterator[bytes]:
-        with self.opener(self.source) as f:
-            left = self.size
-            while left:
-                data = f.read(min(left, CHUNK))
-                if not data:
-                    break
-                left -= len(data)
-                yield data
-            if left or f.read(1):
-                raise InputError("file changed while the File-set was being written",
-                                 path=self.source, code="INPUT_CHANGED")
-
-
-@dataclass(frozen=True)
-class ConvertProducer:
-    scanned: ScannedFile = field(repr=False)
-    opener: Opener = field(repr=False, compare=False)
-    kind: str = "convert"
-
-    @property
-    def source(self) -> str:
-        return self.scanned.source
-
-    @property
-    def size(self) -> int:
-        return converted_size(self.scanned)
-
-    def chunks(self) -> Iterator[bytes]:
-        with self.opener(self.scanned.source) as f:
-            yield from iter_converted(f, self.scanned)
 
 
 @dataclass(frozen=True)
@@ -193,7 +165,8 @@ class MediumPlan:
                 d["file_id"] = "/".join(r.file_id)
                 d["sop_class_uid"] = r.sop_class_uid
                 d["sop_instance_uid"] = r.sop_instance_uid
-            for tag, name in ((0x0020000D, "study_uid"), (0x0020000E, "series_uid")):
+            for tag, name in ((STUDY_INSTANCE_UID, "study_uid"),
+                              (SERIES_INSTANCE_UID, "series_uid")):
                 hit = next((v for t, _, v in r.keys if t == tag), None)
                 if hit is not None:
                     d[name] = hit.decode("ascii").rstrip("\0 ")
@@ -245,10 +218,14 @@ def _record(inst: Instance, file_id: FileId, written_ts: str) -> DirRecord:
 
 
 def plan_medium(model: FileSetModel, *, profile: MediaProfile, fileset_uid: str,
-                fileset_id: str = "", opener: Opener,
-                protect: Callable[[PlannedFile], Producer] | None = None) -> MediumPlan:
-    """Allocate File IDs, choose producers, encode the DICOMDIR and check capacity."""
-    if profile.secure and protect is None:
+                fileset_id: str = "", opener: Opener, stages: FileStages | None = None,
+                pipelines: dict | None = None) -> MediumPlan:
+    """Allocate File IDs, prepare each file's stages, encode the DICOMDIR and check
+    capacity. ``pipelines`` (source -> FilePipeline) keeps the instances' prepared stages
+    across the media of one job: a file spanned onto a disc is not prepared again."""
+    stages = stages or FileStages(read=ReadStage(opener))
+    pipelines = {} if pipelines is None else pipelines
+    if profile.secure and stages.protect is None:
         raise UsageError(f"{profile.id} is a secure profile: secure profiles need "
                          "--encrypt-to or --password-env", code="USAGE_SECURE_NEEDS_RECIPIENT")
     if fileset_id:
@@ -262,17 +239,18 @@ def plan_medium(model: FileSetModel, *, profile: MediaProfile, fileset_uid: str,
 
     def place(inst: Instance, file_id: FileId) -> DirRecord:
         s = inst.scanned
+        producer = pipelines.get(s.source)
+        if producer is None:
+            producer = pipelines[s.source] = stages.pipeline(
+                FileItem("instance", s.source, s, size=s.size))
         if s.transfer_syntax in CONVERTIBLE:
-            producer: Producer = ConvertProducer(s, opener,
-                                                 kind="inflate" if s.transfer_syntax.endswith(
-                                                     ".99") else "convert-vr")
             ts = TS_EXPLICIT_LE
             converted.append({"source": s.source, "file_id": "/".join(file_id),
                               "from": s.transfer_syntax, "to": ts,
                               "from_name": transfer_syntax_name(s.transfer_syntax),
-                              "size_before": s.size, "size_after": producer.size})
+                              "size_before": s.size, "size_after": producer.plain_size})
         else:
-            producer, ts = CopyProducer(s.source, s.size, opener), s.transfer_syntax
+            ts = s.transfer_syntax
         files.append(PlannedFile(validate_file_id(file_id), producer, "instance", s.source,
                                  s.sop_class_uid, s.sop_instance_uid, ts, inst.record_type))
         return _record(inst, file_id, ts)
@@ -296,13 +274,11 @@ def plan_medium(model: FileSetModel, *, profile: MediaProfile, fileset_uid: str,
         raise InputError("no DICOM instance to put on the medium", code="FILESET_EMPTY")
 
     dicomdir = encode_dicomdir(records, fileset_uid=fileset_uid, fileset_id=fileset_id)
-    files.insert(0, PlannedFile((DICOMDIR,), BytesProducer(dicomdir), "dicomdir",
-                                sop_class_uid="1.2.840.10008.1.3.10",
+    files.insert(0, PlannedFile((DICOMDIR,),
+                                stages.pipeline(FileItem("dicomdir", data=dicomdir,
+                                                         size=len(dicomdir))),
+                                "dicomdir", sop_class_uid="1.2.840.10008.1.3.10",
                                 sop_instance_uid=fileset_uid, transfer_syntax=TS_EXPLICIT_LE))
-    if protect is not None:
-        files = [PlannedFile(f.file_id, protect(f), f.role, f.source, f.sop_class_uid,
-                             f.sop_instance_uid, f.transfer_syntax, f.record_type)
-                 for f in files]
     plan = MediumPlan(profile, fileset_id, fileset_uid, tuple(files), tuple(records), model,
                       tuple(converted))
     if profile.max_file_bytes is not None:

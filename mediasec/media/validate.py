@@ -140,7 +140,8 @@ class MediumSource(Protocol):
     def entries(self) -> list[MediumEntry]: ...
 
     def open(self, handle: Any) -> Iterator[bytes]:
-        """The file's bytes as chunks (views valid until the one after next)."""
+        """The file's bytes as chunks, each valid only until the next is requested (the
+        byte-path contract of ``mediasec.media.plan.Producer``)."""
         ...
 
     def worker_spec(self) -> tuple:
@@ -298,16 +299,16 @@ class _Tee:
     def prime(self, n: int) -> bytes:
         """The first ``n`` bytes (or fewer at the end), without consuming them.
 
-        The first chunk is held as the reader's view (valid until the one after next is
-        read); only when more chunks are needed are the held ones copied.
+        The first chunk is held as the reader's view; when more chunks are needed the held
+        ones are copied *before* the next is requested (a chunk is valid only until then).
         """
         have = sum(len(c) for c in self._replay)
         while have < n:
+            if self._replay:
+                self._replay = [bytes(c) for c in self._replay]
             nxt = next(self._it, None)
             if nxt is None:
                 break
-            if self._replay:
-                self._replay = [bytes(c) for c in self._replay]
             self._replay.append(nxt)
             have += len(nxt)
         if len(self._replay) == 1:
@@ -766,6 +767,10 @@ def _walk_records(fsi: FileSetIndex, dfind: list[Finding]) -> None:
         raw = _text(rec, REF_FILE_ID)
         if raw is not None and raw.strip(" \0"):
             node["instance_number"] = _text(rec, INSTANCE_NUMBER)
+            # what a PACS import matches on (Referenced ... in File, from the record)
+            node["sop_instance_uid"] = _text(rec, REF_SOP_INSTANCE)
+            node["sop_class_uid"] = _text(rec, REF_SOP_CLASS)
+            node["transfer_syntax"] = _text(rec, REF_TS)
             comps, ff = check_file_id_value(raw)
             for f in ff:
                 dfind.append(Finding(f.code, f.outcome, f"{rtype} record at offset "
@@ -1032,6 +1037,8 @@ def tree_from_facts(facts: Iterable[FileFacts]) -> list[dict]:
                                       "series_number": h.key("series_number"), "_c": {}})
         se["_c"][f.path] = {"type": "INSTANCE", "path": f.path, "file_id": f.path,
                             "sop_instance_uid": h.sop_instance_uid,
+                            "sop_class_uid": h.sop_class_uid,
+                            "transfer_syntax": h.transfer_syntax,
                             "instance_number": h.key("instance_number")}
 
     def finish(node: dict) -> dict:

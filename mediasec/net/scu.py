@@ -1,7 +1,8 @@
 """Storage SCU over TLS: ``echo`` and ``send`` (pynetdicom; no DIMSE of ours).
 
-``send`` reads its SOURCEs with the medium readers (an ISO image, a File-set folder, any
-folder, or files) and, for each DICOM file, runs the same checks as ``verify``/``extract``
+``mediasec.api.send`` opens the SOURCEs with the medium readers (an ISO image, a File-set
+folder, any folder, or files) and plans them as ``extract`` does; ``send_items`` then runs,
+for each DICOM file, the same checks as ``verify``/``extract``
 (``mediasec.media.extract.extract_file``): a Secure DICOM File is decrypted into an
 anonymous in-memory file (``memfd``, never on disk) and is sent only if every check passed
 (``include_invalid`` sends a fully decrypted file that failed a check anyway).
@@ -36,15 +37,14 @@ from datetime import datetime, timezone
 from mediasec import __version__
 from mediasec.errors import InputError, MediasecError, PeerError, UsageError
 from mediasec.io.fs import env_error, fsync_dir
-from mediasec.io.medium import FolderSource, open_medium
-from mediasec.media.extract import extract_file, plan_extract
-from mediasec.media.validate import MediumEntry, examine_file, index_medium
+from mediasec.media.extract import extract_file
 from mediasec.net._seam import explain_association, pynetdicom_errors
 from mediasec.net.tls import DEFAULT_PORT, TLSConfig, check_peer_certificate, client_context, \
     tls_facts
 from mediasec.report import Finding, Outcome
 
-__all__ = ["Peer", "parse_peer", "echo", "send", "SEND_SCHEMA", "ECHO_SCHEMA",
+__all__ = ["Peer", "parse_peer", "echo", "send_items", "SendItem", "SendOptions", "Timeouts",
+           "SEND_SCHEMA", "ECHO_SCHEMA",
            "SECURE_USE_REQUEST", "decode_secure_use"]
 
 SEND_SCHEMA = "mediasec.send/1"
@@ -174,67 +174,7 @@ def _peer_dict(peer: Peer) -> dict:
     return {"aet": peer.aet, "host": peer.host, "port": peer.port}
 
 
-# -- sources -----------------------------------------------------------------------------------
-
-class FilesSource:
-    """Files named on the command line, as a ``MediumSource`` (no DICOMDIR, no escapes)."""
-
-    description = "files"
-    volume_id = None
-
-    def __init__(self, paths: list[str]):
-        self.label = "files"
-        self._entries = []
-        for p in paths:
-            try:
-                st = os.stat(p)
-            except FileNotFoundError:
-                raise UsageError("no such file or folder", path=p,
-                                 code="USAGE_NO_MEDIUM") from None
-            except OSError as exc:
-                raise env_error(exc, p) from exc
-            self._entries.append(MediumEntry(os.path.abspath(p).lstrip("/"), st.st_size,
-                                             os.path.abspath(p), "file"))
-        self._reader = FolderSource("/")
-
-    def entries(self) -> list[MediumEntry]:
-        return list(self._entries)
-
-    def open(self, handle):
-        fd = os.open(handle, os.O_RDONLY)
-        return self._reader._chunks(fd)
-
-    def worker_spec(self) -> tuple:
-        return ("folder", "/")
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _open_sources(sources: list[str]) -> list:
-    files = [s for s in sources if os.path.isfile(s) and not _looks_like_image(s)]
-    out = [FilesSource(files)] if files else []
-    for s in sources:
-        if s not in files:
-            out.append(open_medium(s))
-    return out
-
-
-def _looks_like_image(path: str) -> bool:
-    """An ISO 9660 image (``CD001`` at 32769), not a DICOM file named on the line."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(32769)
-            return f.read(5) == b"CD001"
-    except OSError:
-        return False
-
+# -- in-memory files ---------------------------------------------------------------------------
 
 class _MemOutput:
     """``extract_file``'s output: an anonymous in-memory file (never on disk)."""
@@ -333,8 +273,11 @@ class SendState:
 
 # -- send --------------------------------------------------------------------------------------
 
-@dataclass
-class _Item:
+@dataclass(frozen=True)
+class SendItem:
+    """One file to send: where to read it (``source.open(task.handle)``), its planned
+    checks (``task``, a ``media.extract.ExtractTask``) and what its header says."""
+
     source: object
     task: object
     sop_class: str | None
@@ -356,39 +299,7 @@ class SendOptions:
     max_pdu: int = 0                           # 0: unlimited
 
 
-def _collect(sources, opts: SendOptions) -> tuple[list[_Item], list[dict]]:
-    items, notes = [], []
-    for source in sources:
-        fsi = index_medium(source, decrypters=opts.decrypters, trust=opts.trust)
-        if fsi.dicomdir_secure and not opts.decrypters:
-            raise UsageError("the medium is encrypted; give --key/--cert or --password-env",
-                             path=source.label, code="USAGE_NO_KEY")
-        for task in plan_extract(fsi):
-            ref = task.ref
-            if ref is not None and ref.sop_class_uid and ref.sop_instance_uid and \
-                    ref.transfer_syntax:
-                items.append(_Item(source, task, ref.sop_class_uid, ref.sop_instance_uid,
-                                   ref.transfer_syntax))
-                continue
-            facts = examine_file(source.open(task.handle), path=task.path, size=task.size,
-                                 decrypters=opts.decrypters, trust=opts.trust,
-                                 header_only=True)
-            if facts.header is None:
-                if facts.kind in ("plain", "secure"):
-                    items.append(_Item(source, task, None, None, None))
-                else:
-                    notes.append({"path": task.path, "status": "skipped",
-                                  "reasons": [{"code": "SEND_NOT_DICOM", "outcome": "info",
-                                               "message": "not a DICOM file: not sent"}]})
-                continue
-            h = facts.header
-            items.append(_Item(source, task, h.sop_class_uid or h.media_sop_class_uid,
-                               h.sop_instance_uid or h.media_sop_instance_uid,
-                               h.transfer_syntax))
-    return items, notes
-
-
-def _contexts(items: list[_Item]):
+def _contexts(items: list[SendItem]):
     from pynetdicom.presentation import build_context
     pairs: dict[str, list[str]] = {}
     for it in items:
@@ -453,27 +364,26 @@ def _status_word(status) -> int | None:
     return int(status.Status)
 
 
-def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> dict:
-    """Send every DICOM instance of ``sources``; the ``mediasec.send/1`` document.
+def send_items(items: list[SendItem], peer: Peer, tls: TLSConfig, opts: SendOptions, *,
+               notes: list[dict] = (), on_progress=None) -> dict:
+    """Send ``items`` (planned by ``mediasec.api.send``); the ``mediasec.send/1`` document.
 
     Raises ``PeerError`` when no association can be made (nothing sent). A lost association
     mid-way reports each instance not yet confirmed as failed (``NET_ASSOCIATION_LOST``).
+    ``on_progress`` gets ``{"event": "progress", "done_bytes", "total_bytes", "file"}``
+    after each instance (bytes of the sources read).
     """
     from pynetdicom import _config
     from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
-    opened = _open_sources(sources)
-    state = SendState(opts.state_path, peer)
-    results: list[dict] = []
+    results: list[dict] = list(notes)
     t0 = time.monotonic()
     sent_bytes = 0
+    if not items:
+        raise InputError("no DICOM instances to send", code="SEND_NOTHING")
+    contexts, classes = _contexts(items)
+    state = SendState(opts.state_path, peer)
     try:
-        items, notes = _collect(opened, opts)
-        results.extend(notes)
-        if not items:
-            raise InputError("no DICOM instances to send", path=" ".join(sources),
-                             code="SEND_NOTHING")
-        contexts, classes = _contexts(items)
         ae = _ae(opts.calling_aet, opts.timeouts)
         ae.maximum_pdu_size = opts.max_pdu
         ae.requested_contexts = contexts
@@ -492,6 +402,8 @@ def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> d
             secure_use = {cls: decode_secure_use(offered.get(cls)) for cls in classes}
             accepted = _accepted(assoc)
             lost = None
+            total = sum(it.task.size for it in items)
+            done = 0
             for it in items:
                 if lost is None and not assoc.is_established:
                     lost = "the association was lost before this instance was sent"
@@ -500,14 +412,16 @@ def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> d
                 if r.get("_lost"):
                     lost = r.pop("_lost")
                 results.append(r)
+                done += it.task.size
+                if on_progress is not None:
+                    on_progress({"event": "progress", "done_bytes": done,
+                                 "total_bytes": total, "file": it.task.path})
         finally:
             with contextlib.suppress(Exception):
                 if assoc.is_established:
                     assoc.release()
     finally:
         state.close()
-        for s in opened:
-            s.close()
     counts = {k: sum(1 for r in results if r["status"] == k)
               for k in ("sent", "already-sent", "failed", "not-sent", "skipped")}
     outcome = "failed" if counts["failed"] or counts["not-sent"] else "passed"
@@ -518,7 +432,7 @@ def send(sources: list[str], peer: Peer, tls: TLSConfig, opts: SendOptions) -> d
             "instances": results}
 
 
-def _send_one(assoc, accepted, it: _Item, opts: SendOptions, state: SendState, peer: Peer,
+def _send_one(assoc, accepted, it: SendItem, opts: SendOptions, state: SendState, peer: Peer,
               lost: str | None) -> tuple[dict, int]:
     task = it.task
     base = {"path": task.path, "sop_instance_uid": it.sop_instance,

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from mediasec._job import current_job
 from mediasec.errors import InputError
 
 __all__ = ["load_certificates", "load_private_key", "to_asn1", "from_asn1", "from_der",
@@ -78,11 +79,18 @@ class _Memo:
     Every file of a medium carries the same signer chain and is opened with the same
     recipient certificate; these caches make the asn1crypto <-> cryptography conversions
     and the derived facts (issuer/serial, SKI, description) once per certificate, not once
-    per file. Values must be immutable (or handed out as copies)."""
+    per file. Values must be immutable (or handed out as copies).
+
+    The map itself belongs to the running job (``mediasec._job``): a ``_Memo`` declared
+    at module level is only a name and a size, and two jobs in two threads each fill
+    their own map."""
 
     def __init__(self, size: int = 256):
         self.size = size
-        self._d: OrderedDict = OrderedDict()
+
+    @property
+    def _d(self) -> OrderedDict:
+        return current_job().memo(self)
 
     def get(self, key, make):
         d = self._d

@@ -9,15 +9,15 @@ is checked here: a signer's certificate must allow digitalSignature or nonRepudi
 from __future__ import annotations
 
 import datetime as _dt
-from collections import OrderedDict
 
 from cryptography import x509
 from cryptography.x509 import verification as xv
 
 from mediasec.errors import SignatureError
+from mediasec.pki import certs as pcerts
 from mediasec.policy import TrustContext
 
-__all__ = ["check_signer_certificate"]
+__all__ = ["check_signer_certificate", "signing_chain_problem"]
 
 
 def _check_time(cert: x509.Certificate, at: _dt.datetime) -> None:
@@ -46,8 +46,8 @@ def _check_key_usage(cert: x509.Certificate) -> None:
 #: path validation runs once per medium, not once per file. The key holds the exact time
 #: used (and its UTC offset, which the messages' dates are written in), so files signed at
 #: different times are each validated at their own time.
-_RESULTS: OrderedDict = OrderedDict()
-_RESULTS_MAX = 64
+#: The map belongs to the running job (see ``pki.certs._Memo``).
+_RESULTS = pcerts._Memo(64)
 
 
 def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: TrustContext,
@@ -61,17 +61,13 @@ def check_signer_certificate(cert: x509.Certificate, *, carried=(), trust: Trust
         at = at.replace(tzinfo=_dt.timezone.utc)
     key = (cert, tuple(carried), tuple(trust.anchors), tuple(trust.intermediates), at,
            at.utcoffset())
-    hit = _RESULTS.get(key)
+    hit = _RESULTS.lookup(key)
     if hit is None:
         try:
             hit = ("ok", tuple(_validate(cert, carried, trust, at)))
         except SignatureError as exc:
             hit = ("error", exc.message, exc.code)
-        _RESULTS[key] = hit
-        if len(_RESULTS) > _RESULTS_MAX:
-            _RESULTS.popitem(last=False)
-    else:
-        _RESULTS.move_to_end(key)
+        _RESULTS.put(key, hit)
     if hit[0] == "ok":
         return list(hit[1])
     raise SignatureError(hit[1], code=hit[2])
@@ -96,6 +92,36 @@ def _validate(cert: x509.Certificate, carried, trust: TrustContext,
             code = "SIG_CHAIN_EXPIRED"
         else:
             code = "SIG_CHAIN_UNTRUSTED"
+        if "candidates exhausted" in text:  # the verifier's words for "no path at all"
+            raise SignatureError(
+                "the signer's certificate does not chain to a trust anchor: no path from its "
+                f"issuer ({cert.issuer.rfc4514_string()}) to the trust anchors through the "
+                "certificates carried with the signature", code=code) from exc
         raise SignatureError(f"the signer's certificate does not chain to a trust anchor: "
                              f"{text}", code=code) from exc
     return list(chain)
+
+
+def signing_chain_problem(cert: x509.Certificate, chain=(), *,
+                          trust: TrustContext | None = None) -> str | None:
+    """At signing time: why a receiver may not get from the signer to a trust anchor, or
+    None. With ``trust`` anchors, the full check (as a receiver holding them would make,
+    at the current time); without, only that the carried certificates link the signer to
+    its issuer (a self-issued signer, or ``chain`` holding the signer's issuer)."""
+    if trust is not None and trust.anchors:
+        try:
+            check_signer_certificate(cert, carried=tuple(chain), trust=trust)
+        except SignatureError as exc:
+            return f"checked against the given trust anchors: {exc.message}"
+        return None
+    if cert.issuer == cert.subject:
+        return None  # self-issued: the receiver's anchor is the certificate itself
+    issuer = cert.issuer.rfc4514_string()
+    if any(c.subject == cert.issuer for c in chain):
+        return None
+    where = ("no --sign-chain was given" if not chain else
+             "the --sign-chain certificates do not include it")
+    return (f"the signer's certificate is issued by {issuer} and {where}: receivers can "
+            "check the signatures only if they hold that issuer itself as a trust anchor "
+            "(give --sign-chain with the issuing CA certificates, and --trust CA.pem to "
+            "check the whole chain now)")

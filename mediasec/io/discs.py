@@ -1,0 +1,245 @@
+"""The build job's edge: ``BuildPorts`` over the file system, pycdlib and the workers.
+
+``mediasec.media.jobs.run_build`` makes every decision; this module only does what needs
+the operating system: collecting and opening inputs, checking that outputs do not exist,
+laying out and writing an ISO image (``AtomicOutput``: an anonymous file named only on
+commit) or a staging folder (``FolderSink``: renamed into place on commit), and forking
+the worker processes that produce small files (``Prefetcher``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from mediasec.errors import InputError, MediasecError
+from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
+from mediasec.io.fs import AtomicOutput, check_new_output, env_error
+from mediasec.io.iso import IsoFile, IsoImage
+from mediasec.io.prefetch import Prefetcher
+from mediasec.media.jobs import DiscFile, DiscLayout
+from mediasec.media.plan import write_producer
+
+__all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
+
+
+class IsoDiscWriter:
+    """An image laid out from the planned sizes (``size`` exact), written in one pass."""
+
+    def __init__(self, path: str, files: list[DiscFile], layout: DiscLayout):
+        self.out = AtomicOutput(path, anonymous=True)
+        self.files = files
+        self.image = IsoImage([IsoFile(f.components, f.producer, f.name) for f in files],
+                              volume_id=layout.volume_id, udf=layout.udf,
+                              interchange_level=layout.interchange_level,
+                              set_size=layout.set_size, seqnum=layout.seqnum,
+                              name=self.out.target)
+        self.size = self.image.size
+
+    def write(self, manifest: Callable[[], bytes] | None) -> int:
+        patch = {f.components: manifest for f in self.files
+                 if f.role == "manifest" and manifest is not None}
+        return self.image.write(self.out, patch=patch)
+
+    def commit(self) -> None:
+        self.out.commit()
+
+    def abort(self) -> None:
+        if not self.out.committed:
+            self.out.abort()
+
+
+class FolderDiscWriter:
+    """A File-set folder built beside its target and renamed into place on commit."""
+
+    size = None
+
+    def __init__(self, path: str, files: list[DiscFile], on_bytes: Callable[[int, str], None]):
+        self.files = files
+        self.on_bytes = on_bytes
+        self.sink = FolderSink(path)
+        self.sink.__enter__()
+        self._open = True
+
+    def write(self, manifest: Callable[[], bytes] | None) -> int:
+        for f in self.files:
+            content = f.role in ("content", "manifest")
+            with self.sink.open_file(f.components, f.producer.size, content=content) as out:
+                if f.role == "manifest":
+                    data = manifest() if manifest is not None else b""
+                    out.write(data)
+                    self.on_bytes(len(data), f.name)
+                else:
+                    write_producer(f.producer, out)
+        return sum(f.producer.size for f in self.files)
+
+    def commit(self) -> None:
+        self.sink.commit()
+        self.sink.__exit__(None, None, None)
+        self._open = False
+
+    def abort(self) -> None:
+        if self._open:
+            self._open = False
+            self.sink.__exit__(RuntimeError, None, None)
+
+
+class FileSystemPorts:
+    """``BuildPorts`` for paths on this machine."""
+
+    collect = staticmethod(collect_inputs)
+    open_input = staticmethod(open_input)
+    resolve = staticmethod(resolve_file_id)
+    check_output = staticmethod(check_new_output)
+    absolute = staticmethod(os.path.abspath)
+
+    def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
+                  on_bytes: Callable[[int, str], None]):
+        if layout.kind == "iso":
+            return IsoDiscWriter(path, files, layout)
+        return FolderDiscWriter(path, files, on_bytes)
+
+    def prefetch(self, producers: list, workers: int | None) -> Prefetcher:
+        return Prefetcher(producers, workers=workers)
+
+
+# -- build --deidentify: the inputs as their de-identified versions -----------------------
+
+class _Rewrite:
+    """Where a de-identified input's bytes come from: a new header (in memory), the source's
+    pixel data element copied raw from ``span``, then a new tail. ``size`` is exact."""
+
+    __slots__ = ("head", "path", "span", "tail", "size")
+
+    def __init__(self, rewritten, path: str):
+        self.head = rewritten.head
+        self.path = path
+        self.span = rewritten.source.pixel_span
+        self.tail = rewritten.tail
+        self.size = rewritten.size
+
+
+class _RewrittenFile:
+    """A read-only, seekable file over a ``_Rewrite``: the source is opened only while the
+    pixel data is read, so thousands of planned inputs hold no open files."""
+
+    def __init__(self, rw: _Rewrite, opener: Callable[[str], Any]):
+        self._rw = rw
+        self._opener = opener
+        self._src = None
+        self._pos = 0
+        span = rw.span or (0, 0)
+        self._parts = ((0, rw.head), (len(rw.head), span),
+                       (len(rw.head) + span[1] - span[0], rw.tail))
+
+    def read(self, n: int = -1) -> bytes:
+        size = self._rw.size
+        if n is None or n < 0:
+            n = size - self._pos
+        n = max(0, min(n, size - self._pos))
+        out = bytearray()
+        while len(out) < n:
+            out += self._piece(n - len(out))
+        return bytes(out)
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        memoryview(buf).cast("B")[:len(data)] = data
+        return len(data)
+
+    def _piece(self, want: int) -> bytes:
+        pos = self._pos
+        for start, part in reversed(self._parts):
+            if pos >= start:
+                break
+        off = pos - start
+        if isinstance(part, bytes):
+            data = part[off:off + want]
+        else:
+            if self._src is None:
+                self._src = self._opener(self._rw.path)
+            self._src.seek(part[0] + off)
+            data = self._src.read(min(want, part[1] - part[0] - off))
+            if not data:
+                raise InputError("file changed while the File-set was being written",
+                                 path=self._rw.path, code="INPUT_CHANGED")
+        self._pos += len(data)
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._rw.size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class DeidentifyingPorts:
+    """``BuildPorts`` whose DICOM inputs are their de-identified versions (PS3.15 E.1, the
+    originals sealed in the Encrypted Attributes Sequence by ``job``): each header is
+    de-identified once, when the inputs are collected, and kept in memory; the pixel data
+    is read from the source when the file is written. So the scan, the DICOMDIR, the labels
+    and the PDI pages see only de-identified values, and no de-identified (or original)
+    plaintext is ever written anywhere but into the medium's own protected files.
+    Input DICOMDIRs are dropped (the File-set's is rebuilt); non-DICOM files pass through
+    (the scan skips and lists them)."""
+
+    def __init__(self, base: "FileSystemPorts", job):
+        self.base = base
+        self.job = job
+        self.findings: list[tuple[str, Any]] = []     # (input path, Finding)
+        self.deidentified = 0
+        self._rewrites: dict[str, _Rewrite] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.base, name)
+
+    def collect(self, sources) -> list[tuple[str, int]]:
+        out = []
+        for path, size in self.base.collect(sources):
+            with self.base.open_input(path) as f:
+                try:
+                    head = f.read(132)
+                    f.seek(0)
+                    if len(head) < 132 or head[128:132] != b"DICM":
+                        out.append((path, size))        # not DICOM: the scan lists it
+                        continue
+                    rewritten, result = self.job.prepare(f)
+                except InputError as exc:
+                    if exc.code == "DEID_DICOMDIR":
+                        continue                        # rebuilt from the new files
+                    raise exc.with_path(path)
+                except MediasecError as exc:
+                    raise exc.with_path(path)
+                except OSError as exc:
+                    raise env_error(exc, path) from exc
+            rw = _Rewrite(rewritten, path)
+            self._rewrites[path] = rw
+            self.deidentified += 1
+            self.findings += [(path, x) for x in result.findings]
+            out.append((path, rw.size))
+        return out
+
+    def open_input(self, source: str):
+        rw = self._rewrites.get(source)
+        if rw is None:
+            return self.base.open_input(source)
+        return _RewrittenFile(rw, self.base.open_input)
