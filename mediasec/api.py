@@ -605,22 +605,24 @@ class SendResult:
 def _send_items(source, decrypters, trust, label: str):
     """The files of one source to send (planned as ``extract`` plans them) and notes on the
     files that are not DICOM."""
+    from mediasec.io.sources import local_path
     from mediasec.net.scu import SendItem
     _fsi, tasks = _plan_read(source, decrypters, trust, label)
     items, notes = [], []
     for task in tasks:
         ref = task.ref
+        here = local_path(source, task.handle)
         if ref is not None and ref.sop_class_uid and ref.sop_instance_uid and \
                 ref.transfer_syntax:
             items.append(SendItem(source, task, ref.sop_class_uid, ref.sop_instance_uid,
-                                  ref.transfer_syntax))
+                                  ref.transfer_syntax, here))
             continue
         # no DICOMDIR record: the header says what it is
         facts = examine_file(source.open(task.handle), path=task.path, size=task.size,
                              decrypters=decrypters, trust=trust, header_only=True)
         if facts.header is None:
             if facts.kind in ("plain", "secure"):
-                items.append(SendItem(source, task, None, None, None))
+                items.append(SendItem(source, task, None, None, None, here))
             else:
                 notes.append({"path": task.path, "status": "skipped",
                               "reasons": [{"code": "SEND_NOT_DICOM", "outcome": "info",
@@ -629,7 +631,7 @@ def _send_items(source, decrypters, trust, label: str):
         h = facts.header
         items.append(SendItem(source, task, h.sop_class_uid or h.media_sop_class_uid,
                               h.sop_instance_uid or h.media_sop_instance_uid,
-                              h.transfer_syntax))
+                              h.transfer_syntax, here))
     return items, notes
 
 

@@ -85,3 +85,31 @@ def open_sources(paths) -> list:
             src.close()
         raise
     return out
+
+
+def local_path(source, handle) -> str | None:
+    """The file's own path on this machine, when it has one inside the source (a folder's
+    file, a file named on the line); None for a file inside a disc image."""
+    if isinstance(source, FilesSource):
+        return handle
+    if isinstance(source, FolderSource):
+        real = os.path.realpath(os.path.join(source.root, *handle.split("/")))
+        return real if real.startswith(source.root.rstrip(os.sep) + os.sep) else None
+    return None
+
+
+CHUNK = 1 << 20
+
+
+def read_fd_chunks(fd: int, size: int):
+    """``size`` bytes of ``fd`` from offset 0 through one reused buffer (the byte-path
+    contract: a chunk is valid until the next is asked for)."""
+    buf = bytearray(min(CHUNK, max(size, 1)))
+    off = 0
+    while off < size:
+        mv = memoryview(buf)[:min(len(buf), size - off)]
+        n = os.preadv(fd, [mv], off)
+        if n <= 0:
+            raise OSError(5, "the file ended early (changed while read?)")
+        off += n
+        yield mv[:n]

@@ -52,6 +52,7 @@ from mediasec import __version__
 from mediasec._job import Job
 from mediasec.errors import MediasecError, UsageError
 from mediasec.io.fs import AtomicOutput, env_error, fsync_dir
+from mediasec.io.sources import read_fd_chunks
 from mediasec.media.validate import content_ok, examine_file
 from mediasec.net.tls import TLSConfig, explain_tls_failure, server_context, tls_facts
 from mediasec.report import Finding, Outcome
@@ -75,6 +76,8 @@ def _server_class(handshake_timeout: float, on_refused: Callable[[str, str, str]
 
         def get_request(self):
             sock, address = self.socket.accept()
+            with contextlib.suppress(OSError):   # the C-STORE response goes out at once
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.ssl_context:
                 sock.settimeout(handshake_timeout)
                 sock = self.ssl_context.wrap_socket(sock, server_side=True,
@@ -138,26 +141,9 @@ class _Stats:
     events: list = field(default_factory=list)
 
 
-CHUNK = 1 << 20
-
-
-def _read_chunks(fd: int, size: int):
-    """``size`` bytes of ``fd`` from offset 0, through one reused buffer (the byte-path
-    contract: a chunk is valid until the next is asked for)."""
-    buf = bytearray(min(CHUNK, max(size, 1)))
-    off = 0
-    while off < size:
-        mv = memoryview(buf)[:min(len(buf), size - off)]
-        n = os.preadv(fd, [mv], off)
-        if n <= 0:
-            raise OSError(5, "the received file ended early")
-        off += n
-        yield mv[:n]
-
-
 def _sha256(fd: int, size: int) -> str:
     h = hashlib.sha256()
-    for chunk in _read_chunks(fd, size):
+    for chunk in read_fd_chunks(fd, size):
         h.update(chunk)
     return h.hexdigest()
 
@@ -415,7 +401,7 @@ class StorageSCP:
 
     def _check(self, fd: int, size: int, cls: str, uid: str):
         try:
-            facts = examine_file(_read_chunks(fd, size), path=f"{uid}.dcm", size=size,
+            facts = examine_file(read_fd_chunks(fd, size), path=f"{uid}.dcm", size=size,
                                  header_only=True)
         except MediasecError as exc:
             return None, [Finding(exc.code, Outcome.FAILED, exc.message)]
@@ -506,7 +492,7 @@ class StorageSCP:
         out = AtomicOutput(target, anonymous=True, mode=0o640)
         f = out.open()
         try:
-            for chunk in _read_chunks(fd, size):
+            for chunk in read_fd_chunks(fd, size):
                 f.write(chunk)
             out.commit()
         except OSError as exc:

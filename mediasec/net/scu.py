@@ -25,6 +25,7 @@ anonymous in-memory file (``memfd``, never on disk) and is sent only if every ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -109,6 +110,14 @@ def _socket(assoc):
     return None
 
 
+def _no_delay(sock) -> None:
+    """Send each PDU at once (pynetdicom leaves Nagle's algorithm on: the small last
+    fragment of a data set then waits for the peer's delayed ACK, up to 40 ms an instance)."""
+    import socket
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def decode_secure_use(info: bytes | None) -> dict:
     """The SCP's Storage SOP Class Extended Negotiation answer, in words."""
     if not info:
@@ -137,6 +146,7 @@ def _associate(ae, peer: Peer, tls: TLSConfig, *, ext_neg=None):
         if not assoc.is_established:
             raise explain_association(assoc, cap, str(peer))
     sock = _socket(assoc)
+    _no_delay(sock)
     facts = tls_facts(sock)
     try:
         check_peer_certificate(sock.getpeercert(binary_form=True) if sock else None,
@@ -196,6 +206,58 @@ class _MemOutput:
 
     def abort(self) -> None:
         pass
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+    def changed(self) -> bool:
+        return False
+
+    @property
+    def path(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _LocalFile:
+    """A plain file on this machine, sent from where it is (no copy): checked through the
+    descriptor we hold, sent through ``/proc/self/fd/N`` (the same inode, even if the name
+    is replaced meanwhile) and compared after sending (``changed``: written to meanwhile)."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        self._stat = self._key()
+        self.sha: str | None = None
+
+    def _key(self):
+        st = os.fstat(self.fd)
+        return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    @property
+    def size(self) -> int:
+        return self._stat[0]
+
+    def write(self, mv) -> None:       # extract_file's output: the bytes are already here
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return self.sha
+
+    def changed(self) -> bool:
+        try:
+            return self._key() != self._stat
+        except OSError:
+            return True
 
     @property
     def path(self) -> str:
@@ -283,6 +345,7 @@ class SendItem:
     sop_class: str | None
     sop_instance: str | None
     ts: str | None
+    local_path: str | None = None      # the file on this machine (folders, named files)
 
 
 @dataclass
@@ -404,10 +467,10 @@ def send_items(items: list[SendItem], peer: Peer, tls: TLSConfig, opts: SendOpti
             lost = None
             total = sum(it.task.size for it in items)
             done = 0
-            for it in items:
+            for it, prepared in _prepared_ahead(items, accepted, opts):
                 if lost is None and not assoc.is_established:
                     lost = "the association was lost before this instance was sent"
-                r, n = _send_one(assoc, accepted, it, opts, state, peer, lost)
+                r, n = _transmit(assoc, prepared, it, state, peer, lost)
                 sent_bytes += n
                 if r.get("_lost"):
                     lost = r.pop("_lost")
@@ -432,99 +495,186 @@ def send_items(items: list[SendItem], peer: Peer, tls: TLSConfig, opts: SendOpti
             "instances": results}
 
 
-def _send_one(assoc, accepted, it: SendItem, opts: SendOptions, state: SendState, peer: Peer,
-              lost: str | None) -> tuple[dict, int]:
-    task = it.task
-    base = {"path": task.path, "sop_instance_uid": it.sop_instance,
-            "sop_class_uid": it.sop_class, "transfer_syntax": it.ts}
+@dataclass
+class _Prepared:
+    """One instance read, checked and ready to go (or the reason it will not)."""
 
-    def fail(code: str, message: str, status: str = "failed", findings=()) -> dict:
-        reasons = [f.to_dict() for f in findings
-                   if f.outcome in (Outcome.FAILED, Outcome.WARNING)]
-        return {**base, "status": status,
-                "reasons": reasons + [{"code": code, "outcome": "failed",
-                                       "message": message}]}
+    base: dict
+    outcome: dict | None = None                # set: not sent (not-sent, skipped, failed)
+    entry: dict | None = None
+    warnings: list = field(default_factory=list)
+    data: _MemOutput | None = None             # what goes out
+    sha: str | None = None
+    files: list = field(default_factory=list)  # memfds to close
 
-    if lost:
-        return fail("NET_ASSOCIATION_LOST", lost), 0
-    mem = _MemOutput()
-    extra: list = []
-    try:
-        try:
-            res = extract_file(it.source.open(task.handle), task, open_output=lambda _r: mem,
-                               decrypters=opts.decrypters, trust=opts.trust,
-                               include_invalid=opts.include_invalid)
-        except MediasecError as exc:
-            return fail(exc.code, exc.message, "not-sent"), 0
-        if res.output is None:
-            bad = [f for f in res.findings if f.outcome is Outcome.FAILED]
-            if res.kind not in ("plain", "secure"):
-                return {**base, "status": "skipped", "reasons": [
-                    f.to_dict() for f in res.findings]}, 0
-            return fail("SEND_INVALID", "failed its checks: not sent (--include-invalid "
-                        "sends it anyway)" if bad else "could not be read: not sent",
-                        "not-sent", res.findings), 0
-        warnings = [f.to_dict() for f in res.findings if f.outcome is not Outcome.PASSED
-                    and f.outcome is not Outcome.INFO]
-        if it.sop_class is None or it.ts is None:
-            return fail("SEND_NO_HEADER", "no SOP class or transfer syntax found", "not-sent"), 0
-        ts = it.ts
-        send_mem = mem
-        mapping_info = None
-        if opts.mapping is not None or opts.patient is not None:
-            try:
-                mapped, mapping_info, problem = _reconcile(mem, opts)
-            except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot rewrite
-                return fail("MAP_FAILED", f"could not rewrite the dataset: "
-                            f"{' '.join(str(exc).split())[:160]}", "not-sent"), 0
-            if problem:
-                return fail("PATIENT_NOT_MAPPED", problem, "not-sent"), 0
-            if mapped is not None:
-                extra.append(mapped)
-                send_mem = mapped
-        cx = accepted.get((it.sop_class, ts))
-        sent_ts = ts
-        if cx is None:
-            fb = [t for t in (ELE, ILE) if (it.sop_class, t) in accepted]
-            if not fb or ts not in _UNCOMPRESSED:
-                return fail("NET_TS_REFUSED", f"the peer accepted no presentation context "
-                            f"for this SOP class with transfer syntax {ts}"
-                            + ("; a compressed syntax is not converted" if fb else "")), 0
-            sent_ts = fb[0]
-            try:
-                conv = _convert(send_mem, sent_ts)
-            except Exception as exc:  # noqa: BLE001
-                return fail("NET_CONVERT_FAILED", f"conversion to {sent_ts} failed: "
-                            f"{' '.join(str(exc).split())[:160]}"), 0
-            extra.append(conv)
-            send_mem = conv
-        sha = send_mem.sha.hexdigest()
-        entry = {**base, "sent_transfer_syntax": sent_ts, "sha256": sha}
-        if mapping_info is not None:
-            entry["patient_mapping"] = mapping_info
-        if state.confirmed(it.sop_instance, sha):
-            return {**entry, "status": "already-sent", "reasons": warnings}, 0
-        size = os.fstat(send_mem.fd).st_size
-        try:
-            with pynetdicom_errors(str(peer)):
-                status = assoc.send_c_store(send_mem.path)
-        except PeerError as exc:
-            return {**fail(exc.code, exc.message), **{"_lost": exc.message}}, 0
-        word = _status_word(status)
-        if word is None:
-            why = "no C-STORE response (association lost)"
-            return {**fail("NET_ASSOCIATION_LOST", why), "_lost": why}, 0
-        entry["dimse_status"] = word
-        if word == 0 or (word & 0xF000) == 0xB000:
-            state.record(it.sop_instance, sha)
-            if word:
-                warnings.append({"code": "NET_STORE_WARNING", "outcome": "warning",
-                                 "message": f"stored with warning status 0x{word:04X}"})
-            return {**entry, "status": "sent", "reasons": warnings}, size
-        return {**entry, "status": "failed", "reasons": warnings + [
-            {"code": "NET_STORE_FAILED", "outcome": "failed",
-             "message": f"the peer refused the instance: status 0x{word:04X}"}]}, 0
-    finally:
-        mem.close()
-        for m in extra:
+    def close(self) -> None:
+        for m in self.files:
             m.close()
+        self.files = []
+
+
+def _failure(base: dict, code: str, message: str, status: str = "failed",
+             findings=()) -> dict:
+    reasons = [f.to_dict() for f in findings if f.outcome in (Outcome.FAILED, Outcome.WARNING)]
+    return {**base, "status": status,
+            "reasons": reasons + [{"code": code, "outcome": "failed", "message": message}]}
+
+
+def _prepare(accepted, it: SendItem, opts: SendOptions) -> _Prepared:
+    """Read, check (and decrypt), reconcile and, if the peer needs it, convert one instance
+    into an in-memory file. Runs one instance ahead of the network (a helper thread)."""
+    from mediasec.cms.envelope import looks_enveloped
+    from mediasec.io.sources import read_fd_chunks
+    task = it.task
+    p = _Prepared({"path": task.path, "sop_instance_uid": it.sop_instance,
+                   "sop_class_uid": it.sop_class, "transfer_syntax": it.ts})
+    mem = None
+    if it.local_path is not None:
+        # a plain file on this machine goes out from where it is; a secure one is
+        # decrypted into memory below
+        with contextlib.suppress(OSError):
+            local = _LocalFile(it.local_path)
+            p.files.append(local)
+            if not looks_enveloped(os.pread(local.fd, 16, 0)):
+                mem, chunks = local, read_fd_chunks(local.fd, local.size)
+    if mem is None:
+        mem = _MemOutput()
+        p.files.append(mem)
+        chunks = it.source.open(task.handle)
+    try:
+        res = extract_file(chunks, task, open_output=lambda _r: mem,
+                           decrypters=opts.decrypters, trust=opts.trust,
+                           include_invalid=opts.include_invalid)
+    except (MediasecError, OSError) as exc:
+        code = getattr(exc, "code", "ENV_IO")
+        msg = getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
+        p.outcome = _failure(p.base, code, msg, "not-sent")
+        return p
+    if isinstance(mem, _LocalFile):
+        if res.kind != "plain" or res.sha256 is None:
+            res = dataclasses.replace(res, output=None)   # not what it looked like
+        mem.sha = res.sha256
+    if res.output is None:
+        bad = [f for f in res.findings if f.outcome is Outcome.FAILED]
+        if res.kind not in ("plain", "secure"):
+            p.outcome = {**p.base, "status": "skipped",
+                         "reasons": [f.to_dict() for f in res.findings]}
+        else:
+            p.outcome = _failure(p.base, "SEND_INVALID", "failed its checks: not sent "
+                                 "(--include-invalid sends it anyway)" if bad else
+                                 "could not be read: not sent", "not-sent", res.findings)
+        return p
+    p.warnings = [f.to_dict() for f in res.findings if f.outcome is not Outcome.PASSED
+                  and f.outcome is not Outcome.INFO]
+    if it.sop_class is None or it.ts is None:
+        p.outcome = _failure(p.base, "SEND_NO_HEADER", "no SOP class or transfer syntax "
+                             "found", "not-sent")
+        return p
+    ts = it.ts
+    send_mem = mem
+    mapping_info = None
+    if opts.mapping is not None or opts.patient is not None:
+        try:
+            mapped, mapping_info, problem = _reconcile(mem, opts)
+        except Exception as exc:  # noqa: BLE001 - a dataset pydicom cannot rewrite
+            p.outcome = _failure(p.base, "MAP_FAILED", f"could not rewrite the dataset: "
+                                 f"{' '.join(str(exc).split())[:160]}", "not-sent")
+            return p
+        if problem:
+            p.outcome = _failure(p.base, "PATIENT_NOT_MAPPED", problem, "not-sent")
+            return p
+        if mapped is not None:
+            p.files.append(mapped)
+            send_mem = mapped
+    sent_ts = ts
+    if accepted.get((it.sop_class, ts)) is None:
+        fb = [t for t in (ELE, ILE) if (it.sop_class, t) in accepted]
+        if not fb or ts not in _UNCOMPRESSED:
+            p.outcome = _failure(p.base, "NET_TS_REFUSED", f"the peer accepted no "
+                                 f"presentation context for this SOP class with transfer "
+                                 f"syntax {ts}"
+                                 + ("; a compressed syntax is not converted" if fb else ""))
+            return p
+        sent_ts = fb[0]
+        try:
+            conv = _convert(send_mem, sent_ts)
+        except Exception as exc:  # noqa: BLE001
+            p.outcome = _failure(p.base, "NET_CONVERT_FAILED", f"conversion to {sent_ts} "
+                                 f"failed: {' '.join(str(exc).split())[:160]}")
+            return p
+        p.files.append(conv)
+        send_mem = conv
+    p.data = send_mem
+    p.sha = send_mem.hexdigest()
+    p.entry = {**p.base, "sent_transfer_syntax": sent_ts, "sha256": p.sha}
+    if mapping_info is not None:
+        p.entry["patient_mapping"] = mapping_info
+    return p
+
+
+def _transmit(assoc, p: _Prepared, it: SendItem, state: SendState, peer: Peer,
+              lost: str | None) -> tuple[dict, int]:
+    """C-STORE one prepared instance; its result entry and the bytes sent."""
+    if lost:
+        return _failure(p.base, "NET_ASSOCIATION_LOST", lost), 0
+    if p.outcome is not None:
+        return p.outcome, 0
+    entry, warnings = p.entry, list(p.warnings)
+    if state.confirmed(it.sop_instance, p.sha):
+        return {**entry, "status": "already-sent", "reasons": warnings}, 0
+    size = os.fstat(p.data.fd).st_size
+    try:
+        with pynetdicom_errors(str(peer)):
+            status = assoc.send_c_store(p.data.path)
+    except PeerError as exc:
+        return {**_failure(p.base, exc.code, exc.message), "_lost": exc.message}, 0
+    word = _status_word(status)
+    if word is None:
+        why = "no C-STORE response (association lost)"
+        return {**_failure(p.base, "NET_ASSOCIATION_LOST", why), "_lost": why}, 0
+    entry["dimse_status"] = word
+    if p.data.changed():
+        return _failure(entry, "SEND_SOURCE_CHANGED", "the file was written to while it was "
+                        "checked and sent: what the peer got was not checked; send it "
+                        "again"), 0
+    if word == 0 or (word & 0xF000) == 0xB000:
+        state.record(it.sop_instance, p.sha)
+        if word:
+            warnings.append({"code": "NET_STORE_WARNING", "outcome": "warning",
+                             "message": f"stored with warning status 0x{word:04X}"})
+        return {**entry, "status": "sent", "reasons": warnings}, size
+    return {**entry, "status": "failed", "reasons": warnings + [
+        {"code": "NET_STORE_FAILED", "outcome": "failed",
+         "message": f"the peer refused the instance: status 0x{word:04X}"}]}, 0
+
+
+def _prepared_ahead(items, accepted, opts: SendOptions):
+    """``(item, _Prepared)`` in order; the next instance is prepared in a helper thread
+    while the caller sends the current one (at most two in memory). The helper runs in
+    this job's context."""
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    ctx = contextvars.copy_context()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediasec-send-prepare")
+    pending = None
+    try:
+        it = iter(items)
+        nxt = next(it, None)
+        if nxt is not None:
+            pending = (nxt, pool.submit(ctx.run, _prepare, accepted, nxt, opts))
+        while pending is not None:
+            item, fut = pending
+            prepared = fut.result()
+            nxt = next(it, None)
+            pending = None if nxt is None else (
+                nxt, pool.submit(ctx.run, _prepare, accepted, nxt, opts))
+            try:
+                yield item, prepared
+            finally:
+                prepared.close()
+    finally:
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                pending[1].result().close()
+        pool.shutdown(wait=True)
