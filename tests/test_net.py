@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import signal
 import socket
 import struct
@@ -579,3 +580,151 @@ def test_sigterm_drains_and_reports(receiver, tlspki, tmp_path):
     assert code == 0 and rdoc["schema"] == "mediasec.receive/1"
     assert rdoc["counts"]["stored"] == 1 and rdoc["instances"][0]["status"] == "stored"
     assert "PatientID" not in json.dumps(rdoc)
+
+
+# -- receive into a File-set; bounded memory; the API in threads ----------------------------
+
+def _fileset_records(dicomdir) -> dict:
+    """SOP Instance UID -> File ID, as pydicom's FileSet (a second DICOMDIR reader) sees it."""
+    from pydicom.fileset import FileSet
+    fs = FileSet(pydicom.dcmread(dicomdir))
+    return {str(i.SOPInstanceUID): tuple(pathlib.PurePath(i.path).relative_to(fs.path).parts)
+            for i in fs}
+
+
+@pytest.mark.peer("dciodvfy")
+def test_receive_into_a_fileset_writes_its_dicomdir_at_the_end(receiver, tlspki, tmp_path):
+    rx = receiver("--fileset")
+    srcs = [DICOM / n for n in PLAIN]
+    res, doc = send_json(rx.to(), *srcs, pki=tlspki)
+    assert res.code == 0, res
+    (rx.out / "notes.txt").write_text("not part of the File-set")
+    assert not (rx.out / "DICOMDIR").exists()          # written when the receiver stops
+    code, err, rdoc = rx.stop()
+    assert code == 0, err
+    records = _fileset_records(rx.out / "DICOMDIR")
+    want = by_uid(srcs)
+    assert set(records) == set(want)
+    for uid, fid in records.items():
+        assert len(fid) == 3 and all(re.fullmatch(r"[A-Z2-7]{8}", c) for c in fid), fid
+        # bit for bit: the data set exactly as sent, under its File ID
+        assert dataset_bytes(rx.out.joinpath(*fid)) == dataset_bytes(want[uid])
+    fs = rdoc["fileset"]
+    assert fs["dicomdir"] == "DICOMDIR" and fs["instances"] == len(srcs)
+    assert {s["path"]: s["code"] for s in fs["skipped"]} == {"notes.txt": "FILESET_NOT_FILE_ID"}
+    # our own checker and an independent one accept it
+    assert run_cli("verify", str(rx.out)).code == 0
+    proc = subprocess.run([peer("dciodvfy"), str(rx.out / "DICOMDIR")], capture_output=True,
+                          text=True)
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("Error")] == []
+    # a second run into the same File-set: one File-set UID, every instance listed
+    uid_before = pydicom.dcmread(rx.out / "DICOMDIR").file_meta.MediaStorageSOPInstanceUID
+    rx2 = receiver("--fileset", out=rx.out)
+    extra = g.write_instance(tmp_path / "more.dcm", "ct", patient="P9", study="S9")
+    assert send_json(rx2.to(), extra, pki=tlspki)[0].code == 0
+    assert send_json(rx2.to(), srcs[0], pki=tlspki)[0].code == 0    # again: a duplicate
+    code, err, rdoc2 = rx2.stop()
+    assert code == 0 and rdoc2["counts"]["duplicates"] == 1
+    assert set(_fileset_records(rx.out / "DICOMDIR")) == set(want) | {
+        str(pydicom.dcmread(extra).SOPInstanceUID)}
+    ds = pydicom.dcmread(rx.out / "DICOMDIR")
+    assert ds.file_meta.MediaStorageSOPInstanceUID == uid_before
+
+
+def _rss_peak_kib(pid: int) -> int:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def _spool_fds(pid: int) -> list[str]:
+    """The receiver's open anonymous files (O_TMPFILE shows as ``/dir/#inode (deleted)``)."""
+    out = []
+    for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+        with __import__("contextlib").suppress(OSError):
+            target = os.readlink(fd)
+            if "/#" in target:
+                out.append(target)
+    return out
+
+
+def test_large_instance_received_in_bounded_memory_and_a_cut_leaves_nothing(
+        receiver, tlspki, tmp_path):
+    """A 32 MiB instance never sits in the receiver's memory: it is spooled to an anonymous
+    file in the output folder fragment by fragment. A sender killed in the middle of one
+    leaves no file behind, and the receiver keeps serving."""
+    big = g.write_instance(tmp_path / "big.dcm", "ct", rows=4100, cols=4100, patient="BIG")
+    assert big.stat().st_size > 32 << 20
+    rx = receiver()
+    time.sleep(0.3)
+    before = _rss_peak_kib(rx.proc.pid)
+    res, doc = send_json(rx.to(), big, pki=tlspki)
+    assert res.code == 0, res
+    grew = _rss_peak_kib(rx.proc.pid) - before
+    print(f"receiver peak RSS grew by {grew} KiB for a {big.stat().st_size >> 20} MiB instance")
+    assert grew < 16 << 10, f"the receiver's peak RSS grew by {grew} KiB"
+    stored = rx.out / f"{pydicom.dcmread(big, stop_before_pixels=True).SOPInstanceUID}.dcm"
+    assert dataset_bytes(stored) == dataset_bytes(big)
+    stored.unlink()
+    # cut a second transfer short: kill -9 the sender once the receiver is spooling
+    sender = subprocess.Popen([sys.executable, "-m", "mediasec", "send", str(big), "--to",
+                               rx.to(), *map(str, tls_args(tlspki))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _spool_fds(rx.proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _spool_fds(rx.proc.pid), "the transfer never started"
+    sender.kill()
+    sender.wait()
+    deadline = time.monotonic() + 30
+    while _spool_fds(rx.proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _spool_fds(rx.proc.pid) == []                # the half instance is freed
+    assert list(rx.out.iterdir()) == []                  # and never had a name
+    assert run_cli("echo", "--to", rx.to(), *tls_args(tlspki)).code == 0
+    code, err, rdoc = rx.stop()
+    assert code == 0 and rdoc["counts"]["stored"] == 1
+
+
+def test_api_two_receivers_in_one_process_and_sends_in_threads(tlspki, tmp_path):
+    """``mediasec.receive``/``send``/``echo`` in one process: two receivers (one a
+    File-set) share nothing, each association's handlers run in their own threads."""
+    import mediasec
+    from mediasec.io.keys import read_certificates
+    from mediasec.net.tls import read_identity
+
+    def tls(who):
+        return mediasec.TLSConfig(
+            identities=(read_identity(str(tlspki / f"{who}.crt"), str(tlspki / f"{who}.key")),),
+            ca=tuple(read_certificates(str(tlspki / "ca.crt"))))
+    events: list = []
+    folders = _load_folders(tmp_path / "in", n_assoc=4, per=5)
+    with mediasec.receive(mediasec.ReceiveRequest(str(tmp_path / "a"), tls("server"),
+                                                  bind="127.0.0.1", port=0),
+                          on_event=events.append) as rx_a, \
+            mediasec.receive(mediasec.ReceiveRequest(str(tmp_path / "b"), tls("server"),
+                                                     fileset=True, bind="127.0.0.1",
+                                                     port=0)) as rx_b:
+        ok = mediasec.echo(mediasec.EchoRequest(f"MEDIASEC@127.0.0.1:{rx_a.port}",
+                                                tls("client")))
+        assert ok.status == 0 and ok.tls["version"] in ("TLSv1.2", "TLSv1.3")
+        results: dict = {}
+
+        def one(i, folder):
+            port = (rx_a if i % 2 else rx_b).port
+            results[i] = mediasec.send(mediasec.SendRequest(
+                [str(folder)], f"MEDIASEC@127.0.0.1:{port}", tls("client"),
+                calling_aet=f"T{i}"))
+        threads = [threading.Thread(target=one, args=(i, f)) for i, f in enumerate(folders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [results[i].counts["sent"] for i in range(4)] == [5, 5, 5, 5]
+        assert not any(r.failed for r in results.values())
+    a, b = rx_a.stop(), rx_b.stop()
+    assert a.counts["stored"] == 10 and b.counts["stored"] == 10
+    assert "fileset" not in a.to_dict() and b.to_dict()["fileset"]["instances"] == 10
+    assert len(list((tmp_path / "a").iterdir())) == 10 and (tmp_path / "b/DICOMDIR").exists()
+    assert {e["calling_aet"] for e in events if e["event"] == "association"} >= {"T1", "T3"}
