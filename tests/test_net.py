@@ -728,3 +728,42 @@ def test_api_two_receivers_in_one_process_and_sends_in_threads(tlspki, tmp_path)
     assert "fileset" not in a.to_dict() and b.to_dict()["fileset"]["instances"] == 10
     assert len(list((tmp_path / "a").iterdir())) == 10 and (tmp_path / "b/DICOMDIR").exists()
     assert {e["calling_aet"] for e in events if e["event"] == "association"} >= {"T1", "T3"}
+
+
+def test_a_plain_file_written_to_while_sent_is_reported_not_confirmed(tlspki, tmp_path,
+                                                                     monkeypatch):
+    """Plain files on this machine go out from where they are (no copy); one written to
+    between its check and its C-STORE is reported failed (SEND_SOURCE_CHANGED) and is not
+    recorded as confirmed, so a re-run sends it again."""
+    import mediasec
+    from pynetdicom.association import Association
+
+    from mediasec.io.keys import read_certificates
+    from mediasec.net.tls import read_identity
+
+    def tls(who):
+        return mediasec.TLSConfig(
+            identities=(read_identity(str(tlspki / f"{who}.crt"), str(tlspki / f"{who}.key")),),
+            ca=tuple(read_certificates(str(tlspki / "ca.crt"))))
+    src = g.ct_series(tmp_path / "in", 2, patient="CHG")
+    original = Association.send_c_store
+
+    def tamper(self, dataset, *a, **kw):
+        if os.readlink(str(dataset)) == str(src[1]):
+            with open(src[1], "ab") as f:
+                f.write(b"\0\0")            # a writer appends while we send
+        return original(self, dataset, *a, **kw)
+    monkeypatch.setattr(Association, "send_c_store", tamper)
+    state = tmp_path / "state.jsonl"
+    with mediasec.receive(mediasec.ReceiveRequest(str(tmp_path / "rx"), tls("server"),
+                                                  bind="127.0.0.1", port=0)) as rx:
+        result = mediasec.send(mediasec.SendRequest(
+            [str(p) for p in src], f"MEDIASEC@127.0.0.1:{rx.port}", tls("client"),
+            state=str(state)))
+    by_path = {pathlib.Path(r["path"]).name: r for r in result.instances}
+    assert by_path[src[0].name]["status"] == "sent"
+    bad = by_path[src[1].name]
+    assert bad["status"] == "failed" and bad["reasons"][-1]["code"] == "SEND_SOURCE_CHANGED"
+    assert result.failed
+    confirmed = [json.loads(line)["sop_instance_uid"] for line in state.read_text().splitlines()]
+    assert confirmed == [by_path[src[0].name]["sop_instance_uid"]]

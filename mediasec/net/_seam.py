@@ -19,7 +19,7 @@ import threading
 from mediasec.errors import MediasecError, PeerError
 from mediasec.net.tls import explain_tls_failure
 
-__all__ = ["pynetdicom_errors", "LogCapture", "peer_error"]
+__all__ = ["pynetdicom_errors", "LogCapture", "peer_error", "quiet_per_pdu_logging"]
 
 _LOGGER = logging.getLogger("pynetdicom")
 
@@ -118,3 +118,26 @@ def explain_association(assoc, cap: LogCapture, peer: str) -> PeerError:
                           "(a TLS peer that refuses our certificate does this, too)")
     return peer_error(peer, "NET_FAILED", "association failed"
                       + (f": {cap.lines[-1]}" if cap.lines else ""))
+
+
+def quiet_per_pdu_logging(assoc, *, dimse_recv: bool = False) -> None:
+    """Unbind pynetdicom's standard logging handlers that run on every PDU of this
+    association (they cost CPU per 16 KiB fragment even when nothing is logged), unless
+    pynetdicom's debug log is on. ``dimse_recv``: also the one that reads a received data
+    set back to say whether it is present - always, on a receiver that spools data sets
+    to disk (it would read each one back into memory)."""
+    from pynetdicom import evt
+    from pynetdicom._handlers import (standard_dimse_recv_handler, standard_dimse_sent_handler,
+                                      standard_pdu_recv_handler, standard_pdu_sent_handler)
+    pairs = []
+    if not _LOGGER.isEnabledFor(logging.DEBUG):
+        pairs += [(evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+                  (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+                  (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler)]
+        if not dimse_recv:
+            pairs.append((evt.EVT_DIMSE_RECV, standard_dimse_recv_handler))
+    if dimse_recv:
+        pairs.append((evt.EVT_DIMSE_RECV, standard_dimse_recv_handler))
+    for event, handler in pairs:
+        with contextlib.suppress(Exception):
+            assoc.unbind(event, handler)

@@ -54,6 +54,7 @@ from mediasec.errors import MediasecError, UsageError
 from mediasec.io.fs import AtomicOutput, env_error, fsync_dir
 from mediasec.io.sources import read_fd_chunks
 from mediasec.media.validate import content_ok, examine_file
+from mediasec.net._seam import quiet_per_pdu_logging
 from mediasec.net.tls import TLSConfig, explain_tls_failure, server_context, tls_facts
 from mediasec.report import Finding, Outcome
 
@@ -163,6 +164,7 @@ class _Spool(io.BytesIO):
         self.size = 0
         self.error: MediasecError | None = None
         self._in_memory = False
+        self._head = 0                 # bytes of preamble and File Meta before the data set
 
     def write(self, data) -> int:   # type: ignore[override]
         if self._in_memory:
@@ -207,6 +209,7 @@ class _Spool(io.BytesIO):
             out.open()
             self.out = out
             self.write(head)
+            self._head = len(head)
         except MediasecError as exc:
             self.error = exc
             self.discard()
@@ -218,9 +221,11 @@ class _Spool(io.BytesIO):
             self.out = None
 
     def getvalue(self) -> bytes:   # type: ignore[override]
+        """The data set read back from the file (pynetdicom's debug logging asks whether
+        one is present; nothing of ours calls this: it costs the data set's size)."""
         if self.out is not None:
-            raise MediasecError("a spooled data set is not held in memory",
-                                code="INTERNAL_SPOOL")
+            return os.pread(self.out.fileno, max(0, self.size - self._head),
+                            self._head)
         return super().getvalue()
 
 
@@ -289,6 +294,7 @@ class StorageSCP:
         """Give each DIMSE message of this association a ``_Spool`` as its data set
         buffer, before its first fragment is decoded (this association only)."""
         from pynetdicom.dimse_messages import DIMSEMessage
+        quiet_per_pdu_logging(assoc, dimse_recv=True)
         dimse = assoc.dimse
         receive = dimse.receive_primitive
 

@@ -39,7 +39,7 @@ from mediasec import __version__
 from mediasec.errors import InputError, MediasecError, PeerError, UsageError
 from mediasec.io.fs import env_error, fsync_dir
 from mediasec.media.extract import extract_file
-from mediasec.net._seam import explain_association, pynetdicom_errors
+from mediasec.net._seam import explain_association, pynetdicom_errors, quiet_per_pdu_logging
 from mediasec.net.tls import DEFAULT_PORT, TLSConfig, check_peer_certificate, client_context, \
     tls_facts
 from mediasec.report import Finding, Outcome
@@ -145,6 +145,7 @@ def _associate(ae, peer: Peer, tls: TLSConfig, *, ext_neg=None):
                              ext_neg=ext_neg or None)
         if not assoc.is_established:
             raise explain_association(assoc, cap, str(peer))
+    quiet_per_pdu_logging(assoc)
     sock = _socket(assoc)
     _no_delay(sock)
     facts = tls_facts(sock)
