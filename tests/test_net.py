@@ -623,12 +623,30 @@ def test_receive_into_a_fileset_writes_its_dicomdir_at_the_end(receiver, tlspki,
     extra = g.write_instance(tmp_path / "more.dcm", "ct", patient="P9", study="S9")
     assert send_json(rx2.to(), extra, pki=tlspki)[0].code == 0
     assert send_json(rx2.to(), srcs[0], pki=tlspki)[0].code == 0    # again: a duplicate
+    # the same UID with other content (a corrected re-send): kept, not in the DICOMDIR
+    fixed = pydicom.dcmread(srcs[1])
+    fixed.StudyDescription = "CORRECTED"
+    fixed.save_as(tmp_path / "fixed.dcm", enforce_file_format=True)
+    assert send_json(rx2.to(), tmp_path / "fixed.dcm", pki=tlspki)[0].code == 0
     code, err, rdoc2 = rx2.stop()
     assert code == 0 and rdoc2["counts"]["duplicates"] == 1
     assert set(_fileset_records(rx.out / "DICOMDIR")) == set(want) | {
         str(pydicom.dcmread(extra).SOPInstanceUID)}
+    assert _fileset_records(rx.out / "DICOMDIR")[str(fixed.SOPInstanceUID)] == \
+        records[str(fixed.SOPInstanceUID)]                  # the first one stays listed
+    conflict = [s for s in rdoc2["fileset"]["skipped"] if s["code"] == "FILESET_DUPLICATE_UID"]
+    assert len(conflict) == 1 and rx.out.joinpath(conflict[0]["path"]).is_file()
     ds = pydicom.dcmread(rx.out / "DICOMDIR")
     assert ds.file_meta.MediaStorageSOPInstanceUID == uid_before
+    # the DICOMDIR cannot be written: one line, exit 2, the summary still written, and
+    # every instance kept
+    (rx.out / "DICOMDIR").unlink()
+    (rx.out / "DICOMDIR").mkdir()
+    rx3 = receiver("--fileset", out=rx.out)
+    code, err, rdoc3 = rx3.stop()
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "DICOMDIR" in err, err
+    assert rdoc3["fileset"]["error"]["code"] == "USAGE_OUTPUT_IS_DIR"
+    assert all(rx.out.joinpath(*fid).is_file() for fid in records.values())
 
 
 def _rss_peak_kib(pid: int) -> int:

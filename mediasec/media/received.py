@@ -60,11 +60,27 @@ def _leaf(inst: Instance) -> DirRecord:
 
 def directory_for(scans: Iterable[ScannedFile], *, profile, fileset_uid: str,
                   same_content: Callable[[ScannedFile, ScannedFile], bool]
-                  ) -> tuple[bytes, FileSetModel]:
+                  ) -> tuple[bytes, FileSetModel, list[str]]:
     """The DICOMDIR (bytes) of ``scans``, whose ``source`` is each file's File ID
-    (``A/B/C``), and the model it was made from (duplicates, made-up values, skipped)."""
-    model = index_fileset(scans, profile=profile, fill_missing=True,
-                          same_content=same_content)
+    (``A/B/C``), the model it was made from (duplicates, made-up values, skipped) and the
+    files left out because another file holds the same SOP Instance UID with other content
+    (a corrected re-send: the one under the UID's own File ID is listed)."""
+    by_uid: dict[str, list[ScannedFile]] = {}
+    for s in scans:
+        by_uid.setdefault(s.sop_instance_uid, []).append(s)
+    keep, conflicts = [], []
+    for uid, group in by_uid.items():
+        primary = [s for s in group if s.source.split("/")[-1] == _token("instance", uid)]
+        first = primary[0] if primary else group[0]
+        keep.append(first)
+        for s in group:
+            if s is first:
+                continue
+            if same_content(first, s):
+                keep.append(s)            # index_fileset lists it as a duplicate
+            else:
+                conflicts.append(s.source)
+    model = index_fileset(keep, profile=profile, fill_missing=True, same_content=same_content)
     records = []
     for p in model.patients:
         studies = []
@@ -74,4 +90,4 @@ def directory_for(scans: Iterable[ScannedFile], *, profile, fileset_uid: str,
             studies.append(DirRecord("STUDY", st.keys, series))
         records.append(DirRecord("PATIENT", p.keys, tuple(studies)))
     records += [_leaf(i) for i in model.root_objects]
-    return encode_dicomdir(records, fileset_uid=fileset_uid), model
+    return encode_dicomdir(records, fileset_uid=fileset_uid), model, conflicts

@@ -562,8 +562,11 @@ class StorageSCP:
                 os.close(fb)
         if not scans:
             return {"dicomdir": None, "instances": 0, "skipped": skipped}
-        data, model = directory_for(scans, profile=profile, fileset_uid=fileset_uid,
-                                    same_content=same)
+        data, model, conflicts = directory_for(scans, profile=profile,
+                                               fileset_uid=fileset_uid, same_content=same)
+        skipped += [{"path": c, "code": "FILESET_DUPLICATE_UID", "message": "another file "
+                     "holds this SOP Instance UID with other content: kept in the folder, "
+                     "not in the DICOMDIR"} for c in conflicts]
         out = AtomicOutput(target, mode=0o640)
         with out as f:
             try:
