@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import pathlib
+import resource
 import shutil
 import signal
 import socket
@@ -77,6 +78,18 @@ def count(folder: pathlib.Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
+def cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def timed(cmd) -> float:
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -114,16 +127,18 @@ def main() -> None:
     # baseline: storescu -> storescp
     port = free_port()
     scp = storescp(pki, work / "rx-dcmtk", port)
+    c0 = cpu_children()
     try:
         base = timed(storescu(pki, work / "corpus", port, "STORESCP"))
     finally:
         scp.send_signal(signal.SIGTERM)
         scp.wait()
     assert count(work / "rx-dcmtk") == n
-    rows.append(("storescu -> storescp", base))
+    rows.append(("storescu -> storescp", base, cpu_children() - c0, ""))
     # ours -> storescp
     port = free_port()
     scp = storescp(pki, work / "rx-ours-send", port)
+    c0 = cpu_children()
     try:
         send = timed([sys.executable, "-m", "mediasec", "send", str(work / "corpus"), "--to",
                       f"STORESCP@127.0.0.1:{port}", "--tls-cert", str(pki / "client.crt"),
@@ -132,21 +147,24 @@ def main() -> None:
         scp.send_signal(signal.SIGTERM)
         scp.wait()
     assert count(work / "rx-ours-send") == n
-    rows.append(("mediasec send -> storescp", send))
+    rows.append(("mediasec send -> storescp", send, cpu_children() - c0, ""))
     # storescu -> ours
     (work / "rx-ours").mkdir()
+    c0 = cpu_children()
     rx, port = ours_receive(pki, work / "rx-ours")
     try:
         recv = timed(storescu(pki, work / "corpus", port, "MEDIASEC"))
+        rss = peak_rss_mib(rx.pid)
     finally:
         rx.send_signal(signal.SIGTERM)
         rx.wait()
     assert count(work / "rx-ours") == n
-    rows.append(("storescu -> mediasec receive", recv))
+    rows.append(("storescu -> mediasec receive", recv, cpu_children() - c0,
+                 f"receiver peak RSS {rss:.0f} MiB"))
 
-    print(f"{'path':32} {'seconds':>8} {'MiB/s':>8}")
-    for name, secs in rows:
-        print(f"{name:32} {secs:8.2f} {mib / secs:8.1f}")
+    print(f"{'path':32} {'seconds':>8} {'MiB/s':>8} {'CPU s (both ends)':>18}")
+    for name, secs, cpu, note in rows:
+        print(f"{name:32} {secs:8.2f} {mib / secs:8.1f} {cpu:18.2f}  {note}")
     print(f"send ratio    (storescu->storescp time / mediasec send time):    {base / send:.2f}x")
     print(f"receive ratio (storescu->storescp time / storescu->mediasec time): "
           f"{base / recv:.2f}x")
