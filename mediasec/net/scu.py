@@ -42,7 +42,7 @@ from mediasec.media.extract import extract_file
 from mediasec.net._seam import explain_association, pynetdicom_errors, quiet_per_pdu_logging
 from mediasec.net.tls import DEFAULT_PORT, TLSConfig, check_peer_certificate, client_context, \
     tls_facts
-from mediasec.report import Finding, Outcome
+from mediasec.report import Outcome
 
 __all__ = ["Peer", "parse_peer", "echo", "send_items", "SendItem", "SendOptions", "Timeouts",
            "SEND_SCHEMA", "ECHO_SCHEMA",
