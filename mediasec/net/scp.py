@@ -54,7 +54,7 @@ from mediasec.errors import MediasecError, UsageError
 from mediasec.io.fs import AtomicOutput, env_error, fsync_dir
 from mediasec.io.sources import read_fd_chunks
 from mediasec.media.validate import content_ok, examine_file
-from mediasec.net._seam import quiet_per_pdu_logging
+from mediasec.net._seam import quick_ack_reads, quiet_per_pdu_logging
 from mediasec.net.tls import TLSConfig, explain_tls_failure, server_context, tls_facts
 from mediasec.report import Finding, Outcome
 
@@ -295,6 +295,7 @@ class StorageSCP:
         buffer, before its first fragment is decoded (this association only)."""
         from pynetdicom.dimse_messages import DIMSEMessage
         quiet_per_pdu_logging(assoc, dimse_recv=True)
+        quick_ack_reads(assoc)
         dimse = assoc.dimse
         receive = dimse.receive_primitive
 

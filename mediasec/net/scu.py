@@ -39,7 +39,8 @@ from mediasec import __version__
 from mediasec.errors import InputError, MediasecError, PeerError, UsageError
 from mediasec.io.fs import env_error, fsync_dir
 from mediasec.media.extract import extract_file
-from mediasec.net._seam import explain_association, pynetdicom_errors, quiet_per_pdu_logging
+from mediasec.net._seam import (explain_association, pynetdicom_errors, quick_ack_reads,
+                                quiet_per_pdu_logging)
 from mediasec.net.tls import DEFAULT_PORT, TLSConfig, check_peer_certificate, client_context, \
     tls_facts
 from mediasec.report import Outcome
@@ -148,6 +149,7 @@ def _associate(ae, peer: Peer, tls: TLSConfig, *, ext_neg=None):
     quiet_per_pdu_logging(assoc)
     sock = _socket(assoc)
     _no_delay(sock)
+    quick_ack_reads(assoc)
     facts = tls_facts(sock)
     try:
         check_peer_certificate(sock.getpeercert(binary_form=True) if sock else None,
