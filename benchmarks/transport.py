@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pathlib
 import resource
 import shutil
@@ -46,6 +47,7 @@ def wait_port(port: int) -> None:
 
 
 PDU: list[str] = []      # ["-pdu", N] for the DCMTK tools when --pdu is given
+DCMTK_ENV: dict = {}     # {"TCP_NODELAY": "1"} with --dcmtk-nodelay
 
 
 def storescp(pki, out, port):
@@ -53,7 +55,8 @@ def storescp(pki, out, port):
     p = subprocess.Popen(["storescp", *PDU, "-aet", "STORESCP", "-od", str(out), "+B", "+xa",
                           "+tls", str(pki / "server.key"), str(pki / "server.crt"), "-pw",
                           "+cf", str(pki / "ca.crt"), str(port)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, **DCMTK_ENV})
     wait_port(port)
     return p
 
@@ -92,7 +95,8 @@ def peak_rss_mib(pid: int) -> float:
 
 def timed(cmd) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       env={**os.environ, **(DCMTK_ENV if cmd[0] == "storescu" else {})})
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"{cmd[0]} {cmd[1:3]} exited {r.returncode}: {r.stderr[-500:]}")
@@ -105,9 +109,14 @@ def main() -> None:
     ap.add_argument("--instance-kib", type=int, default=2048)
     ap.add_argument("--pdu", type=int, default=None, help="maximum PDU for storescp/storescu "
                     "(4096..131072; default: DCMTK's 16384)")
+    ap.add_argument("--dcmtk-nodelay", action="store_true", help="run the DCMTK tools with "
+                    "TCP_NODELAY=1 (DCMTK 3.6.7 leaves Nagle's algorithm on by default, which "
+                    "stalls each C-STORE response on the peer's delayed ACK)")
     a = ap.parse_args()
     if a.pdu:
         PDU[:] = ["-pdu", str(a.pdu)]
+    if a.dcmtk_nodelay:
+        DCMTK_ENV["TCP_NODELAY"] = "1"
     for tool in ("storescp", "storescu"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} (DCMTK) is needed")
@@ -121,7 +130,8 @@ def main() -> None:
     total = make_corpus(work / "corpus", n, rows=side, cols=side)
     mib = total / (1 << 20)
     print(f"corpus: {n} CT instances of {side}x{side}x16 bits, {mib:.1f} MiB; TLS loopback; "
-          f"DCMTK max PDU {a.pdu or 16384}")
+          f"DCMTK max PDU {a.pdu or 16384}; DCMTK Nagle "
+          f"{'off (TCP_NODELAY=1)' if a.dcmtk_nodelay else 'on (its default)'}")
 
     rows = []
     # baseline: storescu -> storescp
