@@ -28,10 +28,13 @@ __all__ = [
     "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
     "sign_files", "SignFilesRequest", "SignFilesResult",
     "check_signatures", "CheckSignaturesRequest", "CheckSignaturesResult",
+    "echo", "EchoRequest", "EchoResult", "send", "SendRequest", "SendResult",
+    "receive", "ReceiveRequest", "ReceiveResult", "Receiver",
     # what requests hold
     "ProtectOptions", "AlgorithmPolicy", "TrustContext",
     "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
     "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob", "SignRequest",
+    "TLSConfig", "PatientMapping",
     # the error tree
     "errors",
 ]
@@ -45,6 +48,7 @@ _FROM = {
     "load_certificates": "mediasec.pki.certs", "load_private_key": "mediasec.pki.certs",
     "DeidJob": "mediasec.deid.files",
     "SignRequest": "mediasec.sign",
+    "TLSConfig": "mediasec.net.tls", "PatientMapping": "mediasec.media.reconcile",
 }
 
 

@@ -64,7 +64,9 @@ __all__ = ["BuildRequest", "BuildResult", "build", "check_build", "VerifyRequest
            "DeidentifyRequest", "ReidentifyRequest", "RewriteResult", "deidentify",
            "reidentify", "UnprotectReport", "SignFilesRequest", "SignFilesResult",
            "SignedFileResult", "sign_files", "sign_outputs", "check_signer",
-           "CheckSignaturesRequest", "CheckSignaturesResult", "check_signatures"]
+           "CheckSignaturesRequest", "CheckSignaturesResult", "check_signatures",
+           "EchoRequest", "EchoResult", "echo", "SendRequest", "SendResult", "send",
+           "ReceiveRequest", "ReceiveResult", "Receiver", "receive"]
 
 Progress = Callable[[dict], None]
 
@@ -168,6 +170,16 @@ class ExtractRequest:
     private: bool = False          # folders 0700 and files 0600 (default 0755/0644)
 
 
+def _plan_read(source, decrypters, trust, label: str):
+    """Index a medium (DICOMDIR, manifest, listing) and plan each file's read and checks:
+    what ``extract`` writes and ``send`` sends."""
+    fsi = index_medium(source, decrypters=decrypters, trust=trust)
+    if fsi.dicomdir_secure and not decrypters:
+        raise UsageError("the medium is encrypted; give --key/--cert or --password-env",
+                         path=label, code="USAGE_NO_KEY")
+    return fsi, plan_extract(fsi)
+
+
 def extract(request: ExtractRequest, *, on_progress: Progress | None = None) -> ExtractReport:
     """Each plaintext file exists only as an anonymous inode until its checks pass; the
     folder appears only if at least one file was written. Progress: one event per file
@@ -198,11 +210,7 @@ def _extract(request: ExtractRequest, on_progress: Progress | None) -> ExtractRe
                         {"staging": root, "include_invalid": request.include_invalid,
                          "private": request.private})) as pool:
             with open_medium(request.medium) as source:
-                fsi = index_medium(source, decrypters=decrypters, trust=request.trust)
-                if fsi.dicomdir_secure and not decrypters:
-                    raise UsageError("the medium is encrypted; give --key/--cert or "
-                                     "--password-env", path=request.medium, code="USAGE_NO_KEY")
-                tasks = plan_extract(fsi)
+                fsi, tasks = _plan_read(source, decrypters, request.trust, request.medium)
                 total, done, results = sum(t.size for t in tasks), 0, []
                 for task, result in zip(tasks, pool.run(worker_extract, tasks)):
                     results.append(result)
@@ -816,3 +824,269 @@ def check_signatures(request: CheckSignaturesRequest) -> CheckSignaturesResult:
             except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
                 errors.append((path, exc))
     return CheckSignaturesResult(request.strict, tuple(reports), tuple(errors))
+
+
+# -- DICOM over TLS: echo, send, receive ------------------------------------------------
+#
+# The network verbs take a ``mediasec.net.tls.TLSConfig`` (our certificates and keys as
+# objects, the trusted CAs, the PS3.15 Annex B profile) and a peer as ``AET@HOST[:PORT]``.
+# Failures to reach or trust a peer raise ``PeerError`` (an ``EnvironmentFailure``).
+
+@dataclass(frozen=True)
+class EchoRequest:
+    """C-ECHO ``to`` (``AET@HOST[:PORT]``, port 2762 by default) over TLS."""
+
+    to: str
+    tls: Any = field(repr=False)                    # mediasec.net.tls.TLSConfig
+    calling_aet: str = "MEDIASEC"
+    timeout: float = 15.0                           # connect + TLS handshake, seconds
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    """``mediasec.echo/1``: the peer, the TLS facts (version, suite, peer subject)."""
+
+    peer: dict
+    tls: dict
+    status: int
+    seconds: float
+
+    def to_dict(self) -> dict:
+        from mediasec.net.scu import ECHO_SCHEMA
+        from mediasec import __version__
+        return {"schema": ECHO_SCHEMA, "version": __version__, "peer": self.peer,
+                "tls": self.tls, "status": self.status, "seconds": self.seconds}
+
+
+def echo(request: EchoRequest) -> EchoResult:
+    """Associate over TLS and C-ECHO; ``PeerError`` if no association or no success."""
+    from mediasec.net.scu import Timeouts, echo as _echo, parse_peer
+    peer = parse_peer(request.to)
+    with Job("echo").active():
+        doc = _echo(peer, request.tls, calling_aet=request.calling_aet,
+                    timeouts=Timeouts(connect=request.timeout))
+    return EchoResult(doc["peer"], doc["tls"], doc["status"], doc["seconds"])
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Send every DICOM instance of ``sources`` (disc images, folders, files) to ``to``.
+
+    Each file gets the ``verify``/``extract`` checks first (``decrypters`` open Secure DICOM
+    Files in memory, ``trust`` anchors signers); only valid ones go out unless
+    ``include_invalid``. ``mapping`` (old Patient ID -> ``media.reconcile.PatientMapping``)
+    or ``patient`` (one mapping for all) rewrite the patient with an Original Attributes
+    Sequence item; an instance whose patient is not in ``mapping`` is not sent. ``state``
+    names a resume file (confirmed instances are skipped on a re-run)."""
+
+    sources: Sequence[str]
+    to: str
+    tls: Any = field(repr=False)                    # mediasec.net.tls.TLSConfig
+    calling_aet: str = "MEDIASEC"
+    decrypters: Sequence = field(default=(), repr=False)
+    trust: TrustContext | None = None
+    include_invalid: bool = False
+    mapping: Any = None                             # {old_id: PatientMapping}
+    patient: Any = None                             # PatientMapping
+    state: str | None = None
+    timeout: float = 15.0
+    max_pdu: int = 0                                # largest PDU we accept (0: no limit)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """``mediasec.send/1``: one entry per file in ``instances`` (``status`` sent,
+    already-sent, failed, not-sent or skipped, with reasons)."""
+
+    document: dict
+
+    @property
+    def outcome(self) -> str:
+        return self.document["outcome"]
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed"
+
+    @property
+    def counts(self) -> dict:
+        return self.document["counts"]
+
+    @property
+    def instances(self) -> list:
+        return self.document["instances"]
+
+    def to_dict(self) -> dict:
+        return dict(self.document)
+
+
+def _send_items(source, decrypters, trust, label: str):
+    """The files of one source to send (planned as ``extract`` plans them) and notes on the
+    files that are not DICOM."""
+    from mediasec.io.sources import local_path
+    from mediasec.net.scu import SendItem
+    _fsi, tasks = _plan_read(source, decrypters, trust, label)
+    items, notes = [], []
+    for task in tasks:
+        ref = task.ref
+        here = local_path(source, task.handle)
+        if ref is not None and ref.sop_class_uid and ref.sop_instance_uid and \
+                ref.transfer_syntax:
+            items.append(SendItem(source, task, ref.sop_class_uid, ref.sop_instance_uid,
+                                  ref.transfer_syntax, here))
+            continue
+        # no DICOMDIR record: the header says what it is
+        facts = examine_file(source.open(task.handle), path=task.path, size=task.size,
+                             decrypters=decrypters, trust=trust, header_only=True)
+        if facts.header is None:
+            if facts.kind in ("plain", "secure"):
+                items.append(SendItem(source, task, None, None, None, here))
+            else:
+                notes.append({"path": task.path, "status": "skipped",
+                              "reasons": [{"code": "SEND_NOT_DICOM", "outcome": "info",
+                                           "message": "not a DICOM file: not sent"}]})
+            continue
+        h = facts.header
+        items.append(SendItem(source, task, h.sop_class_uid or h.media_sop_class_uid,
+                              h.sop_instance_uid or h.media_sop_instance_uid,
+                              h.transfer_syntax, here))
+    return items, notes
+
+
+def send(request: SendRequest, *, on_progress: Progress | None = None) -> SendResult:
+    """Check, (decrypt,) reconcile and C-STORE each instance over one TLS association;
+    ``result.failed`` if any instance failed or was not sent. ``PeerError`` when no
+    association could be made (then nothing was sent)."""
+    from mediasec.io.sources import open_sources
+    from mediasec.net.scu import SendOptions, Timeouts, parse_peer, send_items
+    peer = parse_peer(request.to)
+    if isinstance(request.sources, (str, bytes, os.PathLike)):
+        raise UsageError("SendRequest.sources is a list of files and folders",
+                         code="USAGE_BAD_INPUT")
+    if request.mapping is not None and request.patient is not None:
+        raise UsageError("a patient map and one patient ID exclude each other", code="USAGE")
+    decrypters = list(request.decrypters)
+    opts = SendOptions(calling_aet=request.calling_aet, decrypters=tuple(decrypters),
+                       trust=request.trust, include_invalid=request.include_invalid,
+                       mapping=request.mapping, patient=request.patient,
+                       state_path=request.state, timeouts=Timeouts(connect=request.timeout),
+                       max_pdu=request.max_pdu)
+    with Job("send").active():
+        opened = open_sources(request.sources)
+        try:
+            items, notes = [], []
+            for source in opened:
+                more, why = _send_items(source, decrypters, request.trust,
+                                        getattr(source, "label", "files"))
+                items += more
+                notes += why
+            if not items:
+                raise InputError("no DICOM instances to send",
+                                 path=" ".join(map(os.fspath, request.sources)),
+                                 code="SEND_NOTHING")
+            doc = send_items(items, peer, request.tls, opts, notes=notes,
+                             on_progress=on_progress)
+        finally:
+            for source in opened:
+                source.close()
+    return SendResult(doc)
+
+
+@dataclass(frozen=True)
+class ReceiveRequest:
+    """A storage SCP over TLS storing into the folder ``output`` (made if missing).
+
+    ``fileset``: store as a File-set (File IDs ``XXXXXXXX/XXXXXXXX/XXXXXXXX`` derived from
+    the study, series and instance UIDs) and write its DICOMDIR, atomically, when the
+    receiver stops. ``signature_check`` (callable: a binary file of the Part 10 bytes ->
+    list of ``report.Finding``) refuses instances with a FAILED finding."""
+
+    output: str
+    tls: Any = field(repr=False)                    # mediasec.net.tls.TLSConfig
+    fileset: bool = False
+    aet: str = "MEDIASEC"
+    bind: str = "0.0.0.0"
+    port: int = 2762
+    allow_aets: Sequence[str] = ()
+    allow_subjects: Sequence[str] = ()
+    quarantine: str | None = None
+    signature_check: Callable | None = field(default=None, repr=False)
+    max_associations: int = 32
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    max_pdu: int = 262144                           # largest PDU a peer may send us
+
+
+@dataclass(frozen=True)
+class ReceiveResult:
+    """``mediasec.receive/1``: counts, one entry per instance received, association and
+    refusal events, and (``fileset``) the DICOMDIR written. ``error``: why the DICOMDIR
+    could not be written (every acknowledged instance is stored all the same)."""
+
+    document: dict
+    error: MediasecError | None = None
+
+    @property
+    def counts(self) -> dict:
+        return self.document["counts"]
+
+    @property
+    def instances(self) -> list:
+        return self.document["instances"]
+
+    def to_dict(self) -> dict:
+        return dict(self.document)
+
+
+class Receiver:
+    """A running receiver (``receive`` returns it started): ``port``, ``stop()``.
+
+    Each association runs in its own thread (pynetdicom); each stored instance is handled
+    under its own ``Job``, and the receiver keeps all of its state on itself - two
+    receivers in one process share nothing."""
+
+    def __init__(self, scp):
+        self._scp = scp
+        self._result: ReceiveResult | None = None
+
+    @property
+    def port(self) -> int:
+        return self._scp.port
+
+    def stop(self, drain: float = 30.0) -> ReceiveResult:
+        """Stop accepting, let running associations finish (``drain`` seconds), write the
+        DICOMDIR (``fileset``); the summary."""
+        if self._result is None:
+            self._scp.stop(drain)
+            doc = self._scp.finish()
+            self._result = ReceiveResult(doc, self._scp.fileset_error)
+        return self._result
+
+    def __enter__(self) -> "Receiver":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.stop()
+        return False
+
+
+def receive(request: ReceiveRequest, *, on_event: Callable[[dict], None] | None = None
+            ) -> Receiver:
+    """Start a storage SCP; ``on_event`` gets association, refusal and store events (from
+    the receiver's threads)."""
+    from mediasec.net.scp import ReceiveOptions, StorageSCP
+    try:
+        os.makedirs(request.output, exist_ok=True)
+    except OSError as exc:
+        raise env_error(exc, request.output) from exc
+    opts = ReceiveOptions(output=request.output, fileset=request.fileset, aet=request.aet,
+                          bind=request.bind, port=request.port,
+                          allow_aets=tuple(request.allow_aets),
+                          allow_subjects=tuple(request.allow_subjects),
+                          quarantine=request.quarantine,
+                          signature_check=request.signature_check,
+                          max_associations=request.max_associations,
+                          handshake_timeout=request.handshake_timeout,
+                          network_timeout=request.idle_timeout, max_pdu=request.max_pdu,
+                          on_event=on_event)
+    return Receiver(StorageSCP(request.tls, opts).start())

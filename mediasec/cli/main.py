@@ -60,6 +60,7 @@ def _register(args: list[str] | None = None) -> None:
         return
     from mediasec.cli import cmd_build, cmd_cms, cmd_verify  # noqa: F401
     from mediasec.cli import cmd_deid  # noqa: F401
+    from mediasec.cli import cmd_net  # noqa: F401
     from mediasec.cli import cmd_sign  # noqa: F401
 
 

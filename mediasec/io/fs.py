@@ -239,9 +239,26 @@ class AtomicOutput:
         assert self._fd is not None
         return self._fd
 
-    def commit(self) -> None:
+    def commit(self, *, exclusive: bool = False) -> None:
+        """Make the file appear at ``target``. ``exclusive`` (anonymous files only): link
+        it straight to ``target`` in one step, never replacing a file there
+        (``FileExistsError``, and the output stays open for another try) - no moment
+        exists in which a hidden partial name is on disk."""
         assert self._fd is not None
         parent = os.path.dirname(self.target)
+        if exclusive and self.anonymous:
+            try:
+                os.fsync(self._fd)
+                os.fchmod(self._fd, self.mode)
+                _link_fd(self._fd, self.target)
+                fsync_dir(parent)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                raise env_error(exc, self.target) from exc
+            self.committed = True
+            self._close()
+            return
         try:
             os.fsync(self._fd)
             if self.anonymous:

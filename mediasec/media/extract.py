@@ -65,6 +65,8 @@ class ExtractResult:
     output: str | None                  # relative path written, or None
     findings: tuple[Finding, ...]
     kind: str
+    #: SHA-256 of the file as stored (of a plain file: of the bytes written)
+    sha256: str | None = None
 
     @property
     def status(self) -> Outcome:
@@ -195,7 +197,8 @@ def extract_file(chunks: Iterable[bytes], task: ExtractTask, *,
                 "(--include-invalid writes it anyway)"),), facts.kind)
         out.commit()
         committed = True
-        return ExtractResult(task.path, task.out_rel, findings, facts.kind)
+        return ExtractResult(task.path, task.out_rel, findings, facts.kind,
+                             facts.sha256)
     finally:
         if not committed:
             out.abort()
