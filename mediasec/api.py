@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -39,7 +38,7 @@ from mediasec.dicom.scan import scan_file
 from mediasec.errors import (EnvironmentFailure, InputError, InternalError, MediasecError,
                              NotCMSError, NotDicomError, UsageError, VerificationError)
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
-                            env_error)
+                            env_error, open_regular)
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
 from mediasec.io.medium import medium_spec, open_medium
@@ -277,21 +276,7 @@ def list_medium(request: ListRequest) -> dict:
 # -- single files: protect, unprotect, inspect -------------------------------------------
 
 def _open_input(path: str):
-    try:
-        # O_NONBLOCK: a FIFO or device must not block the open; refused just below
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise UsageError("not a regular file", path=path, code="USAGE_NOT_REGULAR_FILE")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb", buffering=0)
-    except FileNotFoundError as exc:
-        raise UsageError("no such file", path=path, code="USAGE_NO_SUCH_FILE") from exc
-    except IsADirectoryError as exc:
-        raise UsageError("is a directory, not a file", path=path,
-                         code="USAGE_NO_SUCH_FILE") from exc
-    except OSError as exc:
-        raise env_error(exc, path) from exc
+    return open_regular(path)
 
 
 def _sniff(f) -> bytes:

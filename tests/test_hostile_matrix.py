@@ -353,6 +353,56 @@ for cmd in ("verify", "ls", "extract"):
     ]
 
 
+def sign(make, *extra):
+    def argv(c, d):
+        return ["sign", make(c, d), "-o", d / "out.dcm", "--key", PKI / "signer.key.pem",
+                "--cert", PKI / "signer.pem", *extra], d / "out.dcm"
+    return argv
+
+
+def check_signatures(make, *extra):
+    def argv(c, d):
+        return ["check-signatures", make(c, d), "--trust", PKI / "trust.pem", *extra], None
+    return argv
+
+
+def deidentify(make, *extra):
+    def argv(c, d):
+        return ["deidentify", make(c, d), "-o", d / "out.dcm", "--escrow-to",
+                PKI / "recipient-2048.pem", *extra], d / "out.dcm"
+    return argv
+
+
+def reidentify(make, *keys):
+    def argv(c, d):
+        return ["reidentify", make(c, d), "-o", d / "out.dcm", *(keys or KEYS)], d / "out.dcm"
+    return argv
+
+
+# commands added after the first matrix: the same kinds of bad input
+for cmd, builder in (("sign", sign), ("check-signatures", check_signatures),
+                     ("deidentify", deidentify), ("reidentify", reidentify)):
+    CASES += [
+        (f"{cmd}-zero-length", builder(f_bytes(EMPTY)), 2),
+        (f"{cmd}-non-dicom", builder(f_bytes(GARBAGE)), 2),
+        (f"{cmd}-dicm-then-garbage", builder(f_bytes(b"\0" * 128 + b"DICM" + GARBAGE)), 2),
+        (f"{cmd}-truncated-meta", builder(f_bytes(lambda c: c.data[:140])), 2),
+        (f"{cmd}-secure-file", builder(f_bytes(lambda c: c.sec_bytes)), 2),
+        (f"{cmd}-fifo", builder(f_fifo), 2),
+        (f"{cmd}-missing", builder(f_missing), 2),
+        (f"{cmd}-symlink-loop", builder(f_loop), 2),
+    ]
+CASES += [
+    ("sign-legacy-sha1", sign(lambda c, d: c.dcm, "--mac", "sha1"), 2),
+    ("sign-output-dir-missing", lambda c, d: (["sign", c.dcm, "-o", d / "no" / "x.dcm",
+                                               "--key", PKI / "signer.key.pem", "--cert",
+                                               PKI / "signer.pem"], d / "no" / "x.dcm"), 2),
+    ("deidentify-no-escrow-choice", lambda c, d: (["deidentify", c.dcm, "-o", d / "o.dcm"],
+                                                  d / "o.dcm"), 2),
+    ("reidentify-not-deidentified", reidentify(lambda c, d: c.dcm), 2),
+]
+
+
 def _scan_plaintext(root: pathlib.Path) -> list[str]:
     hits = []
     for dirpath, _dirs, files in os.walk(root):

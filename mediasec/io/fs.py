@@ -31,7 +31,7 @@ import sys
 from mediasec.errors import EnvironmentFailure, InputError, MediasecError, UsageError
 
 __all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "env_error",
-           "check_new_output", "clean_stale"]
+           "open_regular", "check_new_output", "clean_stale"]
 
 
 class AnonymousUnsupported(EnvironmentFailure):
@@ -411,3 +411,23 @@ def _stop_reaper(proc) -> None:
         proc.wait(timeout=2)   # longer only if a forked worker still holds the pipe
     except (OSError, subprocess.TimeoutExpired):
         pass
+
+
+def open_regular(path: str):
+    """``path`` opened for reading, unbuffered, if it is a regular file: a FIFO or a device
+    is refused at once (opened non-blocking, never waited on); one-line errors."""
+    try:
+        # O_NONBLOCK: a FIFO or device must not block the open; refused just below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UsageError("not a regular file", path=path, code="USAGE_NOT_REGULAR_FILE")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except FileNotFoundError as exc:
+        raise UsageError("no such file", path=path, code="USAGE_NO_SUCH_FILE") from exc
+    except IsADirectoryError as exc:
+        raise UsageError("is a directory, not a file", path=path,
+                         code="USAGE_NO_SUCH_FILE") from exc
+    except OSError as exc:
+        raise env_error(exc, path) from exc

@@ -8,11 +8,13 @@ end; any error leaves nothing.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Callable
 
 from mediasec.errors import MediasecError, UsageError
-from mediasec.io.fs import AnonymousUnsupported, AtomicOutput, StagingDir, env_error, fsync_dir
+from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, env_error, fsync_dir,
+                            open_regular)
 
 __all__ = ["list_inputs", "rewrite_files"]
 
@@ -34,10 +36,8 @@ def list_inputs(paths) -> list[str]:
 
 
 def _open(path: str):
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise env_error(exc, path) from exc
+    """A regular file, buffered (a FIFO or device is refused, never waited on)."""
+    return io.BufferedReader(open_regular(path), 1 << 16)
 
 
 def rewrite_files(files, out, step, *, secret: bool,
