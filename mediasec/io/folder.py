@@ -18,6 +18,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 from mediasec.dicom.fileid import FileId, match_component, validate_file_id
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
+from mediasec.io.engine import sync_filesystem
 from mediasec.io.fs import StagingDir, env_error
 
 __all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink"]
@@ -117,6 +118,7 @@ class FolderSink:
         self._staging = StagingDir(self.target)
         self._root: str | None = None
         self._dirs: set[str] = set()
+        self._placed: list[str] = []
 
     def __enter__(self) -> "FolderSink":
         self._root = self._staging.__enter__()
@@ -141,6 +143,20 @@ class FolderSink:
                     raise env_error(exc, os.path.join(self.target, *parts)) from exc
                 self._dirs.add(here)
         return here
+
+    def place(self, file_id: FileId, *, content: bool = False) -> str:
+        """The path a file of the File-set gets in the staging tree, its folders made
+        (``content=True``: a non-DICOM file such as README.TXT, whose last component may
+        have an 8.3 extension). Whoever writes it there (a worker process of
+        ``io.engine``) creates it 0644; ``commit`` syncs it."""
+        if content:
+            _check_content_name(file_id)
+        else:
+            validate_file_id(file_id)
+        folder = self._mkdirs(tuple(file_id[:-1]))
+        path = os.path.join(folder, file_id[-1])
+        self._placed.append(path)
+        return path
 
     @contextlib.contextmanager
     def open_file(self, file_id: FileId, size: int, *, content: bool = False
@@ -169,8 +185,34 @@ class FolderSink:
             raise EnvironmentFailure(f"wrote {os.path.getsize(path)} bytes, planned {size}",
                                      path=os.path.join(self.target, *file_id))
 
+    @property
+    def root(self) -> str:
+        assert self._root is not None
+        return self._root
+
+    def _sync_placed(self) -> None:
+        """Every placed file on the disk: one ``syncfs`` (Linux), else file by file."""
+        if not self._placed:
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if sync_filesystem(fd):
+                return
+        finally:
+            os.close(fd)
+        for path in self._placed:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def commit(self) -> None:
         assert self._root is not None
+        try:
+            self._sync_placed()
+        except OSError as exc:
+            raise env_error(exc, self.target) from exc
         for d in sorted(self._dirs, key=len, reverse=True):
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
             try:

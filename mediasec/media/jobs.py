@@ -9,8 +9,9 @@
    spanning over media (study, else series, boundaries), the PDI pages and the manifest
    of each medium - every refusal happens here, before any output exists;
 4. lays every medium out (``ports.open_disc``: an ISO image or a staging folder, at the
-   edge), checks the exact image sizes against the capacity, then streams each file once
-   (small ones made by the worker processes), hashing it on the way out for the manifest;
+   edge), checks the exact image sizes against the capacity, then makes each file once
+   (by the edge's worker processes, straight into its place), hashing it on the way out
+   for the manifest;
 5. commits every medium at the end, or removes them all on any failure;
 6. returns a ``BuildResult`` holding the ``mediasec.build/1`` document.
 
@@ -25,7 +26,7 @@ import datetime as _dt
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, ContextManager, Protocol, Sequence
+from typing import Any, BinaryIO, Callable, Protocol, Sequence
 
 from mediasec._data import MediaProfile, media_profile
 from mediasec.cms.secure import ProtectOptions
@@ -33,7 +34,7 @@ from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.media.build import PlanReport, ScanResult, plan_build, release_scan_values, \
     scan_inputs
 from mediasec._job import collector_paused
-from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder, TeeProducer,
+from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder,
                                  estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media, subset_model)
 from mediasec.media.plan import BytesProducer, plan_medium
@@ -141,12 +142,15 @@ class DiscLayout:
 
 class DiscWriter(Protocol):
     """One medium being made at the edge. ``size`` is exact before writing (an image's
-    layout) or None (a folder). ``write`` streams every file once; ``manifest`` returns
-    the manifest's bytes once every other file was written."""
+    layout) or None (a folder). ``write`` makes every file once (the ``manifest`` role
+    last: ``manifest(digests)`` gives its bytes from the SHA-256 of every file, in
+    ``files`` order) and returns the bytes written; then ``digests`` holds the SHA-256 of
+    each file as stored, in ``files`` order."""
 
     size: int | None
+    digests: list
 
-    def write(self, manifest: Callable[[], bytes] | None) -> int: ...
+    def write(self, manifest: Callable[[list], bytes] | None) -> int: ...
 
     def commit(self) -> None: ...
 
@@ -165,9 +169,8 @@ class BuildPorts(Protocol):
     def absolute(self, path: str) -> str: ...
 
     def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
-                  on_bytes: Callable[[int, str], None]) -> DiscWriter: ...
-
-    def prefetch(self, producers: list, workers: int | None) -> ContextManager: ...
+                  on_bytes: Callable[[int, str], None],
+                  workers: int | None = None) -> DiscWriter: ...
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -204,31 +207,17 @@ class _Disc:
     files: list[DiscFile]
 
 
-class _Writing:
-    """The producers of one medium as written: hashing tees around (worker-made) bytes."""
-
-    def __init__(self, disc: _Disc, on_bytes, prefetch: ContextManager):
-        self.disc = disc
-        self.prefetch = prefetch
-        self.tees = [TeeProducer(w, on_bytes, f.name)
-                     for f, w in zip(disc.files, prefetch.wrapped)]
-        self.files = [DiscFile(f.components, t, f.role) for f, t in zip(disc.files, self.tees)]
-
-    def __enter__(self):
-        self.prefetch.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.prefetch.__exit__(*exc)
-
-    def manifest(self) -> bytes:
-        digests = []
-        for f, tee in zip(self.disc.files, self.tees):
+def _manifest_maker(disc: _Disc) -> Callable[[list], bytes]:
+    """``MANIFEST.SHA`` of a medium from the digests of its other files (as stored)."""
+    def make(digests: list) -> bytes:
+        entries = []
+        for f, digest in zip(disc.files, digests):
             if f.role != "manifest":
-                if tee.sha256 is None:
+                if digest is None:
                     raise EnvironmentFailure("a file was not written before the manifest")
-                digests.append((f.name, tee.sha256))
-        return manifest_bytes(digests)
+                entries.append((f.name, digest))
+        return manifest_bytes(entries)
+    return make
 
 
 def _plan_discs(req: BuildRequest, profile: MediaProfile, scan: ScanResult, opener,
@@ -342,19 +331,16 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     written, digests = [], []
     try:
         for i, (name, disc) in enumerate(zip(names, discs), 1):
-            w = _Writing(disc, progress, ports.prefetch([f.producer for f in disc.files],
-                                                        req.workers))
             layout = DiscLayout("iso" if req.iso else "folder", volume_id=fileset_id, udf=udf,
                                 interchange_level=1 if profile.family == "cd" else 3,
                                 set_size=len(discs), seqnum=i)
-            writer = ports.open_disc(name, w.files, layout, progress)
+            writer = ports.open_disc(name, disc.files, layout, progress, req.workers)
             writers.append(writer)
             if req.iso and cap is not None and writer.size is not None and writer.size > cap:
                 raise InputError(f"the image needs {writer.size} bytes, over the {cap}-byte "
                                  "capacity of the medium", path=name, code="PLAN_CAPACITY")
-            with w:
-                written.append(writer.write(w.manifest if req.manifest else None))
-                digests.append([t.sha256 for t in w.tees])
+            written.append(writer.write(_manifest_maker(disc) if req.manifest else None))
+            digests.append(list(writer.digests))
         for writer in writers:
             writer.commit()
     finally:
