@@ -68,23 +68,20 @@ class IsoDiscWriter:
         fd = self.out.fileno
         skip = [i for i, f in enumerate(files) if f.role == "manifest"]
         try:
-            try:
-                os.ftruncate(fd, self.size)   # the image's final size, before any extent
-                digests = write_image_files(
-                    fd, [f.producer for f in files], self.image.offsets,
-                    [f.name for f in files], image=self.out.target, skip=skip,
-                    workers=self.workers, on_file=_progress(files, self.on_bytes),
-                    meanwhile=lambda: self.image.write_metadata(fp))
-                for i, data in _manifest_of(files, digests, manifest).items():
-                    os.pwrite(fd, data + bytes(-len(data) % SECTOR), self.image.offsets[i])
-                    digests[i] = hashlib.sha256(data).hexdigest()
-                    if self.on_bytes is not None:
-                        self.on_bytes(len(data), files[i].name)
-                size = os.fstat(fd).st_size
-            except OSError as exc:
-                raise env_error(exc, self.out.target) from exc
-        finally:
-            self.image.close()
+            os.ftruncate(fd, self.size)   # the image's final size, before any extent
+            digests = write_image_files(
+                fd, [f.producer for f in files], self.image.offsets,
+                [f.name for f in files], image=self.out.target, skip=skip,
+                workers=self.workers, on_file=_progress(files, self.on_bytes),
+                meanwhile=lambda: self.image.write_metadata(fp))
+            for i, data in _manifest_of(files, digests, manifest).items():
+                os.pwrite(fd, data + bytes(-len(data) % SECTOR), self.image.offsets[i])
+                digests[i] = hashlib.sha256(data).hexdigest()
+                if self.on_bytes is not None:
+                    self.on_bytes(len(data), files[i].name)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise env_error(exc, self.out.target) from exc
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         self.digests = digests
@@ -92,10 +89,12 @@ class IsoDiscWriter:
 
     def commit(self) -> None:
         self.out.commit()
+        self.image.close()
 
     def abort(self) -> None:
         if not self.out.committed:
             self.out.abort()
+        self.image.close()
 
 
 class FolderDiscWriter:

@@ -1,8 +1,13 @@
-"""ISO 9660 images over pycdlib, written in one pass from planned sizes.
+"""ISO 9660 images over pycdlib, laid out from planned sizes.
 
-The layout (directories, extents) is made from the planned sizes; then ``write_fp``
-pulls every file's bytes, in extent order, from its producer through a ``LazyReader``
-(opened on first read): encryption happens straight into the image. Names follow
+The layout (directories, extents) is made from the planned sizes, so each file's place
+in the image (``IsoImage.offsets``) and the image's exact ``size`` are known before any
+byte is made. The build writes an image with the write engine (``io.engine``): worker
+processes write every file's data at its extent, and ``write_metadata`` writes the rest
+(pycdlib's volume descriptors, path tables, directories, UDF side) without the files'
+data. ``write`` is the serial writer: pycdlib's ``write_fp`` pulls every file's bytes,
+in extent order, from its producer through a ``LazyReader`` (the reference the engine's
+image is compared with, byte for byte, in tests/test_build_engine.py). Names follow
 PS3.12: ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF
 bridge (2.60) with the same names for DVD and BD profiles. The Volume Identifier is the
 File-set ID; "disc n of m" is the volume set size and sequence number.
@@ -118,6 +123,7 @@ class IsoImage:
                  interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,
                  name: str = "image"):
         self._iso = iso = _PyCdlib()
+        self._closed = False
         try:
             iso.new(interchange_level=interchange_level, sys_ident="", vol_ident=volume_id,
                     set_size=set_size, seqnum=seqnum, udf="2.60" if udf else None,
@@ -174,7 +180,10 @@ class IsoImage:
             iso.metadata_only = False
 
     def close(self) -> None:
-        self._iso.close()
+        """Free pycdlib's state (again: nothing)."""
+        if not self._closed:
+            self._closed = True
+            self._iso.close()
 
     def write(self, out, *, patch: dict | None = None, blocksize: int = 1 << 20) -> int:
         """Write into the open ``AtomicOutput`` ``out``; the caller commits it.
@@ -198,7 +207,7 @@ class IsoImage:
         except OSError as exc:
             raise env_error(exc, out.target) from exc
         finally:
-            iso.close()
+            self.close()
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         return size
