@@ -263,3 +263,28 @@ def test_batches_largest_first_small_files_grouped():
     assert out[1] == [4, 5]                               # two halves make a batch
     assert sorted(i for b in out for i in b) == list(range(len(sizes)))
     assert all(len(b) <= BATCH_FILES for b in out)
+
+
+def test_parallel_scan_is_the_serial_scan(tmp_path, monkeypatch):
+    """The scan through the workers (inputs mapped in order, results pickled back) gives
+    the same ScanResult as the scan here, skipped and damaged files included."""
+    from mediasec._data import media_profile
+    from mediasec.io import discs
+    from mediasec.io.folder import collect_inputs, open_input
+    from mediasec.media.build import scan_inputs
+
+    src = tmp_path / "in"
+    g.ct_series(src / "a", 20)
+    g.ct_series(src / "b", 20, kind="mr", series="SE2")
+    (src / "a" / "notes.txt").write_text("not DICOM")
+    damaged = src / "b" / "img00003.dcm"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    monkeypatch.setattr(discs, "MAP_MIN", 2)
+    inputs = collect_inputs([src])
+    profile = media_profile("STD-GEN-CD")
+    serial = scan_inputs(inputs, profile=profile, opener=open_input,
+                         mapper=discs.FileSystemPorts.mapper(1))
+    parallel = scan_inputs(inputs, profile=profile, opener=open_input,
+                           mapper=discs.FileSystemPorts.mapper(2))
+    assert len(serial.scans) == 39 and len(serial.skipped) == 2
+    assert parallel == serial

@@ -13,11 +13,13 @@ import hashlib
 import os
 from typing import Any, Callable
 
+from mediasec._job import collector_paused
 from mediasec.errors import InputError, InternalError, MediasecError
 from mediasec.io.engine import write_folder_files, write_image_files
 from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
 from mediasec.io.iso import SECTOR, IsoFile, IsoImage
+from mediasec.io.workers import Pool, default_workers
 from mediasec.media.jobs import DiscFile, DiscLayout
 
 __all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
@@ -146,6 +148,19 @@ class FolderDiscWriter:
             self.sink.__exit__(RuntimeError, None, None)
 
 
+#: fewer inputs than this are scanned here: a pool would cost more than it saves
+MAP_MIN = 256
+
+
+def _keep(fn):
+    return fn
+
+
+def _map_batch(fn, batch: list) -> list:
+    with collector_paused():   # many small acyclic objects: no collection walks them
+        return [fn(item) for item in batch]
+
+
 class FileSystemPorts:
     """``BuildPorts`` for paths on this machine."""
 
@@ -154,6 +169,23 @@ class FileSystemPorts:
     resolve = staticmethod(resolve_file_id)
     check_output = staticmethod(check_new_output)
     absolute = staticmethod(os.path.abspath)
+
+    @staticmethod
+    def mapper(workers: int | None):
+        """``map(fn, items)`` in order over worker processes (``fn`` inherited at fork,
+        so a closure holding an opener is fine; results come back pickled)."""
+        n = default_workers() if workers is None else workers
+
+        def run(fn, items: list):
+            if n < 2 or len(items) < MAP_MIN:
+                yield from map(fn, items)
+                return
+            size = max(16, min(256, len(items) // (8 * n)))
+            with Pool(n, max_inflight=4 * n, setup=_keep, args=(fn,)) as pool:
+                for out in pool.run(_map_batch, [items[i:i + size]
+                                                 for i in range(0, len(items), size)]):
+                    yield from out
+        return run
 
     def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
                   on_bytes: Callable[[int, str], None], workers: int | None = None):

@@ -172,6 +172,9 @@ class BuildPorts(Protocol):
                   on_bytes: Callable[[int, str], None],
                   workers: int | None = None) -> DiscWriter: ...
 
+    # optional: ``mapper(workers)(fn, items)`` yields ``fn(item)`` for every item, in order
+    # (the edge's worker processes; ``fn`` may be a closure); the scan runs through it
+
 
 # -- planning ---------------------------------------------------------------------------
 
@@ -314,8 +317,10 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     created = utc_now().strftime("%Y-%m-%d")
 
     inputs = ports.collect(req.sources)
+    mapper = getattr(ports, "mapper", None)
     scan = scan_inputs(inputs, profile=profile, opener=ports.open_input, resolve=ports.resolve,
-                       on_progress=on_progress)
+                       on_progress=on_progress,
+                       mapper=mapper(req.workers) if mapper is not None else None)
     with collector_paused():
         whole, discs = _plan_discs(req, profile, scan, ports.open_input, stages, base_uid,
                                    fileset_id, created)
