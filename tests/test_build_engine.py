@@ -5,7 +5,7 @@ its place (an image's extent, a folder's file); this process writes only the met
   (``IsoImage.write``, which pulls every byte through this process) makes of the same
   layout and producers: seeded content keys and IVs, a deterministic key transport.
 * Files on both sides of every size threshold (the sector, the engine's gather buffer,
-  the read and CMS piece size, the batch and writeback sizes) come out right: xorriso
+  the read and CMS piece size, the batch size) come out right: xorriso
   extracts them, openssl cms opens the secure ones to the exact source bytes, the plain
   ones are the source bytes, and ``sha256sum -c MANIFEST.SHA`` passes.
 * A failure in a worker (a source that changed) leaves nothing; results come back in
@@ -32,8 +32,7 @@ MiB = 1 << 20
 SIZES = [2046, 2048, 2050,                        # the sector
          (64 << 10) - 2, 64 << 10, (64 << 10) + 2,  # engine.GATHER
          MiB - 2, MiB, MiB + 2,                    # the read chunk and the CMS piece
-         4 * MiB - 2, 4 * MiB + 2,                 # engine.BATCH_BYTES
-         16 * MiB - 2, 16 * MiB + 2]               # engine.WRITEBACK
+         4 * MiB - 2, 4 * MiB + 2]                 # engine.BATCH_BYTES
 
 
 def _dicom_of_size(path, size: int, number: int) -> None:
@@ -48,8 +47,8 @@ def _dicom_of_size(path, size: int, number: int) -> None:
 @pytest.fixture(scope="module")
 def pile(tmp_path_factory):
     from mediasec.io import engine
-    assert (engine.GATHER, engine.BATCH_BYTES, engine.WRITEBACK) == \
-        (64 << 10, 4 * MiB, 16 * MiB), "SIZES straddle these thresholds: update both"
+    assert (engine.GATHER, engine.BATCH_BYTES) == (64 << 10, 4 * MiB), \
+        "SIZES straddle these thresholds: update both"
     root = tmp_path_factory.mktemp("engine") / "pile"
     root.mkdir()
     for i, n in enumerate(SIZES):

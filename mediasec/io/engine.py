@@ -18,10 +18,11 @@ Scheduling: files go out largest first (so the last ones to finish are small and
 cores stay busy to the end), small ones in batches of about ``BATCH_BYTES`` (one round
 trip per batch, not per file), to whichever worker is free (``Pool.run_unordered``).
 
-Writeback: a worker asks the kernel to start writing back every range it wrote
-(``sync_file_range(SYNC_FILE_RANGE_WRITE)``, Linux; elsewhere nothing), every
-``WRITEBACK`` bytes and at the end of each file, so the ``fsync`` of the commit finds
-little left to do. A folder is synced at commit with one ``syncfs`` (else file by file).
+Writeback: as each file is done, a thread of this process asks the kernel to start
+writing it back (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, Linux; elsewhere nothing),
+so the ``fsync`` of the commit finds little left to do. Not the workers: that call
+blocks while the disk's queue is full, and a worker waiting there leaves a core idle.
+A folder is synced at commit with one ``syncfs`` (else file by file).
 
 Secrets reach the workers only by inheritance at fork (``Pool(setup=...)``, see
 ``io.workers``): the producers hold the content keys and the signing keys.
@@ -33,6 +34,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import queue
 import threading
 from typing import Callable, Sequence
 
@@ -41,7 +43,7 @@ from mediasec.io.fs import env_error
 from mediasec.io.workers import Pool, default_workers
 
 __all__ = ["write_image_files", "write_folder_files", "start_writeback", "sync_filesystem",
-           "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "WRITEBACK", "SECTOR"]
+           "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "SECTOR"]
 
 SECTOR = 2048
 #: small files go to a worker in batches of about this many bytes ...
@@ -50,8 +52,6 @@ BATCH_BYTES = 4 << 20
 BATCH_FILES = 64
 #: chunks shorter than this are gathered into one buffer before they are written
 GATHER = 64 << 10
-#: writeback of what a worker wrote is started every this many bytes (and per file)
-WRITEBACK = 16 << 20
 
 _SYNC_FILE_RANGE_WRITE = 2
 _libc = None
@@ -72,11 +72,52 @@ def _c():
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing ``length`` bytes at ``offset`` back to the disk,
-    without waiting (a hint: nothing happens where ``sync_file_range`` is missing)."""
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` (0: to the end) back
+    to the disk, without waiting for it (a hint: nothing where the call is missing)."""
     lib = _c()
-    if lib and length > 0:
+    if lib:
         lib.sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+class _Writeback(threading.Thread):
+    """Starts the writeback of each file made, beside the workers: ``put((fd, offset,
+    length))`` for a range of the image, ``put((path, 0, 0))`` for a folder's file."""
+
+    def __init__(self):
+        super().__init__(name="mediasec-writeback", daemon=True)
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self.start()
+
+    def put(self, item) -> None:
+        self._q.put(item)
+
+    def run(self) -> None:
+        while (item := self._q.get()) is not None:
+            where, offset, length = item
+            try:
+                if isinstance(where, str):
+                    fd = os.open(where, os.O_RDONLY | os.O_CLOEXEC)
+                    try:
+                        start_writeback(fd, 0, 0)
+                    finally:
+                        os.close(fd)
+                else:
+                    start_writeback(where, offset, length)
+            except OSError:
+                pass   # a hint: the commit's fsync makes it durable either way
+
+    def close(self, *, drop: bool = False) -> None:
+        """Wait until every range given was handed to the kernel (``drop``: forget those
+        not handed yet - on a failure nothing will be committed)."""
+        if drop:
+            while True:
+                try:
+                    self._q.get_nowait()
+                except queue.Empty:
+                    break
+        self._q.put(None)
+        self.join()
+
 
 
 def sync_filesystem(fd: int) -> bool:
@@ -143,7 +184,6 @@ class _Writer:
         self.buf = buf
         self.view = memoryview(buf)
         self.fill = 0              # gathered bytes, to go at ``written``
-        self.synced = base         # writeback started up to here
 
     @property
     def pos(self) -> int:
@@ -169,9 +209,6 @@ class _Writer:
                 parts = rest
         self.written += n
         self.fill = 0
-        if self.written - self.synced >= WRITEBACK:
-            start_writeback(self.fd, self.synced, self.written - self.synced)
-            self.synced = self.written
 
     def write(self, chunk) -> None:
         n = len(chunk)
@@ -196,10 +233,7 @@ class _Writer:
             self._put([self.view[:self.fill]], self.fill)
 
     def close(self) -> None:
-        """Write what is gathered and start the writeback of the rest."""
         self.flush()
-        start_writeback(self.fd, self.synced, self.written - self.synced)
-        self.synced = self.written
 
 
 def _where(shared: _Shared, index: int) -> str:
@@ -266,9 +300,11 @@ def _run(shared: _Shared, todo: list[int], workers: int | None,
     digests: list[str | None] = [None] * len(sizes)
     n = default_workers() if workers is None else workers
     with Pool(n, max_inflight=2 * n, setup=_setup, args=(shared,)) as pool:
+        # forked already: threads of ours are safe now
+        writeback = _Writeback() if _c() else None
         side = None
         if meanwhile is not None:
-            if pool.workers > 1:   # forked already: a thread of ours is safe now
+            if pool.workers > 1:
                 side = _Side(meanwhile)
             else:
                 meanwhile()
@@ -276,16 +312,23 @@ def _run(shared: _Shared, todo: list[int], workers: int | None,
         # after each file); else largest first, in batches
         jobs = batches(sizes, todo) if pool.workers > 1 else [[i] for i in todo]
         results = pool.run_unordered(_make, jobs)
+        ok = False
         try:
             for done in results:
                 for i, digest in done:
                     digests[i] = digest
+                    if writeback is not None:
+                        writeback.put((shared.paths[i], 0, 0) if shared.fd is None else
+                                      (shared.fd, shared.offsets[i], sizes[i]))
                     if on_file is not None:
                         on_file(i)
+            ok = True
         finally:
             results.close()
             if side is not None:
                 side.join()   # even on an error: nothing of ours writes after we return
+            if writeback is not None:
+                writeback.close(drop=not ok)
         if side is not None:
             side.result()
     return digests
