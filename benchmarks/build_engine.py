@@ -140,15 +140,20 @@ def parse_size(s: str) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="256M,1G")
-    ap.add_argument("--workdir", default="/var/tmp")
+    ap.add_argument("--workdir", default="/var/tmp", help="the piles (and outputs)")
+    ap.add_argument("--outdir", help="the outputs elsewhere (e.g. /dev/shm: no disk)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per step")
     ap.add_argument("--speed-seconds", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the piles (reused next time)")
     ap.add_argument("--secure-only", action="store_true")
+    ap.add_argument("--baseline", help="another mediasec checkout (e.g. main) run beside "
+                    "this one in the same run, interleaved (before/after under equal load)")
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     work = pathlib.Path(args.workdir) / "mediasec-build-engine"
     work.mkdir(parents=True, exist_ok=True)
+    out = pathlib.Path(args.outdir) / "mediasec-build-engine-out" if args.outdir else work
+    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     ms = [sys.executable, "-m", "mediasec", "build"]
     protect = ["--encrypt-to", PKI / "recipient-2048.pem", "--sign-key",
@@ -157,7 +162,7 @@ def main() -> int:
     f = floors(args.speed_seconds)
     print(f"== openssl speed (1 core): aes-256-cbc {f['aes'] / 1e6:.0f} MB/s, sha256 "
           f"{f['sha'] / 1e6:.0f} MB/s, rsa2048 {f['sign']:.0f} sign/s {f['verify']:.0f} "
-          f"verify/s; workdir {work}")
+          f"verify/s; piles in {work}, outputs in {out}")
     rows, ok = [], True
     try:
         for size in sizes:
@@ -175,41 +180,48 @@ def main() -> int:
             floor = (total / f["aes"] + 2 * total / f["sha"]
                      + n * (1 / f["sign"] + 1 / f["verify"])) / 2
             best: dict = {}
-            for step, cmd in (
-                    ("secure", [*ms, pile, "-o", work / "secure.iso", "--profile",
-                                "STD-GEN-SEC-DVD-JPEG", *protect]),
-                    ("plain", [*ms, pile, "-o", work / "plain.iso", "--profile",
-                               "STD-GEN-DVD-JPEG"]),
-                    ("genisoimage", ["genisoimage", "-quiet", "-V", "DICOM", "-o",
-                                     work / "g.iso", pile])):
-                if args.secure_only and step != "secure":
-                    continue
-                for _ in range(args.repeat):
+            steps = [("secure", [*ms, pile, "-o", out / "secure.iso", "--profile",
+                                 "STD-GEN-SEC-DVD-JPEG", *protect], env),
+                     ("plain", [*ms, pile, "-o", out / "plain.iso", "--profile",
+                                "STD-GEN-DVD-JPEG"], env),
+                     ("genisoimage", ["genisoimage", "-quiet", "-V", "DICOM", "-o",
+                                      out / "g.iso", pile], env)]
+            if args.baseline:
+                benv = dict(env, PYTHONPATH=args.baseline)
+                steps[2:2] = [("secure (baseline)", steps[0][1], benv),
+                              ("plain (baseline)", steps[1][1], benv)]
+            if args.secure_only:
+                steps = [st for st in steps if st[0].startswith("secure")]
+            for _ in range(args.repeat):
+                for step, cmd, e in steps:
                     for name in ("secure.iso", "plain.iso", "g.iso"):
-                        (work / name).unlink(missing_ok=True)
-                    r = timed(cmd, env=env)
+                        (out / name).unlink(missing_ok=True)
+                    r = timed(cmd, env=e)
                     if step not in best or r["wall"] < best[step]["wall"]:
                         best[step] = r
             for name in ("secure.iso", "plain.iso", "g.iso"):
-                (work / name).unlink(missing_ok=True)
+                (out / name).unlink(missing_ok=True)
             s = best["secure"]
             print(f"\n-- {total / MiB:.0f} MiB, {n} files; floor {floor:.2f} s")
-            print(f"{'step':14} {'wall s':>8} {'cpu s':>8} {'cpu% of 2':>10} {'RSS MB':>8} "
-                  f"{'ratio':>16}")
+            print(f"{'step':18} {'wall s':>8} {'cpu s':>8} {'cpu% of 2':>10} {'RSS MB':>8} "
+                  f"{'ratio':>18} {'cpu s / floor cpu':>18}")
             for step, r in best.items():
-                if step == "secure":
+                if step.startswith("secure"):
                     ratio = f"{r['wall'] / floor:.2f}x floor"
-                elif step == "plain":
+                elif step.startswith("plain") and "genisoimage" in best:
                     ratio = f"{r['wall'] / best['genisoimage']['wall']:.2f}x genisoimage"
                 else:
                     ratio = ""
-                print(f"{step:14} {r['wall']:8.2f} {r['cpu']:8.2f} "
+                cpu_ratio = (f"{r['cpu'] / (2 * floor):.2f}x" if step.startswith("secure")
+                             else "")
+                print(f"{step:18} {r['wall']:8.2f} {r['cpu']:8.2f} "
                       f"{100 * r['cpu'] / (2 * r['wall']):9.0f}% {r['rss'] * 1.024:8.0f} "
-                      f"{ratio:>16}")
+                      f"{ratio:>18} {cpu_ratio:>18}")
+            ours = [r for k, r in best.items() if "baseline" not in k]
             verdicts = [(f"secure {s['wall'] / floor:.2f}x the floor (<= 2.0)",
                          s["wall"] / floor <= 2.0),
-                        (f"peak RSS {max(r['rss'] for r in best.values()) * 1.024:.0f} MB "
-                         "(< 200)", max(r["rss"] for r in best.values()) * 1.024 < 200)]
+                        (f"peak RSS {max(r['rss'] for r in ours) * 1.024:.0f} MB "
+                         "(< 200)", max(r["rss"] for r in ours) * 1.024 < 200)]
             if "plain" in best:
                 q = best["plain"]["wall"] / best["genisoimage"]["wall"]
                 verdicts.append((f"plain {q:.2f}x genisoimage (<= 1.5)", q <= 1.5))
@@ -225,6 +237,8 @@ def main() -> int:
             print(f"{'PASS' if good else 'FAIL'}  scaling {b0 / MiB:.0f} -> {b1 / MiB:.0f} MiB: "
                   f"time x{t1 / t0:.2f} for bytes x{b1 / b0:.2f} ({lin:.2f}, within 15%)")
     finally:
+        if out != work:
+            shutil.rmtree(out, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
