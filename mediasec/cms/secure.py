@@ -112,9 +112,10 @@ class SecureFileProducer:
                                          inner_type=self.inner.content_type,
                                          cipher=self.options.cipher, iv=self._iv,
                                          plain_len=self.inner.size(), chunk=self._chunk)
-            if getattr(self, "size", outer.size()) != outer.size():
+            planned = getattr(self, "size", None)   # None: being planned now
+            if planned is not None and outer.size() != planned:
                 raise InternalError(f"a recipient's key transport made {outer.size()} bytes, "
-                                    f"planned {self.size}")
+                                    f"planned {planned}")
             self._outer = outer
         return self._outer
 
