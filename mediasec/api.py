@@ -41,7 +41,6 @@ from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, chec
                             env_error)
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
-from mediasec.deid.files import prepare_reidentify
 from mediasec.io.medium import (medium_spec, open_medium, worker_examine, worker_extract,
                                 worker_init)
 from mediasec.io.workers import Pool, default_workers
@@ -495,6 +494,7 @@ def reidentify(request: ReidentifyRequest) -> RewriteResult:
     if not request.decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
                          code="USAGE_NO_KEY")
+    from mediasec.deid.files import prepare_reidentify   # pydicom: ~0.4 s, not for a build
     decrypters, dups = list(request.decrypters), []
     with Job("reidentify").active():
         files = rewrite_files(list_inputs(request.inputs), request.output,
