@@ -91,6 +91,20 @@ def make_mixed_pile(root: pathlib.Path, size: int) -> tuple[int, int]:
     return files, total
 
 
+def make_uniform_pile(root: pathlib.Path, kind: str, rows: int, count: int) -> tuple[int, int]:
+    """``count`` files of one ``kind`` and size in 16 series folders."""
+    root.mkdir(parents=True)
+    data, mark = _template(kind, rows, rows)
+    for i in range(count):
+        folder = root / f"S{i % 16:02d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"f{i:05d}.dcm").write_bytes(data.replace(mark, f"2.25.9{i:036d}".encode()))
+    return count, count * len(data)
+
+
+SHAPES = {"ct-8000": ("ct", 512, 8000), "mr-8000": ("mr", 256, 8000)}
+
+
 def openssl_speed(args: list[str], seconds: int = 2) -> str:
     return subprocess.run(["openssl", "speed", "-seconds", str(seconds), *args],
                           capture_output=True, text=True, check=True).stdout
@@ -139,7 +153,9 @@ def parse_size(s: str) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="256M,1G")
+    ap.add_argument("--sizes", default="256M,1G", help="mixed piles of these sizes")
+    ap.add_argument("--shapes", default="", help="also: ct-8000 (4 GiB of 512 KiB CT), "
+                    "mr-8000 (1 GiB of 128 KiB MR)")
     ap.add_argument("--workdir", default="/var/tmp", help="the piles (and outputs)")
     ap.add_argument("--outdir", help="the outputs elsewhere (e.g. /dev/shm: no disk)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per step")
@@ -149,7 +165,8 @@ def main() -> int:
     ap.add_argument("--baseline", help="another mediasec checkout (e.g. main) run beside "
                     "this one in the same run, interleaved (before/after under equal load)")
     args = ap.parse_args()
-    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    sizes: list = [parse_size(s) for s in args.sizes.split(",") if s]
+    sizes += [s for s in args.shapes.split(",") if s]
     work = pathlib.Path(args.workdir) / "mediasec-build-engine"
     work.mkdir(parents=True, exist_ok=True)
     out = pathlib.Path(args.outdir) / "mediasec-build-engine-out" if args.outdir else work
@@ -166,12 +183,13 @@ def main() -> int:
     rows, ok = [], True
     try:
         for size in sizes:
-            pile = work / f"pile-{size // MiB}M"
+            pile = work / (f"pile-{size}" if isinstance(size, str) else f"pile-{size // MiB}M")
             meta = pile.with_suffix(".txt")
             if not meta.exists():
                 shutil.rmtree(pile, ignore_errors=True)
                 t = time.perf_counter()
-                n, total = make_mixed_pile(pile, size)
+                n, total = (make_uniform_pile(pile, *SHAPES[size]) if isinstance(size, str)
+                            else make_mixed_pile(pile, size))
                 meta.write_text(f"{n} {total}\n")
                 print(f"== pile {pile.name}: {n} files, {total / MiB:.0f} MiB, made in "
                       f"{time.perf_counter() - t:.1f} s (untimed)")
@@ -228,7 +246,8 @@ def main() -> int:
             for text, good in verdicts:
                 print(f"{'PASS' if good else 'FAIL'}  {text}")
                 ok &= good
-            rows.append((total, s["wall"]))
+            if not isinstance(size, str):
+                rows.append((total, s["wall"]))
         if len(rows) > 1:
             (b0, t0), (b1, t1) = rows[0], rows[-1]
             lin = (t1 / t0) / (b1 / b0)
