@@ -9,6 +9,7 @@ write engine (``io.engine``: worker processes make every file straight into its 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from typing import Any, Callable
@@ -152,7 +153,9 @@ class FolderDiscWriter:
 MAP_MIN = 256
 
 
-def _keep(fn):
+def _keep(fn, parent: int):
+    if os.getpid() != parent:
+        gc.freeze()   # a forked worker: what it inherited is not garbage (io.engine._setup)
     return fn
 
 
@@ -181,7 +184,7 @@ class FileSystemPorts:
                 yield from map(fn, items)
                 return
             size = max(16, min(256, len(items) // (8 * n)))
-            with Pool(n, max_inflight=4 * n, setup=_keep, args=(fn,)) as pool:
+            with Pool(n, max_inflight=4 * n, setup=_keep, args=(fn, os.getpid())) as pool:
                 for out in pool.run(_map_batch, [items[i:i + size]
                                                  for i in range(0, len(items), size)]):
                     yield from out

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import hashlib
 import os
 import queue
@@ -168,9 +169,14 @@ class _Shared:
         self.paths = paths
         self.pad = pad
         self.buffer: bytearray | None = None   # made in each process that writes
+        self.parent = os.getpid()
 
 
 def _setup(shared: _Shared) -> _Shared:
+    # in a forked worker: what it inherited (the plan, the layout) is never garbage, so the
+    # collector need not walk it again and again (nor copy its pages by touching them)
+    if os.getpid() != shared.parent:
+        gc.freeze()
     return shared
 
 
