@@ -76,6 +76,31 @@ def _deterministic_encrypt(self, cek: bytes) -> bytes:
     return pow(int.from_bytes(em, "big"), pub.e, pub.n).to_bytes(k, "big")
 
 
+class _FixedClock:
+    """The ``time`` module, but ``time()`` is fixed."""
+
+    def __init__(self, now: float):
+        self._now = now
+
+    def time(self) -> float:
+        return self._now
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def _pin_pycdlib_clock(monkeypatch) -> None:
+    import pycdlib
+    import pycdlib.dates
+    import pycdlib.dr
+    import pycdlib.headervd
+    import pycdlib.udf
+    clock = _FixedClock(time.time())
+    for mod in (pycdlib.pycdlib, pycdlib.headervd, pycdlib.udf, pycdlib.dr, pycdlib.dates):
+        if getattr(mod, "time", None) is time:
+            monkeypatch.setattr(mod, "time", clock)
+
+
 def _seeded(seed: int):
     r = random.Random(seed)
     return lambda n: r.randbytes(n)
@@ -91,6 +116,7 @@ def test_engine_image_equals_the_serial_writers(tmp_path, pile, monkeypatch):
     from mediasec.media.jobs import run_build
 
     monkeypatch.setattr(KeyTransportRecipient, "_encrypt", _deterministic_encrypt)
+    _pin_pycdlib_clock(monkeypatch)   # pycdlib dates some descriptors when it writes them
     twin = tmp_path / "serial.iso"
 
     class Twin:
