@@ -26,10 +26,15 @@ __all__ = [
     "unprotect", "UnprotectRequest",
     "inspect", "InspectRequest", "InspectResult",
     "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
+    "sign_files", "SignFilesRequest", "SignFilesResult",
+    "check_signatures", "CheckSignaturesRequest", "CheckSignaturesResult",
+    "echo", "EchoRequest", "EchoResult", "send", "SendRequest", "SendResult",
+    "receive", "ReceiveRequest", "ReceiveResult", "Receiver",
     # what requests hold
     "ProtectOptions", "AlgorithmPolicy", "TrustContext",
     "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
-    "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob",
+    "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob", "SignRequest",
+    "TLSConfig", "PatientMapping",
     # the error tree
     "errors",
 ]
@@ -42,6 +47,8 @@ _FROM = {
     "PasswordDecrypter": "mediasec.cms.keys",
     "load_certificates": "mediasec.pki.certs", "load_private_key": "mediasec.pki.certs",
     "DeidJob": "mediasec.deid.files",
+    "SignRequest": "mediasec.sign",
+    "TLSConfig": "mediasec.net.tls", "PatientMapping": "mediasec.media.reconcile",
 }
 
 

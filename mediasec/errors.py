@@ -18,6 +18,7 @@ Every error mediasec raises on purpose is a ``MediasecError``. The tree is split
     │   ├── IntegrityError              digest or messageDigest mismatch
     │   └── SignatureError              signature invalid, untrusted, expired, bad key usage
     ├── EnvironmentFailure(OSError)     I/O error, disk full, peer down               -> 3
+    │   └── PeerError                   DICOM/TLS peer refused, unreachable or lost (net/)
     └── InternalError(RuntimeError)     a bug: a planned size was wrong, ...          -> 4
 
 Each error carries ``code`` (a stable UPPER_SNAKE reason code, as used in JSON
@@ -45,6 +46,7 @@ __all__ = [
     "IntegrityError",
     "SignatureError",
     "EnvironmentFailure",
+    "PeerError",
     "InternalError",
 ]
 
@@ -56,6 +58,9 @@ class MediasecError(Exception):
 
     def __init__(self, message: str, *, path: str | None = None, code: str | None = None,
                  hint: str | None = None) -> None:
+        # one line always: parser libraries (asn1crypto, pydicom) raise multi-line texts
+        # that end up quoted in ours, and every report shows one line per reason
+        message = " ".join(str(message).split())
         super().__init__(message)
         self.message = message
         self.path = path
@@ -123,6 +128,13 @@ class SignatureError(VerificationError):
 
 class EnvironmentFailure(MediasecError, OSError):
     code = "ENV_IO"
+
+
+class PeerError(EnvironmentFailure):
+    """A network peer: connection refused or lost, TLS handshake refused (either side's
+    certificate, version or suites), association rejected or aborted (``TLS_*``/``NET_*``)."""
+
+    code = "NET_FAILED"
 
 
 class InternalError(MediasecError, RuntimeError):

@@ -221,3 +221,106 @@ def ct_series(folder, n: int, *, patient="P1", study="S1", series="SE1", ts=ELE,
     return [write_instance(folder / name(i), kind, ts=ts, patient=patient, study=study,
                            series=series, number=i + 1, rows=rows, cols=cols)
             for i in range(n)]
+
+
+# -- large instances, fast -----------------------------------------------------------------
+
+IMAGE_CLASSES = {   # image kinds beyond KINDS: SOP Class UID, Modality
+    "cr": (S + "1", "CR"),
+    "dx": (S + "1.1", "DX"),
+    "xa": (S + "12.1", "XA"),
+    "ct": (KINDS["ct"][0], "CT"),
+    "mr": (KINDS["mr"][0], "MR"),
+}
+
+
+def pixel_chunks(n: int, pool: bytes, salt: int, chunk: int = 1 << 20):
+    """``n`` pseudo-random bytes as chunks cut from ``pool`` at offsets that depend on
+    ``salt`` and the chunk number: no two files and no two chunks of a file alike, at
+    memcpy speed (a 100 MiB object in well under a second)."""
+    span = len(pool) - chunk
+    assert span > 0
+    k = done = 0
+    while done < n:
+        off = (salt * 1_000_003 + k * 65_537) % span
+        piece = pool[off:off + min(chunk, n - done)]
+        yield piece
+        done += len(piece)
+        k += 1
+
+
+def write_image(path, kind: str, *, rows: int, cols: int, frames: int = 1, bits: int = 16,
+                pool: bytes, salt: int = 0, pad_to: int | None = None, **kw) -> int:
+    """Write a Part 10 image of ``kind`` (``IMAGE_CLASSES``: cr, dx, xa, ct, mr) with
+    ``rows`` x ``cols`` x ``frames`` pixels of ``bits`` (8 or 16) bits, explicit VR little
+    endian, streaming the Pixel Data from ``pool`` (see ``pixel_chunks``); returns its
+    size. ``pad_to``: a private OB element pads the file to exactly that many bytes (even).
+    ``kw`` goes to ``make_dataset`` (patient, study, series, number, extra, ...)."""
+    import io
+    import struct
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sop_class, modality = IMAGE_CLASSES[kind]
+    ds = make_dataset("ct" if kind == "ct" else "mr", rows=1, cols=1, modality=modality, **kw)
+    del ds.PixelData
+    ds.SOPClassUID = sop_class
+    number = kw.get("number", 1)
+    ds.SOPInstanceUID = uid("inst", kw.get("patient", "P1"), kw.get("study", "S1"),
+                            kw.get("series", "SE1"), kind, number)
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits - 4 if bits == 16 else 8, \
+        (bits - 5 if bits == 16 else 7)
+    ds.PixelRepresentation = 1 if kind == "ct" else 0
+    if "SmallestImagePixelValue" in ds:
+        del ds.SmallestImagePixelValue
+    if kind in ("cr", "dx", "xa"):
+        for k in ("ImagePositionPatient", "ImageOrientationPatient", "FrameOfReferenceUID",
+                  "SmallestImagePixelValue", "RescaleIntercept", "RescaleSlope"):
+            if k in ds:
+                delattr(ds, k)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "SINGLE PLANE" if kind == "xa" else ""]
+        if kind == "dx":
+            ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.ReferringPhysicianName = ""
+        ds.Manufacturer = "mediasec tests"
+        ds.BodyPartExamined = "CHEST"
+        ds.ViewPosition = "PA"
+        ds.PatientOrientation = ["L", "F"]
+        ds.Laterality = ""
+    if frames > 1 or kind == "xa":
+        ds.NumberOfFrames = frames
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ELE
+    meta.ImplementationClassUID = "1.2.3.4.5"
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    n = rows * cols * frames * (bits // 8)
+    assert n % 2 == 0, "odd Pixel Data length"
+
+    def encoded() -> bytes:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True, little_endian=True, implicit_vr=False)
+        return buf.getvalue()
+
+    if pad_to is not None:
+        ds.add_new(0x00090010, "LO", "MEDIASEC PAD")
+        ds.add_new(0x00091000, "OB", b"")
+        k = pad_to - (len(encoded()) + 12 + n)
+        if k < 0 or k % 2:
+            raise ValueError(f"cannot pad to {pad_to} bytes ({k})")
+        ds[0x00091000].value = bytes(k)
+    head = encoded() + b"\xe0\x7f\x10\x00" + (b"OW" if bits == 16 else b"OB") + \
+        b"\0\0" + struct.pack("<I", n)
+    with open(path, "wb") as f:
+        f.write(head)
+        for piece in pixel_chunks(n, pool, salt):
+            f.write(piece)
+    return len(head) + n
+
+
+def random_pool(seed: int = 0, size: int = 8 << 20) -> bytes:
+    """The byte pool ``write_image`` cuts Pixel Data from (deterministic per seed)."""
+    import random
+    return random.Random(seed).randbytes(size)

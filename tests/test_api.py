@@ -228,9 +228,14 @@ def test_the_public_names_are_pinned():
         "unprotect", "UnprotectRequest",
         "inspect", "InspectRequest", "InspectResult",
         "deidentify", "DeidentifyRequest", "reidentify", "ReidentifyRequest", "RewriteResult",
+        "sign_files", "SignFilesRequest", "SignFilesResult",
+        "check_signatures", "CheckSignaturesRequest", "CheckSignaturesResult",
+        "echo", "EchoRequest", "EchoResult", "send", "SendRequest", "SendResult",
+        "receive", "ReceiveRequest", "ReceiveResult", "Receiver",
         "ProtectOptions", "AlgorithmPolicy", "TrustContext",
         "KeyTransportRecipient", "PasswordRecipient", "RSASigner", "KeyDecrypter",
-        "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob",
+        "PasswordDecrypter", "load_certificates", "load_private_key", "DeidJob", "SignRequest",
+        "TLSConfig", "PatientMapping",
         "errors"]
     for name in mediasec.__all__:
         assert getattr(mediasec, name) is not None

@@ -14,7 +14,7 @@ import _dicomgen as g
 import _media as m
 from conftest import PKI, assert_one_line_error, run_cli
 from mediasec.cms.keys import KeyDecrypter
-from mediasec.io import medium as iomedium
+from mediasec.io import workers as ioworkers
 from mediasec.io.medium import FolderSource, IsoSource, open_medium
 from mediasec.media.fileids import check_file_id_value
 from mediasec.media.validate import validate_medium
@@ -385,12 +385,12 @@ def test_worker_glue_in_process(media):
         key = load_private_key((PKI / "recipient-2048.key.pem").read_bytes())[0]
         cert = load_certificates((PKI / "recipient-2048.pem").read_bytes())[0]
         anchors = load_certificates((PKI / "trust.pem").read_bytes())
-        state = iomedium.worker_init(src.worker_spec(), [KeyDecrypter(key, cert)],
+        state = ioworkers.worker_init(src.worker_spec(), [KeyDecrypter(key, cert)],
                                      TrustContext(anchors=tuple(anchors)))
-        other = iomedium.worker_init(src.worker_spec())   # a second job: no keys
+        other = ioworkers.worker_init(src.worker_spec())   # a second job: no keys
         from mediasec.media.examine import ExamineTask
-        facts = iomedium.worker_examine(state, ExamineTask(e.path, e.size, e.handle))
-        assert not iomedium.worker_examine(other, ExamineTask(e.path, e.size, e.handle)
+        facts = ioworkers.worker_examine(state, ExamineTask(e.path, e.size, e.handle))
+        assert not ioworkers.worker_examine(other, ExamineTask(e.path, e.size, e.handle)
                                            ).decrypted
     assert facts.kind == "secure" and facts.decrypted
     assert "SIG_OK" in {f.code for f in facts.findings}

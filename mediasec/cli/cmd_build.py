@@ -13,15 +13,18 @@ recipients is refused (PS3.11: the secure format only on secure profiles).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import click
 
 from mediasec.api import BuildRequest, build
+from mediasec.cli._dataset_signing import dataset_signing_fields, dataset_signing_options
 from mediasec.cli._protection import load_protection, protection_options
 from mediasec.cli.cmd_deid import deid_build_options, deid_job
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, warn, write_json
+from mediasec.cli.render import (Progress, check_side_outputs, side_outputs_or_undo, warn,
+                                 write_json)
 from mediasec.cms.secure import ProtectOptions
 from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
 
@@ -58,31 +61,49 @@ from mediasec.media.jobs import DEFAULT_FOLDER_PROFILE
               help="Progress as JSON lines on stderr (default: a bar on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
               help="Worker processes that encrypt and sign (default: 2, or 1 on one CPU).")
+@click.option("--verify", "verify", type=click.Choice(["none", "quick", "full"]),
+              default="quick", show_default=True,
+              help="Read the medium back before it is committed: every file's SHA-256 and "
+                   "the manifest, and for secure media the DICOMDIR and a sample (quick) or "
+                   "all (full) of the files decrypted and checked.")
 @deid_build_options
+@dataset_signing_options
 def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institution,
               pdi_contact, no_manifest, label_target, fill_missing, json_target, fileset_id,
-              fileset_uid, progress, workers, cipher, digest, framing, **flags):
+              fileset_uid, progress, workers, cipher, digest, framing, verify, sign_datasets,
+              authorized_copy, drop_covering_signatures, **flags):
     """Build a DICOM File-set (DICOMDIR + files) or disc image from SRC files and folders."""
+    check_side_outputs(label_target, json_target, inputs=sources, outputs=(output,))
     policy, recipients, signers = load_protection(subject=output, cipher=cipher,
                                                   digest=digest, **flags)
+    signing = dataset_signing_fields(sign_datasets, authorized_copy, drop_covering_signatures,
+                                     signers)
+    if signing["dataset_signer"] is not None and not recipients:
+        signers = []        # a plain medium: the key signs the instances only (no CMS)
     request = BuildRequest(
         sources=tuple(sources), output=output, profile=profile_name, recipients=recipients,
         signers=signers, policy=policy,
         options=ProtectOptions(cipher=cipher, framing=framing, digest=digest), span=span,
         capacity=capacity, pdi=pdi, pdi_institution=pdi_institution, pdi_contact=pdi_contact,
         manifest=not no_manifest, labels=bool(label_target), fill_missing=fill_missing,
-        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers,
-        deidentify=deid_job(flags))
+        fileset_id=fileset_id, fileset_uid=fileset_uid, workers=workers, verify=verify,
+        deidentify=deid_job(flags), **signing)
     reporter = Progress(progress)
     result = build(request, on_progress=reporter)
     doc = result.to_dict()
     for f in doc.get("deidentify", {}).get("findings", []):
         warn(f["path"], f["message"])
-    if label_target:
-        write_json(label_target, "mediasec.label/1", result.labels, private=True)
-    if json_target:
-        write_json(json_target, "mediasec.build/1",
-                   {k: v for k, v in doc.items() if k not in ("schema", "version")})
+    for f in (doc.get("dataset_signatures") or {}).get("findings", []):
+        warn(f["source"], f"{f['code']}: " + _DATASET_NOTES.get(f["code"], "{reason}")
+             .format_map({"reason": "", **f}))
+    with contextlib.ExitStack() as undo:
+        for image in result.images:   # made by this run (a build never replaces)
+            undo.enter_context(side_outputs_or_undo(image, existed=False))
+        if label_target:
+            write_json(label_target, "mediasec.label/1", result.labels, private=True)
+        if json_target:
+            write_json(json_target, "mediasec.build/1",
+                       {k: v for k, v in doc.items() if k not in ("schema", "version")})
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"],
                      "images": list(result.images)})
     if json_target != "-" and progress is None:
@@ -102,3 +123,8 @@ def build_cmd(sources, output, profile_name, span, capacity, pdi, pdi_institutio
 
 
 _SHOW_SKIPPED = 5
+_DATASET_NOTES = {
+    "SIG_STRIPPED_STALE": "removed dataset signature {mac_id} ({uid}): the conversion broke it",
+    "SIG_DROPPED_FOR_STATUS": "removed dataset signature {mac_id} ({uid}), which covered the "
+                              "SOP Instance Status",
+}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from mediasec.api import (InspectRequest, ProtectRequest, UnprotectRequest, inspect, protect,
@@ -9,7 +11,8 @@ from mediasec.api import (InspectRequest, ProtectRequest, UnprotectRequest, insp
 from mediasec.cli._protection import (key_options, load_keys, load_protection, load_trust,
                                       protection_options, with_options)
 from mediasec.cli.main import cli
-from mediasec.cli.render import json_and_operand, json_option, warn, write_json
+from mediasec.cli.render import (check_side_outputs, json_and_operand, json_option,
+                                 side_outputs_or_undo, warn, write_json)
 from mediasec.cms.secure import ProtectOptions
 from mediasec.io.fs import check_new_output
 from mediasec.policy import TrustContext
@@ -28,13 +31,16 @@ __all__ = []
 def protect_cmd(src, out, json_out, force, cipher, digest, framing, **flags):
     """Turn one DICOM file into a Secure DICOM File (signed or digested, then enveloped)."""
     check_new_output(out, force=force, inputs=(src,))  # before any prompt
+    check_side_outputs(json_out, inputs=(src,), outputs=(out,))
+    existed = os.path.lexists(out)
     policy, recipients, signers = load_protection(subject=src, cipher=cipher, digest=digest,
                                                   **flags)
     result = protect(ProtectRequest(src, out, recipients, signers, policy=policy,
                                     options=ProtectOptions(cipher=cipher, framing=framing,
                                                            digest=digest), force=force))
     body = result.to_dict()
-    write_json(json_out, body.pop("schema"), body)
+    with side_outputs_or_undo(out, existed=existed):
+        write_json(json_out, body.pop("schema"), body)
 
 
 @cli.command("unprotect")
@@ -54,6 +60,8 @@ def unprotect_cmd(src, out, key, cert, key_password_env, password_env, ask_passw
     name on disk.
     """
     check_new_output(out, force=force, inputs=(src,))  # before any prompt
+    check_side_outputs(json_out, inputs=(src,), outputs=(out,))
+    existed = os.path.lexists(out)
     report = unprotect(UnprotectRequest(
         src, out, load_keys(key, cert, key_password_env, password_env, ask_password),
         trust=load_trust(trust) or TrustContext(), force=force, strict=strict))
@@ -62,8 +70,15 @@ def unprotect_cmd(src, out, key, cert, key_password_env, password_env, ask_passw
             warn(src, f.message)
     if not trust and any(f.code == "SIG_TRUST_NOT_CHECKED" for f in report.findings):
         warn(src, "signatures were not checked against any trust anchor (no --trust given)")
-    write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
-                                                   **report.to_dict()})
+    if report.dataset_note:
+        warn(src, report.dataset_note)
+    for s in report.dataset_signatures.signatures if report.dataset_signatures else ():
+        if s.outcome is Outcome.FAILED:
+            warn(src, f"dataset signature {s.mac_id} in {s.path or 'main data set'}: "
+                      f"{s.code}: {s.message}")
+    with side_outputs_or_undo(out, existed=existed):  # never plaintext without its JSON
+        write_json(json_out, "mediasec.unprotect/1", {"input": src, "output": out,
+                                                       **report.to_dict()})
 
 
 @cli.command("inspect")

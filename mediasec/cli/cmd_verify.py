@@ -26,7 +26,8 @@ from mediasec.api import (ExtractRequest, ListRequest, VerifyRequest, extract, l
                           verify)
 from mediasec.cli._protection import key_options, load_keys, load_trust, with_options
 from mediasec.cli.main import cli
-from mediasec.cli.render import Progress, json_and_operand, json_option, write_json
+from mediasec.cli.render import (Progress, check_side_outputs, json_and_operand, json_option,
+                                 side_outputs_or_undo, write_json)
 from mediasec.media.verify_report import MediaReport, summarize_tree
 from mediasec.report import Outcome
 
@@ -56,6 +57,7 @@ def _workers_option(f):
 def verify_cmd(medium, key, cert, key_password_env, password_env, ask_password, trust,
                profile_name, json_target, progress, strict, workers):
     """Check a received disc, ISO image or File-set folder, file by file."""
+    check_side_outputs(json_target, inputs=(medium,))
     reporter = Progress(progress)
     decrypters = load_keys(key, cert, key_password_env, password_env, ask_password)
     report = verify(VerifyRequest(
@@ -150,6 +152,7 @@ def ls_cmd(medium, key, cert, key_password_env, password_env, ask_password, trus
            json_target):
     """List patients, studies, series and files (from the DICOMDIR, else from the files)."""
     json_target, medium = json_and_operand(json_target, medium, "MEDIUM")
+    check_side_outputs(json_target, inputs=(medium,))
     body = list_medium(ListRequest(
         medium, decrypters=load_keys(key, cert, key_password_env, password_env, ask_password),
         trust=load_trust(trust)))
@@ -218,6 +221,7 @@ def render_ls(body: dict) -> str:
 def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_password, trust,
                 include_invalid, json_target, private, strict, progress, workers):
     """Write the medium's valid DICOM files, decrypted, into a new folder."""
+    check_side_outputs(json_target, inputs=(medium,), outputs=(output,))
     reporter = Progress(progress)
     report = extract(ExtractRequest(
         medium, output,
@@ -228,8 +232,9 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
     doc = report.to_dict()
     reporter.finish({"outcome": doc["outcome"], "counts": doc["counts"]})
     if json_target:
-        write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
-                                                if k not in ("schema", "version")})
+        with side_outputs_or_undo(output, existed=False):   # a new folder, or none
+            write_json(json_target, doc["schema"], {k: v for k, v in doc.items()
+                                                    if k not in ("schema", "version")})
     if json_target != "-":
         c = doc["counts"]
         click.echo(f"{output}: {c['written']} of {c['files']} files extracted, "
@@ -241,6 +246,9 @@ def extract_cmd(medium, output, key, cert, key_password_env, password_env, ask_p
                 if bad:
                     click.echo(f"mediasec: {r.path}: {bad[0].code}: {bad[0].message}",
                                err=True)
+        for f in report.lost:
+            if f.outcome is Outcome.FAILED:
+                click.echo(f"mediasec: {medium}: {f.code}: {f.message}", err=True)
     if strict and report.outcome is not Outcome.PASSED:
         return 1
     return 1 if report.outcome is Outcome.FAILED else 0

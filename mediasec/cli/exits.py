@@ -7,6 +7,7 @@
 |     wrong password, policy refusal |
 | 3 | environment: I/O error, disk full, a peer or port unavailable |
 | 4 | internal error: one line plus the path of the saved traceback |
+| 130 | interrupted (Ctrl-C, SIGINT); 143 terminated (SIGTERM), 129 (SIGHUP): nothing left |
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import traceback
 from mediasec.errors import (EnvironmentFailure, InputError, MediasecError, UsageError,
                              VerificationError)
 
-__all__ = ["OK", "FAILED", "CANNOT", "ENVIRONMENT", "INTERNAL", "EXIT_CODES", "exit_code_for",
-           "report_error"]
+__all__ = ["OK", "FAILED", "CANNOT", "ENVIRONMENT", "INTERNAL", "INTERRUPTED", "EXIT_CODES",
+           "exit_code_for", "report_error"]
 
 OK, FAILED, CANNOT, ENVIRONMENT, INTERNAL = 0, 1, 2, 3, 4
+INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143 and SIGHUP 129 (128 + the signal)
 EXIT_CODES = {
     OK: "done; everything checked is valid",
     FAILED: "done, and the checked data failed",

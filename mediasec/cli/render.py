@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import sys
 import time
 
 from mediasec import __version__
+from mediasec.errors import EnvironmentFailure, UsageError
 from mediasec.io.fs import AtomicOutput, env_error
 
-__all__ = ["write_json", "warn", "Progress", "json_option", "json_and_operand"]
+__all__ = ["write_json", "warn", "Progress", "json_option", "json_and_operand",
+           "check_side_outputs", "side_outputs_or_undo"]
 
 
 def json_option(help_text: str):
@@ -49,6 +54,56 @@ def write_json(target: str | None, schema: str, body: dict, *, private: bool = F
         except OSError as exc:
             raise env_error(exc, target) from exc
         out.commit()
+
+
+def check_side_outputs(*targets: str | None, inputs=(), outputs=()) -> None:
+    """Before any work: each ``--json``/``--label`` FILE must be writable where it is
+    asked for (its folder exists and is writable, it is not a folder or a device, not an
+    input, not the main output, not another side output). A failure after the job would
+    otherwise come with the main output already in place."""
+    seen: list[str] = []
+    others = [os.path.abspath(os.fspath(p)) for p in (*inputs, *outputs) if p]
+    for target in targets:
+        if not target or target == "-":
+            continue
+        path = os.path.abspath(os.fspath(target))
+        if os.path.isdir(path):
+            raise UsageError("is a folder; give a file name", path=target,
+                             code="USAGE_OUTPUT_IS_DIR")
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise UsageError("exists and is not a regular file; it is never replaced",
+                             path=target, code="USAGE_OUTPUT_NOT_REGULAR")
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise UsageError(f"parent folder {parent} does not exist", path=target,
+                             code="USAGE_NO_OUTPUT_DIR")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise EnvironmentFailure(f"folder {parent} is not writable", path=target,
+                                     code="ENV_PERMISSION")
+        for other in others + seen:
+            if path == other or (os.path.exists(path) and os.path.exists(other)
+                                 and os.path.samefile(path, other)):
+                raise UsageError("is also an input or another output of this command",
+                                 path=target, code="USAGE_OUTPUT_IS_INPUT")
+        seen.append(path)
+
+
+@contextlib.contextmanager
+def side_outputs_or_undo(main_output: str, *, existed: bool):
+    """Write the side outputs (JSON, label) inside this block: if one fails, the main
+    output this run made is removed again (all or nothing). An output that existed before
+    (``--force``) is already replaced and stays."""
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            path = os.path.abspath(os.fspath(main_output))
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        raise
 
 
 def warn(path: str, message: str) -> None:

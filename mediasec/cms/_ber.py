@@ -156,6 +156,12 @@ class ByteStream:
         return out
 
     def read(self, n: int) -> bytes:
+        off = self._off
+        end = off + n
+        if end <= len(self._buf):   # the common case: all in the current chunk
+            self._off = end
+            self.pos += n
+            return bytes(self._buf[off:end])
         if n == 0:
             return b""
         first = self.read_some(n)
@@ -193,6 +199,25 @@ class ByteStream:
 
 
 def read_header(s: ByteStream) -> Header:
+    buf, off = s._buf, s._off
+    if len(buf) - off >= 10:
+        # the common case: identifier and length octets all in the current chunk
+        tag = buf[off]
+        n = buf[off + 1]
+        if tag & 0x1F != 0x1F and n == 0x80 and tag & 0x20:
+            offset = s.pos
+            s._off = off + 2
+            s.pos = offset + 2
+            return Header(tag, None, bytes(buf[off:off + 2]), offset)
+        if tag & 0x1F != 0x1F and (n < 0x80 or (n != 0x80 and (n & 0x7F) <= 8)):
+            end = off + 2
+            if n & 0x80:
+                end += n & 0x7F
+                n = int.from_bytes(buf[off + 2:end], "big")
+            offset = s.pos
+            s._off = end
+            s.pos = offset + end - off
+            return Header(tag, n, bytes(buf[off:end]), offset)
     offset = s.pos
     first = s.read(1)
     tag = first[0]

@@ -23,7 +23,9 @@ from mediasec.cms._ber import (ByteStream, EOC, Header, der_len, expect, is_eoc_
                                iter_octets, octets_size, read_element, read_header, skip_eoc,
                                write_octets_header)
 from mediasec.cms.keys import block_cipher, block_size, load_recipient_infos
-from mediasec.errors import DecryptionError, InputError, MalformedError, NotCMSError
+from mediasec.errors import (DecryptionError, InputError, MalformedError, MediasecError,
+                             NotCMSError)
+from mediasec.pki import certs as pcerts
 from mediasec.policy import CIPHERS
 
 __all__ = ["EnvelopeLayout", "EnvelopedHead", "read_enveloped_head", "decrypt_chunks",
@@ -170,7 +172,7 @@ class EnvelopedHead:
 
 def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     """Parse the outer layer up to the first ciphertext byte."""
-    first = s.peek(16)
+    first = s.peek(32)  # tag + up to 5 length octets + the 11-byte OID
     if not looks_enveloped(first):
         if len(first) >= 2 and first[0] == 0x30:
             raise NotCMSError("not a Secure DICOM File: a CMS/DER structure, but not "
@@ -180,7 +182,14 @@ def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     s.read(len(_OID_ENVELOPED))
     explicit = expect(s, 0xA0, "[0] EXPLICIT content")
     env = expect(s, 0x30, "EnvelopedData")
-    version = acore.Integer.load(read_element(s, cap=16)).native
+    try:
+        version = small_parse(acore.Integer, read_element(s, cap=16), "native")
+    except (ValueError, TypeError) as exc:
+        raise MalformedError("the EnvelopedData version does not parse",
+                             code="CMS_VERSION") from exc
+    if version not in (0, 2, 3, 4):  # RFC 5652 §6.1: CMSVersion 0, 2, 3 or 4
+        raise MalformedError(f"EnvelopedData version {version} is not 0, 2, 3 or 4",
+                             code="CMS_VERSION")
     originator = False
     h = read_header(s)
     if h.tag == 0xA0:  # originatorInfo: not used by the profile; skip it
@@ -196,14 +205,10 @@ def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
         raise MalformedError(f"RecipientInfos do not parse: {exc}") from exc
     eci = expect(s, 0x30, "EncryptedContentInfo")
     try:
-        ctype = acms.ContentType.load(read_element(s, cap=64)).dotted
-        alg = aalgos.EncryptionAlgorithm.load(read_element(s, cap=4096))
-        alg_oid = alg["algorithm"].dotted
-        cipher = oids.CIPHER_NAME.get(alg_oid)
-        if cipher is None:
-            raise InputError(f"content cipher {alg_oid} is not AES-CBC or 3DES-CBC "
-                             "(PS3.15 D.1)", code="CMS_ALG_UNSUPPORTED")
-        iv = alg["parameters"].native
+        ctype = small_parse(acms.ContentType, read_element(s, cap=64), "dotted")
+        cipher, iv = _content_cipher(read_element(s, cap=4096))
+    except MediasecError:
+        raise
     except (ValueError, TypeError) as exc:
         raise MalformedError(f"EncryptedContentInfo does not parse: {exc}") from exc
     if not isinstance(iv, bytes) or len(iv) != block_size(cipher):
@@ -215,6 +220,57 @@ def read_enveloped_head(s: ByteStream) -> EnvelopedHead:
     definite = all(x.length is not None for x in (ci, explicit, env, eci, content))
     return EnvelopedHead(version, ris, ctype, cipher, iv, "der" if definite else "ber",
                          content, eci, env, explicit, ci, originator)
+
+
+#: (asn1crypto class, attribute, DER) -> the attribute of the parsed value
+_SMALL = pcerts.Memo(256)
+#: a content-encryption AlgorithmIdentifier with its IV zeroed -> the cipher name
+_CIPHER_ALGS = pcerts.Memo(16)
+
+
+def small_parse(cls, raw: bytes, attr: str):
+    """``getattr(cls.load(raw), attr)`` (``native``, ``dotted``), once per distinct encoding
+    in a job: a pure function of the bytes, and the same bytes recur on every file of a
+    medium (versions, content types). A failure is not remembered (it raises each time)."""
+    return _SMALL.get((cls, attr, raw), lambda: getattr(cls.load(raw), attr))
+
+
+def _content_cipher(raw: bytes) -> tuple[str, object]:
+    """(cipher name, IV) of a contentEncryptionAlgorithm. The IV differs per file and the
+    rest of the encoding does not: when the encoding is SEQUENCE { OID, OCTET STRING iv }
+    (definite, nothing else), the parse is remembered for the encoding with the IV
+    zeroed, since a primitive OCTET STRING parses whatever its bytes; else, or the first
+    time, asn1crypto parses it."""
+    from mediasec.cms._ber import definite_at
+
+    top = definite_at(raw, 0, len(raw))
+    hole = None
+    if top is not None and top[0] == 0x30 and top[2] == len(raw):
+        oid = definite_at(raw, top[1], top[2])
+        if oid is not None and oid[0] == 0x06:
+            par = definite_at(raw, oid[2], top[2])
+            if par is not None and par[0] == 0x04 and par[2] == top[2]:
+                hole = (par[1], par[2])
+    if hole is None:
+        return _parse_content_cipher(raw)
+    masked = raw[:hole[0]] + bytes(hole[1] - hole[0]) + raw[hole[1]:]
+    cipher = _CIPHER_ALGS.lookup(masked)
+    if cipher is not None:
+        return cipher, raw[hole[0]:hole[1]]
+    cipher, iv = _parse_content_cipher(raw)
+    if iv == raw[hole[0]:hole[1]]:
+        _CIPHER_ALGS.put(masked, cipher)
+    return cipher, iv
+
+
+def _parse_content_cipher(raw: bytes) -> tuple[str, object]:
+    alg = aalgos.EncryptionAlgorithm.load(raw)
+    alg_oid = alg["algorithm"].dotted
+    cipher = oids.CIPHER_NAME.get(alg_oid)
+    if cipher is None:
+        raise InputError(f"content cipher {alg_oid} is not AES-CBC or 3DES-CBC "
+                         "(PS3.15 D.1)", code="CMS_ALG_UNSUPPORTED")
+    return cipher, alg["parameters"].native
 
 
 def _finish_outer(s: ByteStream, head: EnvelopedHead) -> None:

@@ -11,9 +11,11 @@ Legacy choices (SHA-1, RSA under 2048 bits, 3DES) are checked against an
 from mediasec.cms.algorithms import HASHES, block_cipher, block_size
 from mediasec.cms.keytransport import KeyDecrypter, KeyTransportRecipient
 from mediasec.cms.password import PasswordDecrypter, PasswordRecipient, check_password
-from mediasec.cms.recipients import Decrypter, Unwrapped, describe_recipient, load_recipient_infos
+from mediasec.cms.recipients import (Decrypter, Unwrapped, describe_recipient, describe_recipients,
+                                     load_recipient_infos, masked_recipient_infos)
 from mediasec.cms.signers import RSASigner, Signer
 
 __all__ = ["Signer", "RSASigner", "KeyTransportRecipient", "PasswordRecipient", "Decrypter",
            "KeyDecrypter", "PasswordDecrypter", "block_cipher", "block_size", "HASHES",
-           "Unwrapped", "load_recipient_infos", "describe_recipient", "check_password"]
+           "Unwrapped", "load_recipient_infos", "describe_recipient", "check_password",
+           "describe_recipients", "masked_recipient_infos"]

@@ -14,12 +14,16 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from mediasec.cms import oids
 from mediasec.cms.algorithms import HASHES
-from mediasec.cms.recipients import Decrypter, Spliced, Unwrapped, describe_recipient
+from mediasec.cms.recipients import (Decrypter, Spliced, Unwrapped, describe_recipient,
+                                     masked_recipient_infos)
 from mediasec.errors import DecryptionError, InputError, NoRecipientError, UsageError
 from mediasec.pki import certs as pcerts
 from mediasec.policy import AlgorithmPolicy
 
 __all__ = ["KeyTransportRecipient", "KeyDecrypter"]
+
+#: (KeyDecrypter, masked RecipientInfos) -> its unwrap plan (see KeyDecrypter._plan)
+_UNWRAP_PLANS = pcerts.Memo(64)
 
 
 @dataclass(eq=False)
@@ -110,6 +114,82 @@ class KeyDecrypter(Decrypter):
                 or issuer == pcerts.issuer_and_serial(self.certificate)["issuer"])
 
     def unwrap(self, infos: acms.RecipientInfos, key_len: int) -> Unwrapped:
+        raw = infos.dump()
+        masked, holes = masked_recipient_infos(raw)
+        if masked is not None:
+            plan = _UNWRAP_PLANS.lookup((self, masked))
+            if plan is None:
+                plan = self._plan(infos, raw, holes)
+                if plan is not None:
+                    _UNWRAP_PLANS.put((self, masked), plan)
+            if plan is not None:
+                return self._unwrap_planned(plan, raw, key_len)
+        return self._unwrap(infos, key_len)
+
+    def _plan(self, infos, raw: bytes, holes) -> tuple | None:
+        """What ``_unwrap`` decides from everything but the encrypted keys: per ktri, in
+        order, (description, match, padding, findings, key range); None (use ``_unwrap``)
+        when a ktri cannot be mapped onto a key range or anything raises."""
+        out = []
+        try:
+            ktris = [ri for ri in infos if ri.name == "ktri"]
+            if len(ktris) != len(holes):
+                return None
+            for ri, (a, b) in zip(ktris, holes):
+                k = ri.chosen
+                if k["encrypted_key"].native != raw[a:b]:
+                    return None
+                desc = describe_recipient(ri)
+                match = self._matches(k["rid"])
+                if match is False:
+                    out.append((desc, False, None, (), (a, b)))
+                    continue
+                pad, findings = self._padding(k["key_encryption_algorithm"])
+                out.append((desc, match, pad, tuple(findings), (a, b)))
+        except Exception:  # noqa: BLE001 - the full path reports it, in its own order
+            return None
+        return tuple(out)
+
+    def _unwrap_planned(self, plan, raw: bytes, key_len: int) -> Unwrapped:
+        found = []
+        for desc, match, pad, findings, (a, b) in plan:
+            found.append(dict(desc))
+            if match is False:
+                continue
+            try:
+                cek = self._key.decrypt(raw[a:b], pad)
+            except ValueError:
+                cek = None
+            if cek is None or len(cek) != key_len:
+                if match:
+                    raise DecryptionError("the encrypted content key for our recipient does "
+                                          "not decrypt (damaged file)")
+                continue
+            return Unwrapped(cek, found[-1], findings)
+        raise NoRecipientError(
+            "none of the file's recipients matches the given key"
+            + (f"; recipients: {_recipients_text(found)}" if found else
+               "; the file has no key-transport recipients"))
+
+    def _padding(self, alg) -> tuple:
+        findings = []
+        if alg["algorithm"].dotted == oids.RSAES_OAEP:
+            params = alg["parameters"]
+            h = HASHES[params["hash_algorithm"]["algorithm"].native]()
+            mh = HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
+            pad = padding.OAEP(mgf=padding.MGF1(mh), algorithm=h, label=None)
+            findings.append(("ALG_OAEP_EXTENSION", "RSAES-OAEP key transport is not named "
+                             "by PS3.15 D.1 (read as an extension)"))
+        elif alg["algorithm"].dotted == oids.RSA_ENCRYPTION:
+            pad = padding.PKCS1v15()
+        else:
+            raise InputError(f"key transport {alg['algorithm'].dotted} is not supported",
+                             code="CMS_ALG_UNSUPPORTED")
+        if self._key.key_size < 2048:
+            findings.append(("ALG_LEGACY", f"RSA-{self._key.key_size} key transport"))
+        return pad, findings
+
+    def _unwrap(self, infos: acms.RecipientInfos, key_len: int) -> Unwrapped:
         found = []
         for ri in infos:
             if ri.name != "ktri":
@@ -119,22 +199,7 @@ class KeyDecrypter(Decrypter):
             match = self._matches(k["rid"])
             if match is False:
                 continue
-            alg = k["key_encryption_algorithm"]
-            findings = []
-            if alg["algorithm"].dotted == oids.RSAES_OAEP:
-                params = alg["parameters"]
-                h = HASHES[params["hash_algorithm"]["algorithm"].native]()
-                mh = HASHES[params["mask_gen_algorithm"]["parameters"]["algorithm"].native]()
-                pad = padding.OAEP(mgf=padding.MGF1(mh), algorithm=h, label=None)
-                findings.append(("ALG_OAEP_EXTENSION", "RSAES-OAEP key transport is not named "
-                                 "by PS3.15 D.1 (read as an extension)"))
-            elif alg["algorithm"].dotted == oids.RSA_ENCRYPTION:
-                pad = padding.PKCS1v15()
-            else:
-                raise InputError(f"key transport {alg['algorithm'].dotted} is not supported",
-                                 code="CMS_ALG_UNSUPPORTED")
-            if self._key.key_size < 2048:
-                findings.append(("ALG_LEGACY", f"RSA-{self._key.key_size} key transport"))
+            pad, findings = self._padding(k["key_encryption_algorithm"])
             try:
                 cek = self._key.decrypt(k["encrypted_key"].native, pad)
             except ValueError:

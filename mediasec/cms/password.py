@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from mediasec.cms import oids
 from mediasec.cms.algorithms import block_cipher, block_size, cipher_alg_id
 from mediasec.cms.recipients import Decrypter, Spliced, Unwrapped, describe_recipient
-from mediasec.errors import (DecryptionError, InputError, NoRecipientError, UsageError,
-                             WrongPasswordError)
+from mediasec.errors import (DecryptionError, InputError, MalformedError, NoRecipientError,
+                             UsageError, WrongPasswordError)
 from mediasec.policy import AlgorithmPolicy, CIPHERS, MIN_PBKDF2_ITERATIONS
 
 __all__ = ["PasswordRecipient", "PasswordDecrypter", "check_password"]
@@ -179,6 +179,9 @@ class PasswordDecrypter(Decrypter):
                                  "supported", code="CMS_ALG_UNSUPPORTED")
             iv = inner["parameters"].native
             kek_len = params["key_length"].native or CIPHERS[kek_cipher]
+            if not isinstance(iterations, int) or iterations < 1:  # RFC 8018: 1..MAX
+                raise MalformedError(f"PBKDF2 iteration count {iterations} is not positive",
+                                     code="CMS_PARSE")
             if iterations > 10_000_000:
                 raise InputError(f"PBKDF2 with {iterations} iterations is beyond our cap",
                                  code="CMS_ALG_UNSUPPORTED")

@@ -13,7 +13,8 @@ from asn1crypto import cms as acms
 from mediasec.cms import oids
 from mediasec.pki import certs as pcerts
 
-__all__ = ["Spliced", "Unwrapped", "Decrypter", "describe_recipient", "load_recipient_infos"]
+__all__ = ["Spliced", "Unwrapped", "Decrypter", "describe_recipient", "describe_recipients",
+           "load_recipient_infos", "masked_recipient_infos"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,41 @@ def _ktri_key_holes(raw: bytes):
 _RIS_SHAPES = pcerts.Memo(64)
 
 
+def masked_recipient_infos(raw: bytes) -> tuple[bytes | None, tuple | None]:
+    """(the encoding with every plain ktri's encrypted key zeroed, those key ranges), or
+    (None, None) when the SET is not the plain definite layout. Files of a medium that
+    differ only in their encrypted keys have the same masked encoding."""
+    return _MASKED.get(raw, lambda: _mask_ktri_keys(raw))
+
+
+def _mask_ktri_keys(raw: bytes) -> tuple[bytes | None, tuple | None]:
+    holes = _ktri_key_holes(raw)
+    if holes is None:
+        return None, None
+    buf = bytearray(raw)
+    for a, b in holes:
+        buf[a:b] = bytes(b - a)
+    return bytes(buf), tuple(holes)
+
+
+#: the last few RecipientInfos encodings -> (masked, holes): a file's head is looked at
+#: three times (parse check, descriptions, unwrap)
+_MASKED = pcerts.Memo(4)
+#: masked RecipientInfos -> the descriptions of its RecipientInfos (see describe_recipients)
+_RIS_DESCRIPTIONS = pcerts.Memo(64)
+
+
+def describe_recipients(infos: acms.RecipientInfos) -> list[dict]:
+    """``[describe_recipient(ri) for ri in infos]``, worked out once per masked encoding
+    (a description never depends on an encrypted key)."""
+    masked, _ = masked_recipient_infos(infos.dump())
+    if masked is None:
+        return [describe_recipient(ri) for ri in infos]
+    found = _RIS_DESCRIPTIONS.get(masked, lambda: tuple(describe_recipient(ri)
+                                                        for ri in infos))
+    return [dict(d) for d in found]
+
+
 def load_recipient_infos(raw: bytes) -> acms.RecipientInfos:
     """``acms.RecipientInfos.load(raw)``, checked to parse completely as ``.native`` does
     (ValueError/TypeError on damage), but once per medium: the files of a medium differ
@@ -120,15 +156,9 @@ def load_recipient_infos(raw: bytes) -> acms.RecipientInfos:
     parse whatever their bytes), so the check is remembered for the encoding with those
     bytes zeroed."""
     ris = acms.RecipientInfos.load(raw)
-    holes = _ktri_key_holes(raw)
-    masked = None
-    if holes is not None:
-        buf = bytearray(raw)
-        for a, b in holes:
-            buf[a:b] = bytes(b - a)
-        masked = bytes(buf)
-        if _RIS_SHAPES.lookup(masked) is not None:
-            return ris
+    masked, _ = masked_recipient_infos(raw)
+    if masked is not None and _RIS_SHAPES.lookup(masked) is not None:
+        return ris
     ris.native
     if masked is not None:
         _RIS_SHAPES.put(masked, True)

@@ -21,7 +21,7 @@ from mediasec.cms import oids
 from mediasec.cms._ber import ByteStream, der_len
 from mediasec.cms.envelope import (EnvelopeLayout, EnvelopedHead, Encryptor, decrypt_chunks,
                                    read_enveloped_head)
-from mediasec.cms.keys import (Decrypter, Signer, Unwrapped, block_size, describe_recipient)
+from mediasec.cms.keys import (Decrypter, Signer, Unwrapped, block_size, describe_recipients)
 from mediasec.cms.signed import InnerLayout, InnerResult, SignedTemplate, read_inner
 from mediasec.errors import (InputError, IntegrityError, InternalError, NoRecipientError,
                              SignatureError, VerificationError, WrongPasswordError)
@@ -118,6 +118,12 @@ class SecureFileProducer:
                                     f"planned {planned}")
             self._outer = outer
         return self._outer
+
+    @property
+    def content_key(self) -> bytes:
+        """The content-encryption key drawn for this file (in memory only: the builder's
+        read-back decrypts what it wrote with it)."""
+        return self._cek
 
     @staticmethod
     def make_template(signers, options: ProtectOptions = ProtectOptions()):
@@ -248,7 +254,7 @@ class SecureFileReport:
 
 
 def _describe_recipients(head: EnvelopedHead) -> list[dict]:
-    return [describe_recipient(ri) for ri in head.recipient_infos]
+    return describe_recipients(head.recipient_infos)
 
 
 def _envelope_dict(head: EnvelopedHead, descriptions: list[dict] | None = None) -> dict:

@@ -30,9 +30,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mediasec.cms import _ber, oids
 from mediasec.cms._ber import (ByteStream, EOC, der_len, expect, iter_octets, octets_size,
                                read_element, read_header, skip_eoc, write_octets_header)
+from mediasec.cms.envelope import small_parse
 from mediasec.cms.keys import HASHES, Signer
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from mediasec.errors import (InputError, IntegrityError, InternalError, MalformedError,
-                             SignatureError)
+                             MediasecError, SignatureError)
 from mediasec.pki import certs as pcerts
 
 __all__ = ["InnerLayout", "SignedTemplate", "InnerResult", "SignerResult", "read_inner"]
@@ -263,7 +266,7 @@ class _Sink:
 
 def _stream_encap(s: ByteStream, digest_names, sink) -> tuple[str, _Sink, bool]:
     encap = expect(s, 0x30, "EncapsulatedContentInfo")
-    etype = acms.ContentType.load(read_element(s, cap=64)).dotted
+    etype = small_parse(acms.ContentType, read_element(s, cap=64), "dotted")
     feeder = _Sink(digest_names, sink)
     ber = encap.length is None
     has_content = (encap.length is None and s.peek(2) != EOC) or \
@@ -281,6 +284,10 @@ def _stream_encap(s: ByteStream, digest_names, sink) -> tuple[str, _Sink, bool]:
     skip_eoc(s, explicit)
     skip_eoc(s, encap)
     return etype, feeder, ber
+
+
+#: encoded SignedData.digestAlgorithms -> the digest names (a failure is not remembered)
+_DIGEST_SETS = pcerts.Memo(16)
 
 
 def _digest_names(algs) -> list[str]:
@@ -318,7 +325,7 @@ def read_inner(s: ByteStream, content_type: str, *, sink=None) -> InnerResult:
     seq = outer
     if nxt == b"\x06":
         # OpenSSL-CLI style: ContentInfo(SignedData) as id-data plaintext
-        ctype = acms.ContentType.load(read_element(s, cap=64)).dotted
+        ctype = small_parse(acms.ContentType, read_element(s, cap=64), "dotted")
         explicit = expect(s, 0xA0, "[0] EXPLICIT content")
         seq = expect(s, 0x30, "SignedData or DigestedData")
         wrapped = True
@@ -330,11 +337,22 @@ def read_inner(s: ByteStream, content_type: str, *, sink=None) -> InnerResult:
     elif content_type == oids.DATA:
         raise MalformedError("the envelope holds the bare file with no integrity layer "
                              "(not conformant to PS3.15 D.1)", code="CMS_INNER_TYPE")
-    if content_type == oids.DIGESTED_DATA:
-        result = _read_digested(s, seq, sink)
-    elif content_type == oids.SIGNED_DATA:
-        result = _read_signed(s, seq, sink)
-    else:
+    try:
+        if content_type == oids.DIGESTED_DATA:
+            result = _read_digested(s, seq, sink)
+        elif content_type == oids.SIGNED_DATA:
+            result = _read_signed(s, seq, sink)
+        else:
+            result = None
+    except MediasecError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError,
+            UnsupportedAlgorithm) as exc:
+        # asn1crypto parses lazily: a damaged field raises wherever it is first touched
+        raise MalformedError(f"the {_INNER_NAME.get(content_type, 'inner content')} does not "
+                             f"parse ({type(exc).__name__}: {exc})",
+                             code="CMS_INNER_PARSE") from exc
+    if result is None:
         raise MalformedError(f"inner content type {content_type} is not SignedData or "
                              "DigestedData", code="CMS_INNER_TYPE")
     if wrapped:
@@ -352,6 +370,9 @@ def read_inner(s: ByteStream, content_type: str, *, sink=None) -> InnerResult:
                        digest_ok=result.get("digest_ok"),
                        head=bytes(result["feeder"].head),
                        findings=tuple(findings) + tuple(result.get("findings", ())))
+
+
+_INNER_NAME = {oids.DIGESTED_DATA: "DigestedData", oids.SIGNED_DATA: "SignedData"}
 
 
 def _read_digested(s: ByteStream, seq, sink) -> dict:
@@ -373,8 +394,9 @@ def _read_digested(s: ByteStream, seq, sink) -> dict:
 
 def _read_signed(s: ByteStream, seq, sink) -> dict:
     acore.Integer.load(read_element(s, cap=16))
-    algs = acms.DigestAlgorithms.load(read_element(s, cap=4096))
-    names = _digest_names(algs)
+    raw_algs = read_element(s, cap=4096)
+    names = list(_DIGEST_SETS.get(raw_algs, lambda: tuple(_digest_names(
+        acms.DigestAlgorithms.load(raw_algs)))))
     etype, feeder, ber = _stream_encap(s, names, sink)
     cert_raw = None
     h = read_header(s)

@@ -23,7 +23,8 @@ from typing import BinaryIO, Callable, Iterable
 from mediasec.dicom._elements import BULK_STOP, UNDEFINED, strip_value
 from mediasec.dicom._transcode import (FileReader, InflateReader, Truncated, iter_implicit,
                                        read_header, walk_undefined)
-from mediasec.dicom.tags import SOP_CLASS_UID, SOP_INSTANCE_UID, SPECIFIC_CHARACTER_SET
+from mediasec.dicom.tags import (SERIES_INSTANCE_UID, SOP_CLASS_UID, SOP_INSTANCE_UID,
+                                 SPECIFIC_CHARACTER_SET, STUDY_INSTANCE_UID)
 from mediasec.errors import InputError, NotDicomError
 
 __all__ = ["ScannedFile", "scan_file", "TS_IMPLICIT_LE", "TS_EXPLICIT_LE", "TS_DEFLATED_LE",
@@ -176,6 +177,14 @@ def _fast_explicit_le(buf: bytes, pos: int, wanted: frozenset, max_wanted: int, 
     return pos, False, None, None
 
 
+def is_uid(value: str) -> bool:
+    """PS3.5 §9.1: 1-64 characters, dot-separated components of digits without
+    leading zeros (a lone ``0`` is allowed)."""
+    if not value or len(value) > 64 or not value.isascii():
+        return False
+    return all(c.isdigit() and (c == "0" or c[0] != "0") for c in value.split("."))
+
+
 def _uid(b: bytes | None) -> str:
     return b.decode("latin-1").rstrip("\0 ").strip() if b else ""
 
@@ -275,6 +284,17 @@ def _scan(fp, size, source, wanted, need_explicit_length, narrow) -> ScannedFile
     if not sop_class or not sop_inst:
         raise InputError("no SOP Class UID or SOP Instance UID", path=source,
                          code="DICOM_NO_SOP_UID")
+    media_inst = _uid(meta.get(0x00020003))
+    for what, value in (("SOP Class UID", sop_class), ("SOP Instance UID", sop_inst),
+                        ("Media Storage SOP Instance UID", media_inst),
+                        ("Study Instance UID", _uid(values.get(STUDY_INSTANCE_UID, ("UI", b""))[1])),
+                        ("Series Instance UID", _uid(values.get(SERIES_INSTANCE_UID, ("UI", b""))[1]))):
+        if value and not is_uid(value):
+            raise InputError(f"{what} is not a valid UID (digits and dots, at most 64)",
+                             path=source, code="DICOM_BAD_UID")
+    if media_inst and _uid(values.get(SOP_INSTANCE_UID, ("UI", b""))[1]) not in ("", media_inst):
+        raise InputError("the File Meta Media Storage SOP Instance UID differs from the data "
+                         "set's SOP Instance UID", path=source, code="DICOM_META_MISMATCH")
     return ScannedFile(source=source, size=size, transfer_syntax=ts, sop_class_uid=sop_class,
                        sop_instance_uid=sop_inst, media_sop_class_uid=_uid(meta.get(0x00020002)),
                        media_sop_instance_uid=_uid(meta.get(0x00020003)),

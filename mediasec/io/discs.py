@@ -9,21 +9,40 @@ write engine (``io.engine``: worker processes make every file straight into its 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import os
 from typing import Any, Callable
 
 from mediasec._job import collector_paused
-from mediasec.errors import InputError, InternalError, MediasecError
+from mediasec.errors import InputError, IntegrityError, InternalError, MediasecError
 from mediasec.io.engine import write_folder_files, write_image_files
-from mediasec.io.folder import FolderSink, collect_inputs, open_input, resolve_file_id
+from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
-from mediasec.io.iso import SECTOR, IsoFile, IsoImage
+from mediasec.io.iso import SECTOR, IsoFile, IsoImage, IsoSource
 from mediasec.io.workers import Pool, default_workers
 from mediasec.media.jobs import DiscFile, DiscLayout
 
 __all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
+
+
+class _ReadBack:
+    """A written medium for the read-back: its listing, and reads whose OS errors are ours
+    (``EnvironmentFailure`` naming the output)."""
+
+    def __init__(self, source, target: str):
+        self._source = source
+        self._target = target
+
+    def entries(self):
+        return self._source.entries()
+
+    def open(self, handle):
+        try:
+            yield from self._source.open(handle)
+        except OSError as exc:
+            raise env_error(exc, self._target) from exc
 
 
 def _progress(files: list[DiscFile], on_bytes: Callable[[int, str], None] | None):
@@ -90,6 +109,19 @@ class IsoDiscWriter:
         self.digests = digests
         return size
 
+    @contextlib.contextmanager
+    def source(self):
+        """The image as written, through its still-unnamed file (``/proc/self/fd/N``)."""
+        try:
+            src = IsoSource(f"/proc/self/fd/{self.out.fileno}")
+        except InputError as exc:
+            raise IntegrityError(f"read-back: the image as written cannot be read "
+                                 f"({exc.message}); nothing was written",
+                                 path=self.out.target, code="READBACK_MISMATCH") from exc
+        with src:
+            src.label = self.out.target
+            yield _ReadBack(src, self.out.target)
+
     def commit(self) -> None:
         self.out.commit()
         self.image.close()
@@ -128,6 +160,8 @@ class FolderDiscWriter:
                                      targets=[os.path.join(self.sink.target, *f.components)
                                               for f in files],
                                      workers=self.workers,
+                                     close_in_workers=tuple(
+                                         fd for fd in (self.sink.lock_fd,) if fd is not None),
                                      on_file=_progress(files, self.on_bytes))
         for i, data in _manifest_of(files, digests, manifest).items():
             with self.sink.open_file(files[i].components, len(data), content=True) as out:
@@ -137,6 +171,11 @@ class FolderDiscWriter:
                 self.on_bytes(len(data), files[i].name)
         self.digests = digests
         return sum(f.producer.size for f in files)
+
+    @contextlib.contextmanager
+    def source(self):
+        """The folder as written, in its staging place."""
+        yield _ReadBack(FolderSource(self.sink.root), self.sink.target)
 
     def commit(self) -> None:
         self.sink.commit()
@@ -165,13 +204,20 @@ def _map_batch(fn, batch: list) -> list:
 
 
 class FileSystemPorts:
-    """``BuildPorts`` for paths on this machine."""
+    """``BuildPorts`` for paths on this machine (one per job: the inputs it watches)."""
 
-    collect = staticmethod(collect_inputs)
-    open_input = staticmethod(open_input)
     resolve = staticmethod(resolve_file_id)
     check_output = staticmethod(check_new_output)
     absolute = staticmethod(os.path.abspath)
+
+    def __init__(self) -> None:
+        self._inputs = WatchedInputs()
+
+    def collect(self, paths):
+        return self._inputs.collect(paths)
+
+    def open_input(self, path: str):
+        return self._inputs.open(path)
 
     @staticmethod
     def mapper(workers: int | None):

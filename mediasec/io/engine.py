@@ -159,7 +159,7 @@ class _Shared:
 
     def __init__(self, producers: list, names: list[str], *, fd: int | None = None,
                  offsets: list | None = None, paths: list | None = None, pad: bool = False,
-                 where: str | list[str] | None = None):
+                 where: str | list[str] | None = None, close: tuple[int, ...] = ()):
         self.producers = producers
         self.names = names
         #: what an I/O error names: the image, or each file's final path
@@ -170,6 +170,9 @@ class _Shared:
         self.pad = pad
         self.buffer: bytearray | None = None   # made in each process that writes
         self.parent = os.getpid()
+        #: descriptors a forked worker closes at once (a staging folder's lock: it must go
+        #: with this process, not outlive it in a worker - see ``io.fs.clean_stale``)
+        self.close = close
 
 
 def _setup(shared: _Shared) -> _Shared:
@@ -177,6 +180,11 @@ def _setup(shared: _Shared) -> _Shared:
     # collector need not walk it again and again (nor copy its pages by touching them)
     if os.getpid() != shared.parent:
         gc.freeze()
+        for fd in shared.close:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     return shared
 
 
@@ -377,12 +385,13 @@ def write_image_files(fd: int, producers: list, offsets: list, names: list[str],
 
 def write_folder_files(producers: list, paths: list[str], names: list[str], *,
                        targets: list[str] | None = None, skip: Sequence[int] = (),
-                       workers: int | None = None,
+                       workers: int | None = None, close_in_workers: tuple[int, ...] = (),
                        on_file: Callable[[int], None] | None = None) -> list[str | None]:
     """Make every file (but ``skip``) as the new file ``paths[i]`` (its folder exists).
     Returns the SHA-256 of each file made (None for those skipped). An I/O error names
-    ``targets[i]`` (the file's final path)."""
+    ``targets[i]`` (the file's final path); ``close_in_workers``: descriptors of this
+    process a worker must not keep (the staging folder's lock)."""
     skip = set(skip)
-    shared = _Shared(producers, names, paths=paths, where=targets)
+    shared = _Shared(producers, names, paths=paths, where=targets, close=close_in_workers)
     return _run(shared, [i for i in range(len(producers)) if i not in skip], workers,
                 on_file, None)

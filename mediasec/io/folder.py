@@ -12,16 +12,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from typing import BinaryIO, Iterable, Iterator
 
 from mediasec.dicom.fileid import FileId, match_component, validate_file_id
 from mediasec.errors import EnvironmentFailure, InputError, UsageError
-from mediasec.io.engine import sync_filesystem
 from mediasec.io.fs import StagingDir, env_error
+from mediasec.io.iso import CHUNK
+from mediasec.media.source import MediumEntry
 
-__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink"]
+__all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink", "FolderSource",
+           "WatchedInputs", "identity"]
 
 
 def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
@@ -75,6 +78,79 @@ def open_input(path: str) -> BinaryIO:
         raise env_error(exc, path) from exc
 
 
+def identity(st: os.stat_result) -> tuple:
+    """What changes when a file is rewritten, even at the same size and with its mtime
+    put back (the ctime cannot be): device, inode, size, mtime and ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class WatchedInputs:
+    """Inputs of one build, each pinned to its identity when first seen (collected or
+    opened): a later open of a file that changed since, or a file that changes while it
+    is read, is refused (``INPUT_CHANGED``) - the DICOMDIR, the manifest and the file on
+    the medium would disagree."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple] = {}
+
+    def collect(self, paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
+        out = collect_inputs(paths)
+        for path, _size in out:
+            try:
+                self.seen.setdefault(path, identity(os.stat(path)))
+            except OSError as exc:
+                raise env_error(exc, path) from exc
+        return out
+
+    def open(self, path: str) -> BinaryIO:
+        f = open_input(path)
+        try:
+            now = identity(os.fstat(f.fileno()))
+        except OSError as exc:
+            f.close()
+            raise env_error(exc, path) from exc
+        before = self.seen.setdefault(path, now)
+        if before != now:
+            f.close()
+            raise InputError("file changed while the build ran (since it was first read)",
+                             path=path, code="INPUT_CHANGED")
+        return _Watched(f, path, now)
+
+
+class _Watched:
+    """A read-only input file that, when closed, says if it changed while it was open."""
+
+    def __init__(self, f, path: str, ident: tuple):
+        self._f = f
+        self._path = path
+        self._ident = ident
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __iter__(self):
+        return iter(self._f)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(check=exc_type is None)
+        return False
+
+    def close(self, check: bool = True) -> None:
+        if self._f.closed:
+            return
+        try:
+            changed = identity(os.fstat(self._f.fileno())) != self._ident
+        except OSError:
+            changed = False
+        self._f.close()
+        if changed and check:
+            raise InputError("file changed while it was being read", path=self._path,
+                             code="INPUT_CHANGED")
+
+
 def resolve_file_id(dicomdir_path: str, file_id: FileId) -> tuple[str, int] | None:
     """The file a DICOMDIR record names, inside the DICOMDIR's folder, or None."""
     try:
@@ -121,12 +197,17 @@ class FolderSink:
         self._placed: list[str] = []
 
     def __enter__(self) -> "FolderSink":
-        self._root = self._staging.__enter__()
-        os.chmod(self._root, 0o755)
+        self._root = self._staging.__enter__()   # 0700 until the commit makes it 0755
         return self
 
     def __exit__(self, exc_type, exc, tb):
         return self._staging.__exit__(exc_type, exc, tb)
+
+    @property
+    def root(self) -> str:
+        """The staging folder (named only until ``commit()``)."""
+        assert self._root is not None
+        return self._root
 
     def _mkdirs(self, parts: tuple[str, ...]) -> str:
         assert self._root is not None
@@ -186,12 +267,13 @@ class FolderSink:
                                      path=os.path.join(self.target, *file_id))
 
     @property
-    def root(self) -> str:
-        assert self._root is not None
-        return self._root
+    def lock_fd(self) -> int | None:
+        """The descriptor holding the staging folder's lock (``io.fs.clean_stale``)."""
+        return self._staging._fd
 
     def _sync_placed(self) -> None:
         """Every placed file on the disk: one ``syncfs`` (Linux), else file by file."""
+        from mediasec.io.engine import sync_filesystem   # engine -> workers -> medium -> here
         if not self._placed:
             return
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -220,3 +302,94 @@ class FolderSink:
             finally:
                 os.close(fd)
         self._staging.commit()
+
+
+# -- reading a received folder (or mount): the MediumSource ------------------------------
+#
+# ``FolderSource``: the tree is walked without following symlinked folders; a
+# symlinked file is followed only if its real path stays inside the root's real path, else it
+# is listed as ``kind="escape"`` and never opened. ``open`` re-checks containment on the real
+# path at open time and opens it with ``O_NOFOLLOW``.
+
+_MAX_DEPTH = 32
+
+
+class FolderSource:
+    """A File-set folder or a mounted disc; nothing outside its real root is opened."""
+
+    volume_id = None
+    description = "folder"
+
+    def __init__(self, path: str):
+        self.label = path
+        self.root = os.path.realpath(path)
+        self._entries: list[MediumEntry] | None = None
+        self._bufs = (bytearray(CHUNK), bytearray(CHUNK))  # reused: one file at a time
+
+    def _inside(self, real: str) -> bool:
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def entries(self) -> list[MediumEntry]:
+        if self._entries is None:
+            out: list[MediumEntry] = []
+            self._walk(self.root, "", 0, out)
+            self._entries = out
+        return list(self._entries)
+
+    def _walk(self, folder: str, rel: str, depth: int, out: list) -> None:
+        if depth > _MAX_DEPTH:
+            return
+        try:
+            items = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+        for e in items:
+            r = f"{rel}{e.name}"
+            try:
+                if e.is_symlink():
+                    real = os.path.realpath(e.path)
+                    if not self._inside(real):
+                        out.append(MediumEntry(r, 0, None, "escape"))
+                    elif os.path.isfile(real):
+                        out.append(MediumEntry(r, os.path.getsize(real), r, "file"))
+                    # a symlinked folder inside the root is not walked (no loops)
+                elif e.is_dir(follow_symlinks=False):
+                    self._walk(e.path, r + "/", depth + 1, out)
+                elif e.is_file(follow_symlinks=False):
+                    out.append(MediumEntry(r, e.stat(follow_symlinks=False).st_size, r, "file"))
+            except OSError as exc:
+                raise env_error(exc, e.path) from exc
+
+    def open(self, handle: str) -> Iterator[memoryview]:
+        full = os.path.join(self.root, *handle.split("/"))
+        real = os.path.realpath(full)
+        if not self._inside(real):
+            raise OSError(errno.EACCES, "the path leads outside the medium", handle)
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return self._chunks(fd)
+
+    def _chunks(self, fd: int) -> Iterator[memoryview]:
+        try:
+            bufs = self._bufs
+            i = 0
+            while True:
+                mv = memoryview(bufs[i])
+                n = os.readv(fd, [mv])
+                if not n:
+                    return
+                yield mv[:n]
+                i ^= 1
+        finally:
+            os.close(fd)
+
+    def worker_spec(self) -> tuple:
+        return ("folder", self.root)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

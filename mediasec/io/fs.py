@@ -19,13 +19,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
+import re
 import secrets
 import shutil
+import stat
 
-from mediasec.errors import EnvironmentFailure, UsageError
+from mediasec.errors import EnvironmentFailure, InputError, MediasecError, UsageError
 
-__all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "env_error"]
+__all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "env_error",
+           "check_new_output", "clean_stale"]
 
 
 class AnonymousUnsupported(EnvironmentFailure):
@@ -49,9 +53,14 @@ def _link_fd(fd: int, name: str) -> None:
         raise OSError(e, os.strerror(e), name)
 
 
-def env_error(exc: OSError, path: str | os.PathLike | None = None) -> EnvironmentFailure:
-    """Translate an OSError into our EnvironmentFailure, one line, with the file."""
+def env_error(exc: OSError, path: str | os.PathLike | None = None) -> MediasecError:
+    """Translate an OSError into our EnvironmentFailure, one line, with the file.
+
+    A symbolic-link loop is the input's fault, not the environment's: an InputError."""
     what = exc.strerror or str(exc)
+    if exc.errno == errno.ELOOP:
+        return InputError("a symbolic link loop", path=os.fspath(path or exc.filename or "")
+                          or None, code="INPUT_SYMLINK_LOOP")
     if exc.errno == errno.ENOSPC:
         code = "ENV_DISK_FULL"
     elif exc.errno in (errno.EACCES, errno.EPERM):
@@ -61,6 +70,57 @@ def env_error(exc: OSError, path: str | os.PathLike | None = None) -> Environmen
     err = EnvironmentFailure(what, path=os.fspath(path or exc.filename or "") or None, code=code)
     err.errno = exc.errno
     return err
+
+
+def _partial_name(parent: str, base: str) -> str:
+    return os.path.join(parent, f".{base}.partial-{secrets.token_hex(4)}")
+
+
+def _lock(fd: int) -> bool:
+    """An exclusive ``flock`` without waiting; False when another process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def clean_stale(target: str) -> list[str]:
+    """Remove what a killed earlier run for ``target`` left beside it: our hidden
+    ``.NAME.partial-XXXXXXXX`` staging folders and temp files. Each is locked
+    (``flock``) by the run that made it for as long as that run lives, so only an
+    unlocked one, owned by this user, is removed; anything else is left alone."""
+    parent, base = os.path.split(os.path.abspath(target))
+    pattern = re.compile(r"\." + re.escape(base) + r"\.partial-[0-9a-f]{8}\Z")
+    removed = []
+    try:
+        names = [n for n in os.listdir(parent) if pattern.match(n)]
+    except OSError:
+        return removed
+    for n in names:
+        path = os.path.join(parent, n)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or not _lock(fd):
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            elif stat.S_ISREG(st.st_mode):
+                os.unlink(path)
+            else:
+                continue
+            removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -75,6 +135,13 @@ def _check_target(target: str) -> None:
     if os.path.isdir(target):
         raise UsageError("is a directory; give a file name for the output", path=target,
                          code="USAGE_OUTPUT_IS_DIR")
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISREG(mode):  # /dev/null, a FIFO, a socket...
+        raise UsageError("output exists and is not a regular file; it is never replaced",
+                         path=target, code="USAGE_OUTPUT_NOT_REGULAR")
     parent = os.path.dirname(target) or "."
     if not os.path.isdir(parent):
         raise UsageError(f"parent folder {parent} does not exist", path=target,
@@ -137,13 +204,15 @@ class AtomicOutput:
                         raise
                     self.anonymous = False
             if not self.anonymous:
+                clean_stale(self.target)
                 base = os.path.basename(self.target)
                 for _ in range(16):
-                    name = os.path.join(parent, f".{base}.partial-{secrets.token_hex(4)}")
+                    name = _partial_name(parent, base)
                     try:
                         self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
                     except FileExistsError:
                         continue
+                    _lock(self._fd)  # ours while we live (see clean_stale)
                     self._tmpname = name
                     os.fchmod(self._fd, self.mode)  # the umask applies to any create
                     break
@@ -170,17 +239,33 @@ class AtomicOutput:
         assert self._fd is not None
         return self._fd
 
-    def commit(self) -> None:
+    def commit(self, *, exclusive: bool = False) -> None:
+        """Make the file appear at ``target``. ``exclusive`` (anonymous files only): link
+        it straight to ``target`` in one step, never replacing a file there
+        (``FileExistsError``, and the output stays open for another try) - no moment
+        exists in which a hidden partial name is on disk."""
         assert self._fd is not None
         parent = os.path.dirname(self.target)
+        if exclusive and self.anonymous:
+            try:
+                os.fsync(self._fd)
+                os.fchmod(self._fd, self.mode)
+                _link_fd(self._fd, self.target)
+                fsync_dir(parent)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                raise env_error(exc, self.target) from exc
+            self.committed = True
+            self._close()
+            return
         try:
             os.fsync(self._fd)
             if self.anonymous:
                 # give the anonymous inode a hidden name, then rename it over the target
+                _lock(self._fd)
                 for _ in range(16):
-                    name = os.path.join(parent,
-                                        f".{os.path.basename(self.target)}.partial-"
-                                        f"{secrets.token_hex(4)}")
+                    name = _partial_name(parent, os.path.basename(self.target))
                     try:
                         _link_fd(self._fd, name)
                     except FileExistsError:
@@ -221,15 +306,21 @@ class AtomicOutput:
 
 
 class StagingDir:
-    """A folder built as ``.NAME.partial-XXXX`` beside ``target`` and renamed on ``commit()``.
+    """A folder built as ``.NAME.partial-XXXXXXXX`` beside ``target`` and renamed on
+    ``commit()``.
 
-    The target must not exist (we never merge into or delete a user's folder).
+    The target must not exist (we never merge into or delete a user's folder). While it is
+    built the folder is 0700 (only its owner sees what goes in; ``mode`` is applied at the
+    commit) and locked (``flock``) by this process; what a killed earlier run for the same
+    target left is removed first (``clean_stale``).
     """
 
-    def __init__(self, target: str | os.PathLike):
+    def __init__(self, target: str | os.PathLike, *, mode: int = 0o755):
         self.target = os.path.abspath(os.fspath(target))
+        self.mode = mode
         self.path: str | None = None
         self.committed = False
+        self._fd: int | None = None
 
     def __enter__(self) -> str:
         if os.path.lexists(self.target):
@@ -239,10 +330,14 @@ class StagingDir:
         if not os.path.isdir(parent):
             raise UsageError(f"parent folder {parent} does not exist", path=self.target,
                              code="USAGE_NO_OUTPUT_DIR")
-        name = os.path.join(parent, f".{os.path.basename(self.target)}.partial-"
-                                    f"{secrets.token_hex(4)}")
+        clean_stale(self.target)
+        name = _partial_name(parent, os.path.basename(self.target))
         try:
-            os.mkdir(name, 0o755)
+            os.mkdir(name, 0o700)
+            os.chmod(name, 0o700)
+            self._fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY
+                               | getattr(os, "O_CLOEXEC", 0))
+            _lock(self._fd)
         except OSError as exc:
             raise env_error(exc, self.target) from exc
         self.path = name
@@ -251,15 +346,23 @@ class StagingDir:
     def commit(self) -> None:
         assert self.path is not None
         try:
+            os.chmod(self.path, self.mode)
             os.rename(self.path, self.target)
             fsync_dir(os.path.dirname(self.target))
         except OSError as exc:
             raise env_error(exc, self.target) from exc
         self.path = None
         self.committed = True
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __exit__(self, exc_type, exc, tb):
         if self.path is not None and not self.committed:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
+        self._unlock()
         return False

@@ -38,13 +38,18 @@ import collections
 import functools
 import multiprocessing
 import os
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 from mediasec.errors import InternalError, UsageError
+from mediasec.io.fs import env_error
+from mediasec.io.medium import reopen
+from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 
-__all__ = ["Pool", "ordered_map", "default_workers"]
+__all__ = ["Pool", "ordered_map", "default_workers", "batches", "worker_init", "worker_examine",
+           "worker_examine_batch", "worker_extract", "examine_fn", "SecretOutput"]
 
 
 def default_workers() -> int:
@@ -83,8 +88,12 @@ class Pool:
         self.context = context
         self.setup = setup
         self.setup_args = args
-        self.initializer = _worker_setup if setup is not None else initializer
-        self.initargs = (setup, args) if setup is not None else initargs
+        inner = _worker_setup if setup is not None else initializer
+        inner_args = (setup, args) if setup is not None else initargs
+        # every worker: signals left to the parent, dies with it (see _worker_boot)
+        self.initializer = _worker_boot
+        self.initargs = (os.getpid(), inner, inner_args)
+        self._inner = (inner, inner_args)
         self.state: Any = None
         self._executor: ProcessPoolExecutor | None = None
         self._inited_here = False
@@ -93,8 +102,8 @@ class Pool:
         if self.workers == 1:
             if self.setup is not None:
                 self.state = self.setup(*self.setup_args)
-            elif self.initializer is not None:
-                self.initializer(*self.initargs)
+            elif self._inner[0] is not None:
+                self._inner[0](*self._inner[1])
             self._inited_here = True
             return self
         self._executor = ProcessPoolExecutor(
@@ -166,6 +175,18 @@ class Pool:
             for fut in pending:
                 fut.cancel()
 
+    def run_ahead(self, fn: Callable[[Any, Any], Any], items: Iterable) -> Iterator:
+        """``run``, but the first ``max_inflight`` items are submitted now, so the workers
+        start at once while the caller does other work before it reads the results (with
+        ``workers=1`` nothing runs until then). Close the iterator (or the pool) to cancel
+        what was not read."""
+        if self.workers == 1:
+            return self.run(fn, items)
+        if self._executor is None:
+            raise InternalError("Pool.run_ahead outside its with block")
+        return _Ahead(self._executor, functools.partial(_with_state, fn), iter(items),
+                      self.max_inflight)
+
     def map(self, fn: Callable[[Any], Any], items: Iterable) -> Iterator:
         """``fn(item)`` for every item, yielded in input order, bounded lookahead."""
         if self.workers == 1:
@@ -201,6 +222,92 @@ class Pool:
                 fut.cancel()
 
 
+class _Ahead:
+    """Ordered results of ``fn(item)`` with at most ``limit`` submitted and not yet read;
+    the first ``limit`` are submitted when this is made."""
+
+    def __init__(self, executor, fn, it: Iterator, limit: int):
+        self._executor, self._fn, self._it, self._limit = executor, fn, it, limit
+        self._pending: collections.deque = collections.deque()
+        self._exhausted = False
+        self._fill()
+
+    def _fill(self) -> None:
+        while not self._exhausted and len(self._pending) < self._limit:
+            try:
+                item = next(self._it)
+            except StopIteration:
+                self._exhausted = True
+                return
+            self._pending.append(self._executor.submit(self._fn, item))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self._pending:
+            raise StopIteration
+        fut = self._pending.popleft()
+        self._fill()   # keep ``limit`` in flight while this one is awaited
+        try:
+            return fut.result()
+        except BrokenProcessPool as exc:
+            self.close()
+            raise InternalError("a worker process died (killed or crashed)") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        self._exhausted = True
+
+
+def batches(items: Iterable, size: Callable[[Any], int], *, max_items: int = 32,
+            max_size: int = 8 << 20) -> Iterator[tuple]:
+    """Consecutive items grouped into tuples of at most ``max_items`` items and, unless an
+    item alone is larger, ``max_size`` in ``size``: one pool task per group, so that many
+    small files do not cost one process round trip each."""
+    group: list = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if group and (len(group) >= max_items or total + n > max_size):
+            yield tuple(group)
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        yield tuple(group)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when the process that forked it dies, even by
+    kill -9 (otherwise a worker blocked on its task queue waits forever, orphaned)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:   # the parent died before the prctl took effect
+        os._exit(1)
+
+
+def _worker_boot(parent: int, inner: Callable | None, inner_args: tuple) -> None:
+    """Initializer of every worker. Ctrl-C reaches the whole process group and a service
+    manager may SIGTERM it: the parent alone handles both (it cancels the tasks, removes
+    its temporary outputs and shuts the pool down); a worker never prints a traceback of
+    its own and finishes or drops its one task."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent)
+    if inner is not None:
+        inner(*inner_args)
+
+
 #: in a worker process only: what ``setup`` made (a worker serves one pool, one job)
 _WORKER_STATE: Any = None
 
@@ -225,3 +332,126 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable, *, workers: int = 2,
     with Pool(workers, initializer=initializer, initargs=initargs,
               max_inflight=max_inflight, context=context) as pool:
         yield from pool.map(fn, items)
+
+
+# -- the medium jobs' tasks (verify, extract) --------------------------------------------
+#
+# ``worker_init(spec, decrypters, trust, extra)`` is a pool's ``setup`` (its arguments, keys
+# included, are inherited by the forked workers, never pickled: see above) and returns the
+# worker's state; ``worker_examine(state, task)`` and ``worker_extract(state, task)`` are
+# the tasks.
+
+def worker_init(spec: tuple, decrypters=(), trust=None, extra: dict | None = None) -> dict:
+    """Pool ``setup``: reopen the medium; the decrypters and trust context are the caller's
+    own objects (inherited at fork, see ``io.workers``)."""
+    return dict(reader=reopen(spec), decrypters=list(decrypters), trust=trust,
+                extra=dict(extra or {}))
+
+
+def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
+    """Pool task: read one file once (see ``examine_file``)."""
+    return examine_file(state["reader"].open(task.handle), path=task.path, size=task.size,
+                        decrypters=state["decrypters"], trust=state["trust"])
+
+
+def worker_examine_batch(state: dict, tasks: tuple) -> list[FileFacts]:
+    """Pool task: ``worker_examine`` of a few consecutive files (one round trip)."""
+    return [worker_examine(state, t) for t in tasks]
+
+
+def examine_fn(source, decrypters, trust) -> Any:
+    """An in-process examiner bound to ``source`` (the ``workers=1`` path)."""
+    def run(task: ExamineTask) -> FileFacts:
+        return examine_file(source.open(task.handle), path=task.path, size=task.size,
+                            decrypters=decrypters, trust=trust)
+    return run
+
+
+# -- extract: plaintext only into anonymous files in the output's staging folder ---------------
+
+class SecretOutput:
+    """An ``O_TMPFILE`` output at ``root/rel`` (folders made as needed); named only on
+    ``commit()``. Raises ``AnonymousUnsupported`` at once where the file system has none."""
+
+    def __init__(self, root: str, rel: str, *, private: bool = False):
+        from mediasec.io.fs import AtomicOutput
+
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise UsageError(f"bad output path {rel!r}", code="INTERNAL_OUTPUT_PATH")
+        folder = _output_folders(root, parts[:-1], private)
+        self._out = AtomicOutput(os.path.join(folder, parts[-1]), secret=True,
+                                 mode=0o600 if private else 0o644)
+        self._f = self._out.open()
+
+    def write(self, mv) -> None:
+        try:
+            while mv:
+                n = self._f.write(mv)
+                mv = mv[n:]
+        except OSError as exc:
+            raise env_error(exc, self._out.target) from exc
+
+    def commit(self) -> None:
+        self._out.commit()
+
+    def abort(self) -> None:
+        self._out.abort()
+
+
+def _output_folders(root: str, parts, private: bool) -> str:
+    """Make ``root/parts...`` with mode 0755 (0700 when ``private``) whatever the umask."""
+    folder = root
+    for p in parts:
+        folder = os.path.join(folder, p)
+        try:
+            os.mkdir(folder)
+            os.chmod(folder, 0o700 if private else 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise env_error(exc, folder) from exc
+    return folder
+
+
+class _NullOutput:
+    def write(self, mv) -> None:
+        pass
+
+    def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def worker_extract(st: dict, task):
+    """Pool task for ``extract``: one read, plaintext into an anonymous file, committed only
+    when the checks pass. Without ``O_TMPFILE`` the file is checked in a first read and
+    written (named temp file) in a second one."""
+    from mediasec.io.fs import AnonymousUnsupported, AtomicOutput
+    from mediasec.media.extract import extract_file
+
+    root = st["extra"]["staging"]
+    private = st["extra"].get("private", False)
+    kw = dict(decrypters=st["decrypters"], trust=st["trust"],
+              include_invalid=st["extra"].get("include_invalid", False))
+    try:
+        return extract_file(st["reader"].open(task.handle), task,
+                            open_output=lambda rel: SecretOutput(root, rel, private=private),
+                            **kw)
+    except AnonymousUnsupported:
+        pass
+    first = extract_file(st["reader"].open(task.handle), task,
+                         open_output=lambda rel: _NullOutput(), **kw)
+    if first.output is None:
+        return first
+
+    def named(rel):
+        out = SecretOutput.__new__(SecretOutput)
+        path = os.path.join(root, *rel.split("/"))
+        _output_folders(root, rel.split("/")[:-1], private)
+        out._out = AtomicOutput(path, mode=0o600 if private else 0o644)
+        out._f = out._out.open()
+        return out
+    return extract_file(st["reader"].open(task.handle), task, open_output=named, **kw)

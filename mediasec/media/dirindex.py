@@ -16,14 +16,14 @@ from mediasec.dicom.tags import (INSTANCE_NUMBER, MODALITY, PATIENT_ID, PATIENT_
                                  SERIES_INSTANCE_UID as SERIES_UID, SERIES_NUMBER, STUDY_DATE,
                                  STUDY_DESCRIPTION, STUDY_ID, STUDY_INSTANCE_UID as STUDY_UID)
 from mediasec.errors import InputError
-from mediasec.media.examine import FileFacts, examine_file
+from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 from mediasec.media.fileids import check_file_id_value
-from mediasec.media.manifest import parse_manifest
+from mediasec.media.manifest import manifest_findings, parse_manifest
 from mediasec.media.source import MediumEntry, MediumIndex, MediumSource
 from mediasec.policy import TrustContext
 from mediasec.report import FileResult, Finding, Outcome
 
-__all__ = ["MAX_DICOMDIR_BYTES", "MAX_MANIFEST_BYTES", "RecordRef", "FileSetIndex", "index_medium",
+__all__ = ["planned_tasks", "MAX_DICOMDIR_BYTES", "MAX_MANIFEST_BYTES", "RecordRef", "FileSetIndex", "index_medium",
            "MANIFEST_NAME"]
 
 #: a DICOMDIR is decoded in memory; larger ones are refused (``DIR_TOO_LARGE``)
@@ -113,17 +113,40 @@ def _find_root(index: MediumIndex, name: str) -> tuple[MediumEntry | None, str |
     return (hit, "case") if hit is not None else (None, None)
 
 
-def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | None = None
-                 ) -> FileSetIndex:
+def _roots(index: MediumIndex) -> tuple[MediumEntry | None, MediumEntry | None, str | None]:
+    """(manifest entry, DICOMDIR entry, how the DICOMDIR was found): the root files the
+    index step reads itself, found the one way both ``index_medium`` and
+    ``planned_tasks`` use."""
+    m_entry, _ = _find_root(index, MANIFEST_NAME)
+    d_entry, how = _find_root(index, "DICOMDIR")
+    return m_entry, d_entry, how
+
+
+def planned_tasks(index: MediumIndex) -> list[ExamineTask]:
+    """The files the examine step reads, known from the listing alone: the same list as
+    ``examine_tasks(index_medium(...))``, so that examining can start before the DICOMDIR
+    is opened (``finish_validation`` checks that it got exactly these)."""
+    m_entry, d_entry, _ = _roots(index)
+    skip = {id(e) for e in (m_entry, d_entry) if e is not None and e.kind == "file"}
+    return [ExamineTask(e.path, e.size, e.handle) for e in index.entries
+            if e.kind == "file" and id(e) not in skip]
+
+
+def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | None = None,
+                 index: MediumIndex | None = None) -> FileSetIndex:
     """Step 1: find, open and decode the DICOMDIR, resolve its references, read the manifest.
+
+    ``index``: the listing already indexed (``MediumIndex(source.entries())``), when the
+    caller made it to start examining files meanwhile (``planned_tasks``).
 
     Raises ``InputError`` only when the caller's keys cannot open a secure DICOMDIR (no
     matching recipient, wrong password): the medium cannot be read as asked (exit 2).
     """
-    index = MediumIndex(source.entries())
+    if index is None:
+        index = MediumIndex(source.entries())
     fsi = FileSetIndex(index)
+    m_entry, d_entry, how = _roots(index)
     # the manifest (plain text, hashes of the stored files)
-    m_entry, _ = _find_root(index, MANIFEST_NAME)
     if m_entry is not None and m_entry.kind == "file":
         fsi.manifest_entry = m_entry
         data, sha, problems = _read_small(source, m_entry, MAX_MANIFEST_BYTES, MANIFEST_NAME)
@@ -141,7 +164,6 @@ def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | N
                     fsi.manifest.setdefault(entry.path, digest)
         fsi.missing.setdefault(m_entry.path, []).extend(problems)
     # the DICOMDIR
-    d_entry, how = _find_root(index, "DICOMDIR")
     if d_entry is None or d_entry.kind != "file":
         fsi.medium_findings.append(Finding("FS_NO_DICOMDIR", Outcome.FAILED,
                                            "no DICOMDIR in the root of the medium; the files "
@@ -179,6 +201,8 @@ def index_medium(source: MediumSource, *, decrypters=(), trust: TrustContext | N
     fsi.dicomdir_facts = facts
     if facts is not None:
         fsi.dicomdir_secure = facts.kind == "secure"
+        # the DICOMDIR's own line: its stored bytes, as `sha256sum -c` checks them
+        dfind += manifest_findings(fsi.manifest, d_entry.path, facts.sha256)
         for f in facts.findings:
             if f.code in ("CMS_NOT_RECIPIENT", "CMS_WRONG_PASSWORD") and decrypters:
                 raise InputError(f"the DICOMDIR cannot be opened with the given key or "
@@ -301,6 +325,11 @@ def _walk_records(fsi: FileSetIndex, dfind: list[Finding]) -> None:
                         "FILE_MISSING", Outcome.FAILED,
                         f"referenced by the {rtype} record at offset {rec.offset}, but not "
                         "on the medium"))
+                elif entry is fsi.dicomdir_entry or entry is fsi.manifest_entry:
+                    # never a record's file: the DICOMDIR (PS3.10 8.5) or our manifest
+                    note("FILEID_RESERVED", f"{rtype} record at offset {rec.offset} "
+                         f"references {entry.path}, which is not an instance of the "
+                         "File-set")
                 elif entry.path in fsi.refs:
                     referenced_by[entry.path] = referenced_by.get(entry.path, 1) + 1
                     fsi.missing.setdefault(entry.path, []).append(Finding(

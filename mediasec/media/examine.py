@@ -20,6 +20,7 @@ from mediasec.dicom.tags import (INSTANCE_NUMBER, MODALITY, PATIENT_ID, PATIENT_
                                  STUDY_DESCRIPTION, STUDY_ID, STUDY_INSTANCE_UID as STUDY_UID)
 from mediasec.errors import (InputError, MediasecError, NoRecipientError, NotDicomError,
                              WrongPasswordError)
+from mediasec.media.dsig_check import DatasetSignatureProbe
 from mediasec.policy import TrustContext
 from mediasec.report import Finding, Outcome
 
@@ -131,6 +132,25 @@ class _Tee:
             pass
 
 
+class _SinkFailed(Exception):
+    """The caller's sink could not take the plaintext (disk full at the output...): that is
+    the caller's environment failing, never a fault of the file being read. Carried past
+    every parser's error handling and re-raised as the sink's own error."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(sink):
+    def write(mv) -> None:
+        try:
+            sink(mv)
+        except OSError as exc:  # EnvironmentFailure included
+            raise _SinkFailed(exc) from exc
+    return write
+
+
 class _HeaderFull(Exception):
     """Raised from a sink to stop reading once the header is captured (listing only)."""
 
@@ -190,6 +210,8 @@ def examine_file(chunks: Iterable[bytes], *, path: str, size: int, decrypters=()
     """
     tee = _Tee(chunks, keep=HEADER_BOUND, hashing=not header_only)
     findings: list[Finding] = []
+    if sink is not None:
+        sink = _guarded(sink)
     try:
         first = tee.prime(160)
         if looks_enveloped(first[:16]):
@@ -197,18 +219,25 @@ def examine_file(chunks: Iterable[bytes], *, path: str, size: int, decrypters=()
             return _examine_secure(tee, path, size, list(decrypters), trust, sink,
                                    header_only)
         if len(first) >= 132 and first[128:132] == b"DICM":
+            probe = None if header_only else DatasetSignatureProbe()
             for chunk in tee:
                 if sink is not None:
                     sink(memoryview(chunk))
+                if probe is not None:
+                    probe.feed(chunk)
                 if header_only and tee.count >= HEADER_BOUND:
                     break
             header, hf = _parse_header(bytes(tee.head), tee.count if not header_only
                                        else size, path)
+            if probe is not None and header is not None:
+                hf = [*hf, *probe.findings(trust)]
             return FileFacts(path, size, "plain", _hex(tee), tuple(hf), header,
                              decrypted=not header_only, content_length=size)
         if not header_only:
             tee.drain()
         return FileFacts(path, size, "other", _hex(tee), (), magic=_exec_magic(first))
+    except _SinkFailed as exc:
+        raise exc.error from None
     except (OSError, MediasecError) as exc:
         if isinstance(exc, MediasecError) and not exc.code.startswith("ENV"):
             raise
@@ -240,12 +269,15 @@ def _examine_secure(tee: _Tee, path, size, decrypters, trust, sink, header_only)
             tee.drain()
         return FileFacts(path, size, "secure", _hex(tee), tuple(findings), None, envelope)
     plain_head = bytearray()
+    probe = None if header_only else DatasetSignatureProbe()
 
     def capture(mv) -> None:
         if len(plain_head) < HEADER_BOUND:
             plain_head.extend(mv[:HEADER_BOUND - len(plain_head)])
         if sink is not None:
             sink(mv)
+        if probe is not None:
+            probe.feed(mv)
         if header_only and len(plain_head) >= HEADER_BOUND:
             raise _HeaderFull()
 
@@ -275,6 +307,8 @@ def _examine_secure(tee: _Tee, path, size, decrypters, trust, sink, header_only)
             header, hf = _parse_header(bytes(plain_head), content_length or len(plain_head),
                                        path)
             findings += hf
+            if probe is not None and decrypted and header is not None:
+                findings += probe.findings(trust)
     elif header_only and plain_head:
         header, _ = _parse_header(bytes(plain_head), size, path)
     return FileFacts(path, size, "secure", _hex(tee), tuple(findings), header, envelope,

@@ -31,7 +31,7 @@ from mediasec.media.validate import examine_tasks
 from mediasec.report import FileResult, Finding, Outcome, worst
 
 __all__ = ["ExtractTask", "ExtractResult", "ExtractReport", "plan_extract", "extract_file",
-           "Output", "SCHEMA"]
+           "link_findings", "Output", "SCHEMA"]
 
 SCHEMA = "mediasec.extract/1"
 #: medium-level findings that mean a file was not extracted
@@ -65,6 +65,8 @@ class ExtractResult:
     output: str | None                  # relative path written, or None
     findings: tuple[Finding, ...]
     kind: str
+    #: SHA-256 of the file as stored (of a plain file: of the bytes written)
+    sha256: str | None = None
 
     @property
     def status(self) -> Outcome:
@@ -87,10 +89,16 @@ class ExtractReport:
         return sum(1 for r in self.results if r.output is not None)
 
     @property
+    def lost(self) -> tuple[Finding, ...]:
+        """Files that should have been extracted and were not there to read (missing,
+        leaving the medium)."""
+        return tuple(f for f in self.findings if f.code in _LOST)
+
+    @property
     def outcome(self) -> Outcome:
         """From the files, and from files that should have been there (missing, escaping);
         the DICOMDIR's own problems are listed but do not fail an extraction."""
-        o = worst([*(f.outcome for f in self.findings if f.code in _LOST),
+        o = worst([*(f.outcome for f in self.lost),
                    *(r.status for r in self.results)])
         return Outcome.PASSED if o is Outcome.INFO else o
 
@@ -189,10 +197,25 @@ def extract_file(chunks: Iterable[bytes], task: ExtractTask, *,
                 "(--include-invalid writes it anyway)"),), facts.kind)
         out.commit()
         committed = True
-        return ExtractResult(task.path, task.out_rel, findings, facts.kind)
+        return ExtractResult(task.path, task.out_rel, findings, facts.kind,
+                             facts.sha256)
     finally:
         if not committed:
             out.abort()
+
+
+def link_findings(fsi: FileSetIndex) -> list[Finding]:
+    """Symbolic links on the medium, never followed and so never extracted: one leaving the
+    medium fails the extraction (``PATH_ESCAPE``, as in ``verify``), one inside it warns."""
+    out = []
+    for e in fsi.index.entries:
+        if e.kind == "escape":
+            out.append(Finding("PATH_ESCAPE", Outcome.FAILED, f"{e.path}: a symbolic link "
+                               "that leads outside the medium: not followed, not extracted"))
+        elif e.kind == "link":
+            out.append(Finding("PATH_SYMLINK", Outcome.WARNING, f"{e.path}: a symbolic link "
+                               "on the medium: not followed, not extracted"))
+    return out
 
 
 def failed_result(task: ExtractTask, finding: Finding) -> ExtractResult:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -34,10 +35,12 @@ from mediasec.errors import EnvironmentFailure, InputError, UsageError
 from mediasec.media.build import PlanReport, ScanResult, plan_build, release_scan_values, \
     scan_inputs
 from mediasec._job import collector_paused
+from mediasec.media.dsign import SignDatasetStage
 from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder,
                                  estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media, subset_model)
 from mediasec.media.plan import BytesProducer, plan_medium
+from mediasec.media.readback import MODES, Expected, ReadbackCost, read_back
 from mediasec.media.stages import FileStages, ProtectStage, ReadStage
 from mediasec.policy import AlgorithmPolicy
 
@@ -84,10 +87,22 @@ class BuildRequest:
     fileset_id: str | None = None
     fileset_uid: str | None = None
     workers: int | None = None
+    #: read-back before commit (``mediasec.media.readback``): "none", "quick" (every
+    #: file's SHA-256, the manifest, and for secure media the DICOMDIR and a sample
+    #: decrypted and checked) or "full" (every Secure DICOM File decrypted and checked)
+    verify: str = "quick"
     rng: Callable[[int], bytes] | None = field(default=None, repr=False, compare=False)
     #: a ``mediasec.deid.files.DeidJob``: every DICOM input is de-identified first (the
     #: DICOMDIR, labels and PDI pages then hold only de-identified values)
     deidentify: Any = field(default=None, repr=False, compare=False)
+    #: PS3.15 Annex C dataset signatures: every instance signed with ``dataset_signer``
+    #: (an ``RSASigner``) under this profile (base|creator|authorization|sr) before CMS
+    sign_datasets: str | None = None
+    dataset_signer: Any = field(default=None, repr=False, compare=False)
+    #: AO/AC instances become Authorized Copies (AC), signed with the authorization profile
+    authorized_copy: bool = False
+    #: with ``authorized_copy``: drop (and report) signatures covering the status, not refuse
+    drop_covering_signatures: bool = False
 
     @property
     def iso(self) -> bool:
@@ -156,6 +171,10 @@ class DiscWriter(Protocol):
 
     def abort(self) -> None: ...
 
+    def source(self) -> ContextManager:
+        """The medium as written, before commit, as a ``MediumSource`` to read back."""
+        ...
+
 
 class BuildPorts(Protocol):
     def collect(self, sources: Sequence[str]) -> list[tuple[str, int]]: ...
@@ -210,8 +229,9 @@ class _Disc:
     files: list[DiscFile]
 
 
-def _manifest_maker(disc: _Disc) -> Callable[[list], bytes]:
-    """``MANIFEST.SHA`` of a medium from the digests of its other files (as stored)."""
+def _manifest_maker(disc: _Disc, made: list) -> Callable[[list], bytes]:
+    """``MANIFEST.SHA`` of a medium from the digests of its other files (as stored); the
+    bytes made are appended to ``made`` (the read-back checks them)."""
     def make(digests: list) -> bytes:
         entries = []
         for f, digest in zip(disc.files, digests):
@@ -219,7 +239,8 @@ def _manifest_maker(disc: _Disc) -> Callable[[list], bytes]:
                 if digest is None:
                     raise EnvironmentFailure("a file was not written before the manifest")
                 entries.append((f.name, digest))
-        return manifest_bytes(entries)
+        made.append(manifest_bytes(entries))
+        return made[-1]
     return make
 
 
@@ -298,8 +319,22 @@ def preflight(req: BuildRequest, ports: BuildPorts) -> MediaProfile:
         raise UsageError(f"{profile.id} is a secure profile: give --encrypt-to CERT and/or "
                          "--password-env VAR", path=req.output,
                          code="USAGE_SECURE_NEEDS_RECIPIENT")
+    if req.verify not in MODES:
+        raise UsageError(f"read-back mode {req.verify!r}: one of {', '.join(MODES)}",
+                         path=req.output, code="USAGE_BAD_INPUT")
+    dataset_stage(req, ports)   # its refusals
     ports.check_output(req.output)
     return profile
+
+
+def dataset_stage(req: BuildRequest, ports: BuildPorts) -> SignDatasetStage:
+    """The job's ``sign_dataset`` stage: signing with ``req.dataset_signer``, or only the
+    removal of signatures a conversion broke."""
+    return SignDatasetStage.for_job(ports.open_input, profile=req.sign_datasets,
+                                    signer=req.dataset_signer,
+                                    authorized_copy=req.authorized_copy,
+                                    drop_covering=req.drop_covering_signatures,
+                                    policy=req.policy)
 
 
 def run_build(req: BuildRequest, ports: BuildPorts, *,
@@ -309,8 +344,10 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     fileset_id = ("DICOM" if req.iso else "") if req.fileset_id is None else req.fileset_id
     base_uid = req.fileset_uid or f"2.25.{uuid.uuid4().int}"
     rng = req.rng or (lambda n: secrets.token_bytes(n))
+    signing = dataset_stage(req, ports)
     stages = FileStages(
         read=ReadStage(ports.open_input),
+        sign_dataset=signing,
         protect=ProtectStage.for_job(recipients=req.recipients, signers=req.signers,
                                      policy=req.policy, options=req.options, rng=rng)
         if profile.secure else None)
@@ -333,7 +370,7 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     udf = req.iso and profile.family in ("dvd", "bd")
     progress = _Bytes(sum(f.producer.size for d in discs for f in d.files), on_progress)
     writers: list = []
-    written, digests = [], []
+    written, digests, costs = [], [], []
     try:
         for i, (name, disc) in enumerate(zip(names, discs), 1):
             layout = DiscLayout("iso" if req.iso else "folder", volume_id=fileset_id, udf=udf,
@@ -344,8 +381,12 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
             if req.iso and cap is not None and writer.size is not None and writer.size > cap:
                 raise InputError(f"the image needs {writer.size} bytes, over the {cap}-byte "
                                  "capacity of the medium", path=name, code="PLAN_CAPACITY")
-            written.append(writer.write(_manifest_maker(disc) if req.manifest else None))
+            made: list[bytes] = []
+            make = _manifest_maker(disc, made) if req.manifest else None
+            written.append(writer.write(make))
             digests.append(list(writer.digests))
+            costs.append(_read_back(req, writer, disc, digests[-1], made[-1] if made else None,
+                                    name))
         for writer in writers:
             writer.commit()
     finally:
@@ -353,27 +394,56 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
             writer.abort()   # a no-op on a committed medium
 
     return _result(req, profile, scan, whole, discs, [ports.absolute(n) for n in names],
-                   written, digests, fileset_id)
+                   written, digests, fileset_id, signing, costs)
+
+
+def _read_back(req: BuildRequest, writer, disc: _Disc, digests: list, manifest: bytes | None,
+               name: str) -> ReadbackCost:
+    """Read the medium back as written, before it is committed (``media.readback``)."""
+    if req.verify == "none":
+        return ReadbackCost("none")
+    expected = []
+    for f, digest in zip(disc.files, digests):
+        if f.role == "manifest":
+            sha = hashlib.sha256(manifest or b"").hexdigest()
+        else:
+            sha = digest
+        data = getattr(getattr(f.producer, "item", None), "data", None)
+        expected.append(Expected(
+            f.name, f.role, f.producer.size, sha,
+            content_key=getattr(f.producer, "content_key", None),
+            plain_sha256=hashlib.sha256(data).hexdigest()
+            if data is not None and f.role == "dicomdir" else None))
+    with writer.source() as source:
+        return read_back(source, expected, mode=req.verify, label=name, manifest=manifest)
 
 
 def _result(req, profile, scan, whole, discs, names, written, digests,
-            fileset_id) -> BuildResult:
+            fileset_id, signing, costs) -> BuildResult:
     images = []
-    for i, (name, disc, size, sums) in enumerate(zip(names, discs, written, digests), 1):
+    total = ReadbackCost(req.verify)
+    for c in costs:
+        total.add(c)
+    for i, (name, disc, size, sums, cost) in enumerate(zip(names, discs, written, digests,
+                                                          costs), 1):
         d = PlanReport(plan=disc.plan, scan=scan, output=name, written=True).to_dict()
         images.append({"path": name, "disc": i, "of": len(discs),
                        "kind": "iso" if req.iso else "folder", "size": size,
                        "fileset_uid": disc.plan.fileset_uid, "counts": d["counts"],
-                       "dicomdir": d["dicomdir"],
+                       "dicomdir": d["dicomdir"], "readback": cost.to_dict(),
                        "files": [{"path": f.name, "role": f.role, "size": f.producer.size,
                                   "sha256": h}
                                  for f, h in zip(disc.files, sums) if f.role != "manifest"]})
     doc = PlanReport(plan=whole, scan=scan, output=names[0], written=True).to_dict()
     opts = req.options
-    doc.update({"secure": profile.secure, "images": images,
+    doc.update({"secure": profile.secure, "images": images, "readback": total.to_dict(),
                 "protection": ({"cipher": opts.cipher, "framing": opts.framing,
                                 "integrity": "signedData" if req.signers else "digestedData",
                                 "recipients": len(req.recipients)} if profile.secure else None)})
+    if signing.profile or signing.findings:
+        doc["dataset_signatures"] = {"profile": signing.profile,
+                                     "authorized_copy": req.authorized_copy,
+                                     "findings": list(signing.findings)}
     labels = None
     if req.labels:
         labels = {"discs": [label_data(d.plan.model, disc=i, of=len(discs),

@@ -11,6 +11,7 @@ from mediasec._data import MediaProfile
 from mediasec.dicom.scan import MEDIA_STORAGE_DIRECTORY
 from mediasec.media.dirindex import RecordRef
 from mediasec.media.examine import FileFacts
+from mediasec.media.manifest import manifest_findings
 from mediasec.media.source import MediumEntry
 from mediasec.report import Finding, Outcome
 
@@ -125,18 +126,7 @@ def judge_file(facts: FileFacts, *, entry: MediumEntry | None, ref: RecordRef | 
             what = facts.magic or f".{ext} file"
             out.append(Finding("CONTENT_EXECUTABLE", Outcome.WARNING,
                                f"executable content ({what}); not DICOM, not checked"))
-    if manifest is not None and facts.sha256 is not None:
-        expected = manifest.get(facts.path)
-        if expected is None:
-            out.append(Finding("MANIFEST_UNLISTED", Outcome.WARNING,
-                               "the file is not listed in MANIFEST.SHA"))
-        elif expected != facts.sha256:
-            out.append(Finding("MANIFEST_MISMATCH", Outcome.FAILED,
-                               "SHA-256 of the stored file differs from MANIFEST.SHA "
-                               "(changed after the medium was written)"))
-        else:
-            out.append(Finding("MANIFEST_OK", Outcome.PASSED,
-                               "SHA-256 matches MANIFEST.SHA"))
+    out += manifest_findings(manifest, facts.path, facts.sha256)
     if iso and entry is not None and (is_dicom or ref is not None):
         out += _iso_findings(entry)
     return tuple(out)

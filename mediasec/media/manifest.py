@@ -9,7 +9,7 @@ import re
 from mediasec.media.source import norm_path
 from mediasec.report import Finding, Outcome
 
-__all__ = ["parse_manifest"]
+__all__ = ["parse_manifest", "manifest_findings"]
 
 
 # -- the manifest ---------------------------------------------------------------------------
@@ -45,3 +45,19 @@ def parse_manifest(data: bytes) -> tuple[dict[str, str], list[Finding]]:
         findings.append(Finding("MANIFEST_MALFORMED", Outcome.FAILED,
                                 f"MANIFEST.SHA has {bad} malformed lines in all"))
     return out, findings
+
+
+def manifest_findings(manifest: dict | None, path: str, sha256: str | None) -> list[Finding]:
+    """The file's line in MANIFEST.SHA against the SHA-256 of its stored bytes (the
+    DICOMDIR's own line included, as ``sha256sum -c`` checks it)."""
+    if manifest is None or sha256 is None:
+        return []
+    expected = manifest.get(path)
+    if expected is None:
+        return [Finding("MANIFEST_UNLISTED", Outcome.WARNING,
+                        "the file is not listed in MANIFEST.SHA")]
+    if expected != sha256:
+        return [Finding("MANIFEST_MISMATCH", Outcome.FAILED,
+                        "SHA-256 of the stored file differs from MANIFEST.SHA "
+                        "(changed after the medium was written)")]
+    return [Finding("MANIFEST_OK", Outcome.PASSED, "SHA-256 matches MANIFEST.SHA")]

@@ -21,7 +21,7 @@ from mediasec._data import MediaProfile, media_profiles, transfer_syntax_name
 from mediasec.dicom.dicomdir import DirRecord, encode_dicomdir
 from mediasec.dicom.fileid import DICOMDIR, FileId, FileIdAllocator, validate_file_id
 from mediasec.dicom.part10 import CHUNK, CONVERTIBLE
-from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile
+from mediasec.dicom.scan import TS_EXPLICIT_LE, ScannedFile, is_uid
 from mediasec.dicom.tags import SERIES_INSTANCE_UID, STUDY_INSTANCE_UID
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.media.fileset import FileSetModel, Instance
@@ -233,6 +233,9 @@ def plan_medium(model: FileSetModel, *, profile: MediaProfile, fileset_uid: str,
                                        for c in fileset_id):
             raise UsageError(f"File-set ID {fileset_id!r} must be 0-16 characters of "
                              "A-Z 0-9 _ (PS3.3 F.3.2.1)", code="USAGE_FILESET_ID")
+    if not is_uid(fileset_uid) or len(fileset_uid) > 60:  # room for a ".N" of a span
+        raise UsageError("File-set UID must be a UID of digits and dots, at most 60 "
+                         "characters (PS3.5 §9.1)", code="USAGE_FILESET_UID")
     alloc = FileIdAllocator()
     files: list[PlannedFile] = []
     converted: list[dict] = []

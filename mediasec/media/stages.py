@@ -22,8 +22,13 @@ manifest's ``hash`` stage: ``sha256`` is set once the last byte passed).
 Stages here: ``ReadStage`` (the source file, or bytes the plan holds such as the
 DICOMDIR), ``TranscodeStage`` (implicit VR LE or deflated -> Explicit VR LE),
 ``ProtectStage`` (the Secure DICOM File: signed or digested, then enveloped). The
-``deidentify`` and ``sign_dataset`` slots of ``FileStages`` are empty for now; a stage
-for them implements the same two methods (see the README design section).
+``sign_dataset`` stage is ``mediasec.media.dsign.SignDatasetStage`` (PS3.15 Annex C
+signatures; without a signer it only removes signatures a conversion broke). The
+``deidentify`` slot is empty for now (``build --deidentify`` de-identifies at the read).
+
+A stage whose plan depends on the bytes (not only their count) sets ``reads_upstream``:
+``prepare`` then gets a third argument, the upstream of the steps before it, and may read
+it at plan time (the file is then read again when it is written).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class Stage(Protocol):
     name: str
 
     def prepare(self, item: FileItem, in_size: int) -> Step | None: ...
+    # with ``reads_upstream = True``: prepare(item, in_size, upstream)
 
 
 # -- a forward-only file over chunks -------------------------------------------------------
@@ -261,7 +267,11 @@ class FileStages:
         steps = []
         size = item.size
         for stage in self.stages():
-            step = stage.prepare(item, size)
+            if getattr(stage, "reads_upstream", False):
+                done = tuple(s for _n, s in steps)
+                step = stage.prepare(item, size, _Link(done, len(done)))
+            else:
+                step = stage.prepare(item, size)
             if step is not None:
                 steps.append((stage.name, step))
                 size = step.size
@@ -278,6 +288,11 @@ class _Link:
 
     def chunks(self) -> Iterator[bytes]:
         return iter(self._steps[self._i - 1].run(_Link(self._steps, self._i - 1)))
+
+    @property
+    def direct(self) -> bool:
+        """Whether these are the source's own bytes (the step before reads the file)."""
+        return isinstance(self._steps[self._i - 1], _ReadFile)
 
     def open(self):
         prev = self._steps[self._i - 1]
@@ -320,10 +335,20 @@ class FilePipeline:
         names = {n for n, _ in self.steps}
         if "protect" in names:
             return "secure"
+        if any(getattr(s, "signs", False) for _n, s in self.steps):
+            return "sign"
         if "transcode" in names:
             ts = self.item.transfer_syntax or ""
             return "inflate" if ts.endswith(".99") else "convert-vr"
         return "bytes" if self.item.data is not None else "copy"
+
+    @property
+    def content_key(self) -> bytes | None:
+        """The protect step's content-encryption key (None for a file not protected)."""
+        for n, s in self.steps:
+            if n == "protect":
+                return s.cms.content_key
+        return None
 
     @property
     def plain_size(self) -> int:

@@ -45,6 +45,7 @@ from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 from mediasec.media.judge import judge_file
 from mediasec.media.source import MediumSource
 from mediasec.media.verify_report import MediaReport, _PHI_KEYS, summarize_tree, tree_from_facts
+from mediasec.errors import InternalError
 from mediasec.policy import TrustContext
 from mediasec.report import FileResult, Finding, Outcome
 
@@ -89,6 +90,7 @@ def finish_validation(source: MediumSource, fsi: FileSetIndex, *, decrypters=(),
         examiner = local_examiner(source, decrypters=decrypters, trust=trust)
     iso = source.volume_id is not None
     tasks = examine_tasks(fsi)
+    examined = 0
     total_bytes = sum(t.size for t in tasks)
     results: list[FileResult] = []
     if fsi.dicomdir_result is not None:
@@ -101,6 +103,11 @@ def finish_validation(source: MediumSource, fsi: FileSetIndex, *, decrypters=(),
     done = 0
     seen_ref_paths: set[str] = set()
     for facts in examiner(tasks):
+        # an examiner started early (``planned_tasks``) must have read exactly these files
+        if examined >= len(tasks) or facts.path != tasks[examined].path:
+            raise InternalError(f"the examined files differ from the plan at "
+                                f"{facts.path!r}")
+        examined += 1
         done += facts.size
         if on_progress is not None:
             on_progress({"event": "progress", "done_bytes": done, "total_bytes": total_bytes,
@@ -129,6 +136,8 @@ def finish_validation(source: MediumSource, fsi: FileSetIndex, *, decrypters=(),
             info["sop_instance_uid"] = facts.header.sop_instance_uid
             info["transfer_syntax"] = facts.header.transfer_syntax
         results.append(FileResult(facts.path, findings, info))
+    if examined != len(tasks):
+        raise InternalError(f"{len(tasks) - examined} planned files were not examined")
     # escapes (never opened), then references to files that are not there
     for e in fsi.index.entries:
         if e.kind == "escape":

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from mediasec._job import current_job
+from mediasec._job import _CURRENT, current_job
 from mediasec.errors import InputError
 
 __all__ = ["load_certificates", "load_private_key", "to_asn1", "from_asn1", "from_der",
@@ -73,6 +73,9 @@ def load_private_key(data: bytes, password: bytes | None = None):
     return key, cert
 
 
+_ABSENT = object()
+
+
 class Memo:
     """A small LRU map for facts derived from immutable inputs (certificate DER).
 
@@ -90,15 +93,18 @@ class Memo:
 
     @property
     def _d(self) -> OrderedDict:
-        return current_job().memo(self)
+        job = _CURRENT.get()   # current_job() inlined: called several times per file
+        if job is None:
+            job = current_job()
+        d = job._memos.get(id(self))
+        return d if d is not None else job.memo(self)
 
     def get(self, key, make):
         d = self._d
-        try:
+        value = d.get(key, _ABSENT)
+        if value is not _ABSENT:
             d.move_to_end(key)
-            return d[key]
-        except KeyError:
-            pass
+            return value
         value = make()
         d[key] = value
         if len(d) > self.size:
@@ -164,7 +170,13 @@ def from_der(der: bytes) -> x509.Certificate:
     """``x509.load_der_x509_certificate`` (ValueError when it does not parse), cached by
     the DER bytes: equal bytes give the same certificate object."""
     der = bytes(der)
-    return _BY_DER.get(der, lambda: x509.load_der_x509_certificate(der))
+
+    def load():
+        try:
+            return x509.load_der_x509_certificate(der)
+        except x509.InvalidVersion as exc:  # not a ValueError: keep the documented contract
+            raise ValueError(f"certificate: {exc}") from exc
+    return _BY_DER.get(der, load)
 
 
 def from_asn1(cert: ax509.Certificate) -> x509.Certificate:

@@ -1,0 +1,94 @@
+"""Dataset signatures of the files a reader passes over (``verify``, ``extract``).
+
+``DatasetSignatureProbe`` is fed the plaintext chunks as they stream past (header-only reads
+never see (FFFA,FFFA), which follows the pixel data, so it needs the whole file); it keeps
+a copy up to ``IN_MEMORY`` bytes and looks for the Digital Signatures Sequence's element
+header on the way (``has_signature_sequence``: 8 known bytes, never a chance match in pixel
+data). Known limit: a deflated file's data set is compressed, so its signatures are not seen.
+At the end, an object with signatures is checked (``mediasec.sign``) and each signature
+becomes a finding; an object without any gives none. The SOP Instance Status, and whether a
+valid signature covers it, come with them (``STATUS_UNSUPPORTED`` when AO/AC is not covered).
+"""
+
+from __future__ import annotations
+
+from mediasec.errors import MediasecError
+from mediasec.policy import TrustContext
+from mediasec.report import Finding, Outcome
+from mediasec.sign import IN_MEMORY, check_file
+
+__all__ = ["DatasetSignatureProbe", "has_signature_sequence"]
+
+#: the Digital Signatures Sequence's element header as it is stored: explicit VR (little and
+#: big endian: tag, "SQ", two zero bytes), or implicit VR little endian (tag, any length,
+#: then the first item's tag): 8 known bytes, so pixel data (hundreds of MiB of any
+#: bytes) does not pass for a signature by chance
+_EXPLICIT = (b"\xfa\xff\xfa\xffSQ\x00\x00", b"\xff\xfa\xff\xfaSQ\x00\x00")
+_IMPLICIT_TAG = b"\xfa\xff\xfa\xff"
+_ITEM_LE = b"\xfe\xff\x00\xe0"
+_WINDOW = 11          # bytes kept from one chunk to the next (a header across the boundary)
+
+
+def has_signature_sequence(buf: bytes) -> bool:
+    """Whether ``buf`` holds the element header of a Digital Signatures Sequence."""
+    if any(p in buf for p in _EXPLICIT):
+        return True
+    i = buf.find(_IMPLICIT_TAG)
+    while i >= 0:
+        if buf[i + 8:i + 12] == _ITEM_LE:
+            return True
+        i = buf.find(_IMPLICIT_TAG, i + 1)
+    return False
+
+
+class DatasetSignatureProbe:
+    def __init__(self, limit: int = IN_MEMORY):
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.count = 0
+        self.seen = False
+        self._tail = b""
+
+    def feed(self, chunk) -> None:
+        b = bytes(chunk)
+        if not self.seen:
+            window = self._tail + b[:_WINDOW]
+            if has_signature_sequence(b) or has_signature_sequence(window):
+                self.seen = True
+            self._tail = (self._tail + b)[-_WINDOW:]
+        self.count += len(b)
+        if self.count <= self.limit:
+            self.parts.append(b)
+        else:
+            self.parts = []
+
+    def findings(self, trust: TrustContext | None) -> list[Finding]:
+        if not self.seen:
+            return []
+        if self.count > self.limit:
+            return [Finding("SIG_NOT_CHECKED", Outcome.INDETERMINATE,
+                            f"dataset signatures not checked: the object is larger than "
+                            f"{self.limit} bytes")]
+        data = b"".join(self.parts)
+        self.parts = []
+        try:
+            report = check_file(data, trust=trust)
+        except MediasecError as exc:
+            return [Finding("SIG_NOT_CHECKED", Outcome.INDETERMINATE,
+                            f"dataset signatures not checked: {exc.message}")]
+        out = []
+        for f in report.findings:
+            if f.code == "SIG_NONE":
+                continue
+            if f.code == "SIG_VALID":
+                f = Finding(f.code, Outcome.INFO, f"dataset {f.message}", f.detail)
+            else:
+                f = Finding(f.code, f.outcome, f"dataset {f.message}", f.detail)
+            out.append(f)
+        if report.sop_instance_status:
+            out.append(Finding("STATUS_REPORTED", Outcome.INFO,
+                               f"SOP Instance Status {report.sop_instance_status}"
+                               f"{', covered by a valid signature' if report.status_covered() else ''}",
+                               {"status": report.sop_instance_status,
+                                "signed": report.status_covered()}))
+        return out

@@ -1,0 +1,226 @@
+"""Read-back: check a written medium the way a receiving desk would, before it is committed.
+
+``run_build`` calls ``read_back(source, expected, ...)`` once a medium is complete and
+before it is renamed into place. ``source`` is the medium as written, reopened through the
+edge (``mediasec.io.discs``: an image through its still-unnamed file, ``/proc/self/fd/N``,
+parsed again by pycdlib; a folder through its staging folder): a ``MediumSource``
+(``entries()``, ``open(handle)`` -> chunks). Nothing is written anywhere.
+
+Checks, in one read of each file:
+
+1. the listing holds exactly the planned files, with their planned sizes;
+2. every stored file's SHA-256 equals the one computed as the writer made it
+   (``Expected.sha256``);
+3. ``MANIFEST.SHA`` as stored equals the manifest the job made, and each of its lines
+   matches the digest just re-read (what ``sha256sum -c`` checks);
+4. secure media: the DICOMDIR and a sample of the Secure DICOM Files (``quick``: the first,
+   the last, the largest and three at random per medium; ``full``: all) are decrypted with
+   the content key the job drew for each at plan time (``KnownKeyDecrypter``: the key is
+   held in memory only, never written), and their DigestedData digest or signatures
+   checked (``cms.secure.open_secure_file``); the DICOMDIR's plaintext is compared with
+   the one the plan encoded.
+
+The first mismatch raises ``IntegrityError`` (code ``READBACK_MISMATCH``) naming the file;
+``run_build`` then removes every medium of the job. ``ReadbackCost`` (seconds, bytes read,
+files hashed, files decrypted) goes into the ``mediasec.build/1`` result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from mediasec.cms.keys import Decrypter, Unwrapped
+from mediasec.cms.secure import open_secure_file
+from mediasec.errors import IntegrityError, MediasecError
+from mediasec.report import Outcome
+
+__all__ = ["MODES", "Expected", "ReadbackCost", "KnownKeyDecrypter", "choose_sample",
+           "read_back"]
+
+MODES = ("none", "quick", "full")
+#: ``quick``: besides the first, the last and the largest, this many at random per medium
+QUICK_RANDOM = 3
+CODE = "READBACK_MISMATCH"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """One planned file of a medium as the writer made it."""
+
+    name: str                       # path on the medium ("/"-separated)
+    role: str                       # dicomdir | instance | content | manifest
+    size: int
+    sha256: str                     # of the stored bytes, hashed as they were written
+    content_key: bytes | None = field(default=None, repr=False)   # Secure DICOM Files
+    plain_sha256: str | None = None  # of the plaintext, where the plan holds it (DICOMDIR)
+
+
+@dataclass
+class ReadbackCost:
+    mode: str
+    seconds: float = 0.0
+    bytes_read: int = 0
+    files_hashed: int = 0
+    files_decrypted: int = 0
+
+    def add(self, other: "ReadbackCost") -> None:
+        self.seconds += other.seconds
+        self.bytes_read += other.bytes_read
+        self.files_hashed += other.files_hashed
+        self.files_decrypted += other.files_decrypted
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "seconds": round(self.seconds, 3),
+                "bytes_read": self.bytes_read, "files_hashed": self.files_hashed,
+                "files_decrypted": self.files_decrypted}
+
+
+class KnownKeyDecrypter(Decrypter):
+    """The builder's own knowledge of one file: its content-encryption key."""
+
+    def __init__(self, cek: bytes):
+        self._cek = cek
+
+    def unwrap(self, infos, key_len: int) -> Unwrapped:
+        if len(self._cek) != key_len:
+            raise IntegrityError(f"the envelope names a {key_len}-byte content key, the "
+                                 f"file was written with a {len(self._cek)}-byte one",
+                                 code=CODE)
+        return Unwrapped(self._cek, {"kind": "builder", "description": "the builder's key"})
+
+
+def choose_sample(files: list[Expected], mode: str, rng: random.Random) -> set[str]:
+    """Names of the Secure DICOM Files to decrypt: all (``full``), or the DICOMDIR, the
+    first, last and largest instances and ``QUICK_RANDOM`` more at random (``quick``)."""
+    secure = [f for f in files if f.content_key is not None]
+    if mode == "full":
+        return {f.name for f in secure}
+    if mode != "quick":
+        return set()
+    chosen = {f.name for f in secure if f.role == "dicomdir"}
+    inst = [f for f in secure if f.role == "instance"]
+    if inst:
+        chosen |= {inst[0].name, inst[-1].name, max(inst, key=lambda f: f.size).name}
+        rest = [f.name for f in inst if f.name not in chosen]
+        chosen |= set(rng.sample(rest, min(QUICK_RANDOM, len(rest))))
+    return chosen
+
+
+def _mismatch(name: str, label: str, what: str) -> IntegrityError:
+    return IntegrityError(f"read-back of {label}: {what}; nothing was written", path=name,
+                          code=CODE)
+
+
+class _Counted:
+    """The chunks of one stored file, hashed and counted as they pass (one read serves the
+    digest and the decryption)."""
+
+    def __init__(self, chunks: Iterable):
+        self._it = iter(chunks)
+        self.h = hashlib.sha256()
+        self.n = 0
+
+    def __iter__(self) -> Iterator:
+        for c in self._it:
+            self.h.update(c)
+            self.n += len(c)
+            yield c
+
+    def drain(self) -> None:
+        for _ in self:
+            pass
+
+
+def _parse_manifest(data: bytes, name: str, label: str) -> dict[str, str]:
+    out = {}
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise _mismatch(name, label, "the manifest is not ASCII text") from None
+    for line in text.splitlines():
+        digest, sep, path = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise _mismatch(name, label, f"a manifest line is not 'SHA256  PATH': {line!r}")
+        out[path] = digest
+    return out
+
+
+def read_back(source, expected: list[Expected], *, mode: str, label: str,
+              manifest: bytes | None = None, rng: random.Random | None = None,
+              clock=time.perf_counter) -> ReadbackCost:
+    """Check the medium ``source`` against ``expected`` (see the module docstring);
+    ``label`` names the medium in messages. Returns the cost; raises ``IntegrityError``."""
+    cost = ReadbackCost(mode)
+    if mode == "none":
+        return cost
+    if mode not in MODES:
+        raise ValueError(f"read-back mode {mode!r}")
+    t0 = clock()
+    rng = rng or random.Random(secrets.randbits(64))
+    by_name = {e.path: e for e in source.entries()}
+    for f in expected:
+        e = by_name.pop(f.name, None)
+        if e is None or e.kind != "file":
+            raise _mismatch(f.name, label, "the file is missing from the written medium")
+        if e.size != f.size:
+            raise _mismatch(f.name, label, f"{e.size} bytes stored, {f.size} written")
+    if by_name:
+        extra = sorted(by_name)[0]
+        raise _mismatch(extra, label, "a file on the written medium was never planned")
+    entries = {e.path: e for e in source.entries()}
+    sample = choose_sample(expected, mode, rng)
+    digests: dict[str, str] = {}
+    manifest_seen: bytes | None = None
+    for f in expected:
+        handle = entries[f.name].handle
+        stream = _Counted(source.open(handle))
+        if f.role == "manifest":
+            parts = []
+            for c in stream:
+                parts.append(bytes(c))
+            manifest_seen = b"".join(parts)
+        elif f.name in sample:
+            plain = hashlib.sha256()
+            try:
+                report = open_secure_file(stream, decrypters=[KnownKeyDecrypter(f.content_key)],
+                                          sink=plain.update)
+            except MediasecError as exc:
+                raise _mismatch(f.name, label, f"cannot be decrypted ({exc.message})") from exc
+            stream.drain()
+            bad = [x for x in report.findings if x.outcome is Outcome.FAILED]
+            if bad:
+                raise _mismatch(f.name, label, f"{bad[0].code}: {bad[0].message}")
+            if f.plain_sha256 is not None and plain.hexdigest() != f.plain_sha256:
+                raise _mismatch(f.name, label, "the decrypted content differs from the "
+                                "planned content")
+            cost.files_decrypted += 1
+        else:
+            stream.drain()
+        cost.bytes_read += stream.n
+        cost.files_hashed += 1
+        got = stream.h.hexdigest()
+        if stream.n != f.size:
+            raise _mismatch(f.name, label, f"{stream.n} bytes read back, {f.size} written")
+        if f.role != "manifest" and got != f.sha256:
+            raise _mismatch(f.name, label, "the stored bytes differ from the bytes written "
+                            f"(SHA-256 {got[:16]}..., written {f.sha256[:16]}...)")
+        digests[f.name] = got
+    if manifest is not None:
+        mf = next(f for f in expected if f.role == "manifest")
+        if manifest_seen != manifest:
+            raise _mismatch(mf.name, label, "the stored manifest differs from the one made")
+        listed = _parse_manifest(manifest_seen, mf.name, label)
+        for path, digest in listed.items():
+            if digests.get(path) != digest:
+                raise _mismatch(path, label, "its MANIFEST.SHA line does not match the "
+                                "stored bytes")
+        unlisted = [f.name for f in expected if f.role != "manifest" and f.name not in listed]
+        if unlisted:
+            raise _mismatch(unlisted[0], label, "not listed in MANIFEST.SHA")
+    cost.seconds = clock() - t0
+    return cost

@@ -1,0 +1,205 @@
+"""Read-back inside `build` (`--verify none|quick|full`): a medium that does not read back
+as it was written is never committed.
+
+The faults are injected at the edge, the way a bad sink would make them: a byte of the
+written image (or of a staged folder file) flipped after it was written, before commit;
+or a producer whose ciphertext is damaged before it is hashed (then only decryption finds
+it). Each fault is first shown to survive ``--verify none`` (so the test can fail), then
+to make ``--verify quick`` exit 1 naming the file, with nothing left at the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+import _dicomgen as g
+from conftest import PKI, assert_one_line_error, run_cli
+from mediasec.io import discs
+from mediasec.io.medium import FolderSource, IsoSource
+from mediasec.media import stages
+from mediasec.media.readback import Expected, choose_sample
+
+RECIP = ["--encrypt-to", PKI / "recipient-2048.pem"]
+SIGN = ["--sign-key", PKI / "signer.key.pem", "--sign-cert", PKI / "signer.pem",
+        "--sign-chain", PKI / "chain.pem"]
+
+
+@pytest.fixture(scope="module")
+def pile(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rb")
+    pool = g.random_pool(7)
+    g.ct_series(root / "pile" / "a", 4)
+    # one file of several chunks, the largest: the one the faults hit
+    g.write_image(root / "pile" / "big.dcm", "cr", rows=1100, cols=1000, pool=pool, salt=1,
+                  patient="P1", study="S1", series="SE9")
+    return root / "pile"
+
+
+def _left_over(folder, name):
+    return [p for p in os.listdir(folder) if name in p]
+
+
+def _flip_after_write(monkeypatch):
+    """A faulty sink: after the image or folder is written, flip one byte in the middle of
+    its largest stored file."""
+    hit = []
+
+    def pick(source):
+        entries = [e for e in source.entries() if e.kind == "file"]
+        return max(entries, key=lambda e: e.size)
+
+    orig_iso = discs.IsoDiscWriter.write
+
+    def iso_write(self, manifest):
+        size = orig_iso(self, manifest)
+        with IsoSource(f"/proc/self/fd/{self.out.fileno}") as src:
+            e = pick(src)
+        off = e.handle[0][0] + e.size // 2
+        fd = self.out.fileno
+        b = os.pread(fd, 1, off)
+        os.pwrite(fd, bytes([b[0] ^ 0x01]), off)
+        hit.append(e.path)
+        return size
+
+    orig_folder = discs.FolderDiscWriter.write
+
+    def folder_write(self, manifest):
+        size = orig_folder(self, manifest)
+        src = FolderSource(self.sink.root)
+        e = pick(src)
+        path = os.path.join(self.sink.root, *e.path.split("/"))
+        with open(path, "r+b") as f:
+            f.seek(e.size // 2)
+            b = f.read(1)
+            f.seek(e.size // 2)
+            f.write(bytes([b[0] ^ 0x01]))
+        hit.append(e.path)
+        return size
+
+    monkeypatch.setattr(discs.IsoDiscWriter, "write", iso_write)
+    monkeypatch.setattr(discs.FolderDiscWriter, "write", folder_write)
+    return hit
+
+
+@pytest.mark.parametrize("name,args", [
+    ("disc.iso", ["--profile", "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN]),
+    ("cd.iso", ["--profile", "STD-GEN-CD"]),
+    ("stick", ["--profile", "STD-GEN-SEC-USB-JPEG", *RECIP]),
+    ("plainstick", []),
+])
+def test_a_byte_flipped_after_writing_fails_the_build_and_leaves_nothing(
+        tmp_path, pile, monkeypatch, name, args):
+    hit = _flip_after_write(monkeypatch)
+    out = tmp_path / name
+    # without read-back the damaged medium is committed: the fault is real
+    res = run_cli("build", pile, "-o", tmp_path / ("unchecked-" + name), *args,
+                  "--verify", "none")
+    assert res.code == 0, res
+    assert (tmp_path / ("unchecked-" + name)).exists()
+    res = run_cli("build", pile, "-o", out, *args, "--verify", "quick", "--workers", "2")
+    assert_one_line_error(res, 1, hit[-1], "read-back", "nothing was written")
+    assert not out.exists()
+    assert _left_over(tmp_path, name) == ["unchecked-" + name], os.listdir(tmp_path)
+
+
+def test_ciphertext_damaged_before_hashing_is_found_by_decryption(tmp_path, pile,
+                                                                 monkeypatch):
+    """The stored bytes match their hash (the damage happened before it): only opening the
+    Secure DICOM File finds it. The damaged file is the largest, always in the sample."""
+    orig = stages._Protect.run
+
+    def run(self, upstream):
+        done = False
+        for c in orig(self, upstream):
+            if self.size > 1 << 20 and len(c) >= 1 << 19 and not done:   # ciphertext
+                c = bytearray(c)
+                c[len(c) // 2] ^= 0x40
+                done = True
+            yield c
+
+    monkeypatch.setattr(stages._Protect, "run", run)
+    args = ["--profile", "STD-GEN-SEC-DVD-JPEG", *RECIP]
+    res = run_cli("build", pile, "-o", tmp_path / "none.iso", *args, "--verify", "none")
+    assert res.code == 0, res
+    res = run_cli("build", pile, "-o", tmp_path / "quick.iso", *args, *SIGN, "--verify",
+                  "quick")
+    assert_one_line_error(res, 1, "read-back", "nothing was written", "messageDigest")
+    assert not (tmp_path / "quick.iso").exists()
+    res = run_cli("build", pile, "-o", tmp_path / "digested.iso", *args, "--verify", "quick")
+    assert_one_line_error(res, 1, "read-back", "INTEGRITY_DIGEST_MISMATCH")
+    assert not (tmp_path / "digested.iso").exists()
+    assert _left_over(tmp_path, "quick.iso") == _left_over(tmp_path, "digested.iso") == []
+
+
+@pytest.mark.parametrize("mode", ["none", "quick", "full"])
+def test_readback_cost_is_reported(tmp_path, pile, mode):
+    res = run_cli("build", pile, "-o", tmp_path / "d.iso", "--profile",
+                  "STD-GEN-SEC-DVD-JPEG", *RECIP, "--verify", mode, "--json", "-")
+    assert res.code == 0, res
+    doc = json.loads(res.stdout)
+    rb, img = doc["readback"], doc["images"][0]
+    assert img["readback"] == rb
+    assert rb["mode"] == mode and rb["seconds"] >= 0
+    stored = sum(f["size"] for f in img["files"])   # every file but the manifest
+    instances = doc["counts"]["instances"]
+    if mode == "none":
+        assert (rb["bytes_read"], rb["files_hashed"], rb["files_decrypted"]) == (0, 0, 0)
+        return
+    assert rb["files_hashed"] == len(img["files"]) + 1               # + MANIFEST.SHA
+    assert stored < rb["bytes_read"] < stored + 100 * len(img["files"]) + 1000
+    if mode == "full":
+        assert rb["files_decrypted"] == instances + 1                # + the DICOMDIR
+    else:
+        assert rb["files_decrypted"] == min(instances, 6) + 1
+
+
+def test_verify_flag_refuses_other_values(tmp_path, pile):
+    res = run_cli("build", pile, "-o", tmp_path / "x.iso", "--verify", "some")
+    assert res.code == 2 and "--verify" in res.stderr
+    assert not (tmp_path / "x.iso").exists()
+
+
+def test_api_refuses_an_unknown_mode(tmp_path, pile):
+    import mediasec
+    from mediasec.errors import UsageError
+    with pytest.raises(UsageError, match="read-back mode"):
+        mediasec.build(mediasec.BuildRequest([str(pile)], str(tmp_path / "x.iso"),
+                                             verify="always"))
+    assert not (tmp_path / "x.iso").exists()
+
+
+def test_quick_sample_first_last_largest_dicomdir_and_random():
+    key = b"k" * 32
+    files = [Expected("DICOMDIR", "dicomdir", 10, "0", key)]
+    files += [Expected(f"IM{i}", "instance", 100 + (500 if i == 5 else i), "0", key)
+              for i in range(20)]
+    files += [Expected("MANIFEST.SHA", "manifest", 5, "0")]
+    s = choose_sample(files, "quick", random.Random(1))
+    assert {"DICOMDIR", "IM0", "IM19", "IM5"} <= s and len(s) == 7
+    assert "MANIFEST.SHA" not in s
+    others = {frozenset(choose_sample(files, "quick", random.Random(k))) for k in range(20)}
+    assert len(others) > 1                     # the random part varies between builds
+    assert choose_sample(files, "full", random.Random(1)) == {f.name for f in files[:-1]}
+    assert choose_sample(files, "none", random.Random(1)) == set()
+
+
+def test_an_image_whose_directory_is_damaged_after_writing_fails(tmp_path, pile,
+                                                                monkeypatch):
+    """The primary volume descriptor overwritten after writing: the image no longer parses;
+    the read-back says so (exit 1) and nothing is left."""
+    orig = discs.IsoDiscWriter.write
+
+    def write(self, manifest):
+        size = orig(self, manifest)
+        os.pwrite(self.out.fileno, b"\0" * 2048, 16 * 2048)
+        return size
+
+    monkeypatch.setattr(discs.IsoDiscWriter, "write", write)
+    out = tmp_path / "d.iso"
+    res = run_cli("build", pile, "-o", out)
+    assert_one_line_error(res, 1, "read-back", "cannot be read", "nothing was written")
+    assert os.listdir(tmp_path) == []

@@ -1,0 +1,118 @@
+"""Issue 11: ``--json FILE`` and ``--label FILE`` are checked before any work, and a side
+output that fails after the job takes the main output away with it (never a plaintext
+file, a disc or a folder without the JSON that was asked for)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+import _dicomgen as g
+from conftest import PKI, assert_one_line_error, run_cli
+from mediasec.errors import EnvironmentFailure
+
+TO = ("--encrypt-to", PKI / "recipient-2048.pem")
+KEY = ("--key", PKI / "recipient-2048.key.pem", "--cert", PKI / "recipient-2048.pem")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("side")
+    pile = root / "pile"
+    g.ct_series(pile, 2)
+    one = sorted(pile.iterdir())[0]
+    sec = root / "one.sec"
+    assert run_cli("protect", one, "-o", sec, *TO).code == 0
+    med = root / "MED"
+    assert run_cli("build", pile, "-o", med).code == 0
+    return {"pile": pile, "one": one, "sec": sec, "med": med}
+
+
+def _cmds(c, out):
+    """name -> (argv without --json, main output, side-output flag names)"""
+    return {
+        "protect": (["protect", c["one"], "-o", out / "o.sec", *TO], out / "o.sec"),
+        "unprotect": (["unprotect", c["sec"], "-o", out / "o.dcm", *KEY], out / "o.dcm"),
+        "build": (["build", c["pile"], "-o", out / "DISC"], out / "DISC"),
+        "build-label": (["build", c["pile"], "-o", out / "DISC", "--json", out / "b.json",
+                         "--label"], out / "DISC"),
+        "extract": (["extract", c["med"], "-o", out / "X"], out / "X"),
+        "verify": (["verify", c["med"]], None),
+    }
+
+
+NAMES = ["protect", "unprotect", "build", "build-label", "extract"]
+
+
+def _flag(name):
+    return "--label" if name == "build-label" else "--json"
+
+
+BADS = ["folder", "no-parent", "same-as-input", "same-as-output"]
+
+
+@pytest.mark.parametrize("name,bad", [(n, b) for n in NAMES for b in BADS]
+                         + [("verify", b) for b in BADS[:3]])   # verify has no main output
+def test_bad_side_output_refused_before_work(corpus, tmp_path, name, bad):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv, main = _cmds(corpus, out)[name]
+    if argv[-1] == "--label":
+        argv = argv[:-1]
+    target = {"folder": out, "no-parent": out / "nope" / "r.json",
+              "same-as-input": argv[1], "same-as-output": main}[bad]
+    res = run_cli(*argv, _flag(name), target)
+    assert_one_line_error(res, 2)
+    assert list(out.iterdir()) == []          # nothing was made
+
+
+def test_label_and_json_same_file(corpus, tmp_path):
+    res = run_cli("build", corpus["pile"], "-o", tmp_path / "D", "--json", tmp_path / "a",
+                  "--label", tmp_path / "a")
+    assert_one_line_error(res, 2, "another output")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_failing_side_output_takes_the_main_output_away(corpus, tmp_path, monkeypatch, name):
+    import mediasec.cli.render as render
+    real = render.AtomicOutput
+
+    class Full(real):
+        def open(self):
+            if self.target.endswith(".json"):
+                raise EnvironmentFailure("No space left on device", path=self.target,
+                                         code="ENV_DISK_FULL")
+            return super().open()
+    monkeypatch.setattr(render, "AtomicOutput", Full)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv, main = _cmds(corpus, out)[name]
+    if argv[-1] == "--label":
+        argv = [*argv, out / "label.json"]
+    else:
+        argv = [*argv, "--json", out / "r.json"]
+    res = run_cli(*argv)
+    assert_one_line_error(res, 3, ".json", "No space left on device")
+    assert not main.exists()
+    assert list(out.iterdir()) == []
+
+
+def test_side_output_of_a_forced_output_keeps_the_output(corpus, tmp_path, monkeypatch):
+    """--force replaced the output already: it stays (the old one is gone either way)."""
+    import mediasec.cli.render as render
+    out = tmp_path / "o.sec"
+    out.write_bytes(b"old")
+    real = render.AtomicOutput
+
+    class Full(real):
+        def open(self):
+            if self.target.endswith(".json"):
+                raise EnvironmentFailure(errno.errorcode[errno.ENOSPC], path=self.target,
+                                         code="ENV_DISK_FULL")
+            return super().open()
+    monkeypatch.setattr(render, "AtomicOutput", Full)
+    res = run_cli("protect", corpus["one"], "-o", out, *TO, "--force", "--json",
+                  tmp_path / "r.json")
+    assert res.code == 3 and out.read_bytes() != b"old"
