@@ -27,7 +27,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Protocol, Sequence
+from typing import Any, BinaryIO, Callable, ContextManager, Protocol, Sequence
 
 from mediasec._data import MediaProfile, media_profile
 from mediasec.cms.secure import ProtectOptions
