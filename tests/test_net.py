@@ -785,3 +785,41 @@ def test_a_plain_file_written_to_while_sent_is_reported_not_confirmed(tlspki, tm
     assert result.failed
     confirmed = [json.loads(line)["sop_instance_uid"] for line in state.read_text().splitlines()]
     assert confirmed == [by_path[src[0].name]["sop_instance_uid"]]
+
+
+# -- dataset signatures on receive (Secure Use) ---------------------------------------------
+
+@pytest.mark.peer("dcmsign")
+def test_receive_check_signatures_stores_valid_and_refuses_broken(receiver, tlspki, tmp_path):
+    """`receive --check-signatures`: an object signed by dcmsign and one signed by us are
+    stored; one whose signed pixel data changed in transit is refused (and quarantined),
+    the sender told so; an unsigned object passes (nothing to check)."""
+    from conftest import run_peer
+    src = tmp_path / "src"
+    a, b, c, d = g.ct_series(src, 4)
+    run_peer(["dcmsign", "+s", str(PKI / "signer.key.pem"), str(PKI / "signer.pem"), "-pw",
+              "+m2", str(a), str(tmp_path / "a.dcm")])
+    os.replace(tmp_path / "a.dcm", a)
+    for p in (b, c):
+        assert run_cli("sign", p, "--key", PKI / "signer.key.pem", "--cert",
+                       PKI / "signer.pem", "--in-place").code == 0
+    data = bytearray(c.read_bytes())
+    at = data.rindex(b"\xe0\x7f\x10\x00") + 12    # a pixel byte, covered by the signature
+    data[at] ^= 0x01
+    c.write_bytes(bytes(data))
+    quarantine = tmp_path / "q"
+    rx = receiver("--check-signatures", "--signature-trust", PKI / "trust.pem",
+                  "--signature-trust", PKI / "chain.pem", "--quarantine", quarantine)
+    res, doc = send_json(rx.to(), src, "--include-invalid", pki=tlspki)
+    assert res.code == 1, res                           # one instance refused by the peer
+    code, err, rdoc = rx.stop()
+    assert code == 0, err
+    assert rdoc["counts"]["stored"] == 3 and rdoc["counts"]["refused"] == 1
+    refused = [e for e in rdoc["events"] if e.get("event") == "refused"]
+    uid_c = str(pydicom.dcmread(c, stop_before_pixels=True).SOPInstanceUID)
+    assert [e["sop_instance_uid"] for e in refused] == [uid_c]
+    assert refused[0]["code"].startswith("SIG_")
+    got = by_uid(rx.out.iterdir())
+    assert set(got) == {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                        for p in (a, b, d)}
+    assert len(list(quarantine.iterdir())) == 1

@@ -55,6 +55,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -143,16 +151,21 @@ def _partials(folder) -> list:
 
 @pytest.mark.parametrize("job", ["build", "extract"])
 def test_stale_staging_of_a_killed_run_is_cleaned(corpus, tmp_path, job):
-    """kill -9 cannot be cleaned up after by the killed process: its staging folder (0700:
-    its owner alone can look in) is removed by the next run for the same target."""
+    """kill -9 of the job *and* of its staging reaper (see the test below for the job
+    alone): the staging folder left (0700: its owner alone can look in) is removed by the
+    next run for the same target."""
     target, tmp = tmp_path / "target", tmp_path / "tmp"
     target.mkdir()
     tmp.mkdir()
     argv = _commands(corpus, target)[job]
     proc = _start(argv, tmp)
-    _midway(proc)
+    kids = _midway(proc)
+    reapers = [k for k in kids if b"rmtree" in _cmdline(k)]
+    assert len(reapers) == 1
+    os.kill(reapers[0], signal.SIGKILL)
     proc.kill()
     proc.wait(timeout=60)
+    _assert_no_orphans(kids)
     left = _partials(target)
     assert len(left) == 1 and left[0].is_dir()
     assert left[0].stat().st_mode & 0o077 == 0
@@ -180,3 +193,23 @@ def test_live_or_foreign_staging_is_left_alone(corpus, tmp_path):
         assert live.is_dir() and other.is_dir() and odd.is_dir()
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("job", ["build", "extract"])
+def test_kill_9_leaves_no_staging_behind(corpus, tmp_path, job):
+    """kill -9 of the job (and of its whole process group): its staging folder - decrypted
+    files, for extract - is removed at once by the reaper, not left for a next run."""
+    target, tmp = tmp_path / "target", tmp_path / "tmp"
+    target.mkdir()
+    tmp.mkdir()
+    proc = _start(_commands(corpus, target)[job], tmp)
+    kids = _midway(proc)
+    assert len(_partials(target)) == 1          # mid-way: the staging folder is there
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    _assert_no_orphans(kids)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and list(target.iterdir()):
+        time.sleep(0.05)
+    assert list(target.iterdir()) == []
+    assert list(tmp.iterdir()) == []

@@ -196,7 +196,10 @@ def send_cmd(sources, to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_c
 @click.option("--quarantine", type=click.Path(file_okay=False), help="Store refused "
               "instances here (still refused to the sender).")
 @click.option("--check-signatures", is_flag=True, help="Refuse instances whose dataset "
-              "signatures fail (needs mediasec.sign).")
+              "signatures (PS3.15 Annex C) fail; valid ones are logged.")
+@click.option("--signature-trust", multiple=True, type=click.Path(dir_okay=False),
+              help="Trust anchors for --check-signatures (repeatable; without one, a "
+                   "signature is checked but its signer's trust is not).")
 @click.option("--max-associations", type=click.IntRange(1, 1000), default=32, show_default=True)
 @click.option("--max-pdu", type=click.IntRange(4096, 1 << 26), default=262144,
               show_default=True, help="Largest PDU a peer may send us (bytes held per "
@@ -209,13 +212,13 @@ def send_cmd(sources, to, tls_cert, tls_key, tls_key_password_env, tls_ca, tls_c
               help="At shutdown, write the mediasec.receive/1 summary.")
 def receive_cmd(output, fileset, port, bind, tls_cert, tls_key, tls_key_password_env, tls_ca,
                 tls_crl, tls_profile, aet, client_auth, allow_aets, allow_subjects, quarantine,
-                check_signatures, max_associations, max_pdu, handshake_timeout, idle_timeout,
-                json_target):
+                check_signatures, signature_trust, max_associations, max_pdu, handshake_timeout,
+                idle_timeout, json_target):
     """Storage SCP over TLS: store what peers send, bit for bit, until SIGTERM/SIGINT."""
     from mediasec import api
     tls = _tls_config(tls_cert, tls_key, tls_key_password_env, tls_ca, tls_crl, tls_profile,
                       client_auth=client_auth)
-    sig_check = _signature_hook() if check_signatures else None
+    sig_check = _signature_hook(signature_trust) if check_signatures else None
 
     def on_event(ev: dict) -> None:
         if ev["event"] in ("tls_refused", "rejected", "refused"):
@@ -251,12 +254,11 @@ def receive_cmd(output, fileset, port, bind, tls_cert, tls_key, tls_key_password
     return 0
 
 
-def _signature_hook():
-    """Dataset signature checking from ``mediasec.sign`` (another branch builds it)."""
-    try:
-        from mediasec.sign import check_dataset_signatures  # type: ignore[attr-defined]
-    except ImportError:
-        raise UsageError("--check-signatures needs the dataset signature checker "
-                         "(mediasec.sign), which this build does not have",
-                         code="USAGE_NO_SIGN") from None
-    return check_dataset_signatures
+def _signature_hook(trust_paths):
+    """``--check-signatures``: each received object's dataset signatures (PS3.15 Annex C),
+    checked against ``--signature-trust`` anchors when given."""
+    from mediasec.cli._protection import load_trust
+    from mediasec.media.dsig_check import signature_findings
+
+    trust = load_trust(trust_paths)
+    return lambda f: signature_findings(f, trust)

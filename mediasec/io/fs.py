@@ -25,6 +25,8 @@ import re
 import secrets
 import shutil
 import stat
+import subprocess
+import sys
 
 from mediasec.errors import EnvironmentFailure, InputError, MediasecError, UsageError
 
@@ -313,6 +315,14 @@ class StagingDir:
     built the folder is 0700 (only its owner sees what goes in; ``mode`` is applied at the
     commit) and locked (``flock``) by this process; what a killed earlier run for the same
     target left is removed first (``clean_stale``).
+
+    **A killed run leaves nothing.** A small reaper process (its own session, so Ctrl-C to
+    the job and ``kill -9`` of the job's process group do not reach it) holds the read end
+    of a pipe whose write end only this process (and its forked workers, which die with it)
+    holds. When the pipe closes - at the end of the ``with`` block, or when the job dies,
+    however - the reaper removes the staging folder if it still exists (after ``commit()``
+    it does not: it was renamed). So a ``kill -9`` of ``extract`` leaves no decrypted file
+    behind; ``clean_stale`` stays for a reaper that was killed too.
     """
 
     def __init__(self, target: str | os.PathLike, *, mode: int = 0o755):
@@ -321,6 +331,7 @@ class StagingDir:
         self.path: str | None = None
         self.committed = False
         self._fd: int | None = None
+        self._reaper = None
 
     def __enter__(self) -> str:
         if os.path.lexists(self.target):
@@ -341,6 +352,7 @@ class StagingDir:
         except OSError as exc:
             raise env_error(exc, self.target) from exc
         self.path = name
+        self._reaper = _start_reaper(name)
         return name
 
     def commit(self) -> None:
@@ -365,4 +377,37 @@ class StagingDir:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
         self._unlock()
+        _stop_reaper(self._reaper)
+        self._reaper = None
         return False
+
+
+#: the reaper: wait for the pipe to close, then remove the staging folder if it is still
+#: there (a real folder, never a symbolic link: rmtree refuses those)
+_REAPER = ("import os, shutil, sys\n"
+           "sys.stdin.buffer.read()\n"
+           "p = sys.argv[1]\n"
+           "if os.path.isdir(p) and not os.path.islink(p):\n"
+           "    shutil.rmtree(p, ignore_errors=True)\n")
+
+
+def _start_reaper(path: str):
+    """The reaper of ``path`` (see ``StagingDir``); None where none can be started (the
+    next run's ``clean_stale`` is then the only cleaner)."""
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER, path],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                close_fds=True)
+    except OSError:
+        return None
+
+
+def _stop_reaper(proc) -> None:
+    if proc is None:
+        return
+    try:
+        proc.stdin.close()
+        proc.wait(timeout=2)   # longer only if a forked worker still holds the pipe
+    except (OSError, subprocess.TimeoutExpired):
+        pass

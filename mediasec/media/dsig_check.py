@@ -17,7 +17,7 @@ from mediasec.policy import TrustContext
 from mediasec.report import Finding, Outcome
 from mediasec.sign import IN_MEMORY, check_file
 
-__all__ = ["DatasetSignatureProbe", "has_signature_sequence"]
+__all__ = ["DatasetSignatureProbe", "has_signature_sequence", "signature_findings"]
 
 #: the Digital Signatures Sequence's element header as it is stored: explicit VR (little and
 #: big endian: tag, "SQ", two zero bytes), or implicit VR little endian (tag, any length,
@@ -71,24 +71,31 @@ class DatasetSignatureProbe:
                             f"{self.limit} bytes")]
         data = b"".join(self.parts)
         self.parts = []
-        try:
-            report = check_file(data, trust=trust)
-        except MediasecError as exc:
-            return [Finding("SIG_NOT_CHECKED", Outcome.INDETERMINATE,
-                            f"dataset signatures not checked: {exc.message}")]
-        out = []
-        for f in report.findings:
-            if f.code == "SIG_NONE":
-                continue
-            if f.code == "SIG_VALID":
-                f = Finding(f.code, Outcome.INFO, f"dataset {f.message}", f.detail)
-            else:
-                f = Finding(f.code, f.outcome, f"dataset {f.message}", f.detail)
-            out.append(f)
-        if report.sop_instance_status:
-            out.append(Finding("STATUS_REPORTED", Outcome.INFO,
-                               f"SOP Instance Status {report.sop_instance_status}"
-                               f"{', covered by a valid signature' if report.status_covered() else ''}",
-                               {"status": report.sop_instance_status,
-                                "signed": report.status_covered()}))
-        return out
+        return signature_findings(data, trust)
+
+
+def signature_findings(data, trust: TrustContext | None) -> list[Finding]:
+    """The dataset signatures of one Part 10 object (bytes or a seekable binary file, read
+    in place when large) as findings: none for an object without signatures, ``SIG_VALID``
+    as info, failures as ``mediasec.sign`` reports them, the SOP Instance Status."""
+    try:
+        report = check_file(data, trust=trust)
+    except MediasecError as exc:
+        return [Finding("SIG_NOT_CHECKED", Outcome.INDETERMINATE,
+                        f"dataset signatures not checked: {exc.message}")]
+    out = []
+    for f in report.findings:
+        if f.code == "SIG_NONE":
+            continue
+        if f.code == "SIG_VALID":
+            f = Finding(f.code, Outcome.INFO, f"dataset {f.message}", f.detail)
+        else:
+            f = Finding(f.code, f.outcome, f"dataset {f.message}", f.detail)
+        out.append(f)
+    if report.sop_instance_status:
+        covered = report.status_covered()
+        out.append(Finding("STATUS_REPORTED", Outcome.INFO,
+                           f"SOP Instance Status {report.sop_instance_status}"
+                           f"{', covered by a valid signature' if covered else ''}",
+                           {"status": report.sop_instance_status, "signed": covered}))
+    return out
