@@ -585,7 +585,7 @@ def reidentify(request: ReidentifyRequest) -> RewriteResult:
     if not request.decrypters:
         raise UsageError("give --key (and --cert) or --password-env VAR to re-identify",
                          code="USAGE_NO_KEY")
-    from mediasec.deid.files import prepare_reidentify
+    from mediasec.deid.files import prepare_reidentify   # pydicom: ~0.4 s, not for a build
 
     decrypters, dups = list(request.decrypters), []
     with Job("reidentify").active():

@@ -16,7 +16,6 @@ from mediasec.cli._protection import key_options, load_keys, with_options
 from mediasec.cli.main import cli
 from mediasec.cli.render import warn, write_json
 from mediasec.cms.keys import KeyTransportRecipient, PasswordRecipient
-from mediasec.deid import DeidJob
 from mediasec.deid.profile import OPTIONS
 from mediasec.errors import MediasecError, UsageError
 from mediasec.io.keys import read_certificates, read_password
@@ -79,6 +78,7 @@ def deidentify_cmd(inputs, out, options, escrow_to, escrow_password_env, no_escr
                                                 policy=policy))
         except MediasecError as exc:
             raise exc.with_path(escrow_password_env)
+    from mediasec.deid import DeidJob   # pydicom: imported when de-identifying only
     job = DeidJob(options=options, recipients=recipients, escrow=not no_escrow,
                   cipher=cipher, policy=policy, mapping_key=_mapping_key(mapping_key_env),
                   accept_burned_in=accept_burned_in)
@@ -162,6 +162,7 @@ def deid_job(flags: dict):
     if pw is not None:
         recipients.append(PasswordRecipient(pw, iterations=flags.get("pbkdf2_iterations",
                                                                      600_000), policy=policy))
+    from mediasec.deid import DeidJob   # pydicom: imported when de-identifying only
     return DeidJob(options=deid_flags["deid_options"], recipients=recipients,
                    escrow=not deid_flags["deid_no_escrow"], policy=policy,
                    mapping_key=_mapping_key(deid_flags["deid_mapping_key_env"]),

@@ -9,6 +9,7 @@ so ``size()`` is exact before any byte is written.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -49,8 +50,9 @@ def looks_enveloped(first: bytes) -> bool:
     return first[skip:skip + len(_OID_ENVELOPED)] == _OID_ENVELOPED
 
 
+@functools.lru_cache(maxsize=None)
 def _content_type_der(oid: str) -> bytes:
-    return acms.ContentType(oid).dump()
+    return acms.ContentType(oid).dump()   # once per type: asn1crypto costs ~0.1 ms a call
 
 
 def _cipher_alg_der(cipher: str, iv: bytes) -> bytes:

@@ -47,12 +47,20 @@ class KeyTransportRecipient:
                                                  algorithm=hashes.SHA256(), label=None))
         return pub.encrypt(cek, padding.PKCS1v15())
 
-    def recipient_info_der(self, cek: bytes, content_cipher: str) -> bytes:
-        """The encoded RecipientInfo (fast: a per-recipient template, one RSA operation)."""
+    def _spliced(self) -> Spliced:
         if self._template is None:
             filler = secrets.token_bytes((pcerts.rsa_bits(self.certificate) + 7) // 8)
             self._template = Spliced(self._info(filler).dump(), [filler])
-        return self._template.fill(self._encrypt(cek))
+        return self._template
+
+    def recipient_info_der(self, cek: bytes, content_cipher: str) -> bytes:
+        """The encoded RecipientInfo (fast: a per-recipient template, one RSA operation)."""
+        return self._spliced().fill(self._encrypt(cek))
+
+    def recipient_info_size(self, cek_len: int, content_cipher: str) -> int:
+        """The exact length of ``recipient_info_der`` for a ``cek_len``-byte key, with no
+        RSA operation (a file's layout is planned before its key is transported)."""
+        return len(self._spliced().der)
 
     def _info(self, enc: bytes) -> acms.RecipientInfo:
         if self.oaep:

@@ -27,10 +27,16 @@ def _pbkdf2(password: bytes, salt: bytes, iterations: int, length: int, prf: str
     return hashlib.pbkdf2_hmac(prf, password, salt, iterations, length)
 
 
+def _wrapped_len(kek_cipher: str, cek_len: int) -> int:
+    """RFC 3211 §2.3.1: length, check bytes and key, padded to at least two blocks."""
+    bs = block_size(kek_cipher)
+    return max(2 * bs, -(-(4 + cek_len) // bs) * bs)
+
+
 def _kek_wrap(kek_cipher: str, kek: bytes, iv: bytes, cek: bytes) -> bytes:
     bs = block_size(kek_cipher)
     body = bytes((len(cek),)) + bytes(b ^ 0xFF for b in cek[:3]) + cek
-    total = max(2 * bs, -(-len(body) // bs) * bs)
+    total = _wrapped_len(kek_cipher, len(cek))
     body += secrets.token_bytes(total - len(body))
     enc = Cipher(block_cipher(kek_cipher, kek), modes.CBC(iv)).encryptor()
     first = enc.update(body)
@@ -89,15 +95,25 @@ class PasswordRecipient:
                                              CIPHERS[kek_cipher], self.prf)
         return self._keks[kek_cipher]
 
+    def _spliced(self, content_cipher: str, wrapped_len: int) -> Spliced:
+        key = (content_cipher, wrapped_len)
+        if key not in self._templates:
+            f_iv = secrets.token_bytes(block_size(content_cipher))
+            f_wrapped = secrets.token_bytes(wrapped_len)
+            self._templates[key] = Spliced(self._info(f_iv, f_wrapped, content_cipher).dump(),
+                                           [f_iv, f_wrapped])
+        return self._templates[key]
+
     def recipient_info_der(self, cek: bytes, content_cipher: str) -> bytes:
         iv = secrets.token_bytes(block_size(content_cipher))
         wrapped = _kek_wrap(content_cipher, self._kek(content_cipher), iv, cek)
-        key = (content_cipher, len(wrapped))
-        if key not in self._templates:
-            f_iv, f_wrapped = secrets.token_bytes(len(iv)), secrets.token_bytes(len(wrapped))
-            self._templates[key] = Spliced(self._info(f_iv, f_wrapped, content_cipher).dump(),
-                                            [f_iv, f_wrapped])
-        return self._templates[key].fill(iv, wrapped)
+        return self._spliced(content_cipher, len(wrapped)).fill(iv, wrapped)
+
+    def recipient_info_size(self, cek_len: int, content_cipher: str) -> int:
+        """The exact length of ``recipient_info_der`` for a ``cek_len``-byte key. Derives
+        the KEK now (once per job), so that worker processes forked later inherit it."""
+        self._kek(content_cipher)
+        return len(self._spliced(content_cipher, _wrapped_len(content_cipher, cek_len)).der)
 
     def _info(self, iv: bytes, wrapped: bytes, content_cipher: str) -> acms.RecipientInfo:
         kdf_params = {"salt": aalgos.Pbkdf2Salt(name="specified", value=self.salt),

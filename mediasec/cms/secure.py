@@ -85,12 +85,39 @@ class SecureFileProducer:
                                               chunk=self._chunk)
         self._cek = rng(CIPHERS[options.cipher])
         self._iv = rng(bs)
-        infos = [r.recipient_info_der(self._cek, options.cipher) for r in recipients]
-        self.outer = EnvelopeLayout.build(recipient_infos=infos,
-                                          inner_type=self.inner.content_type,
-                                          cipher=options.cipher, iv=self._iv,
-                                          plain_len=self.inner.size(), chunk=self._chunk)
-        self.size = self.outer.size()
+        self._recipients = recipients
+        # the key is transported (one RSA operation per recipient) when the file is made,
+        # in whichever process makes it: the plan needs only the exact sizes, which the
+        # recipients' templates give; a recipient without ``recipient_info_size`` is done now
+        self._outer: EnvelopeLayout | None = None
+        if all(hasattr(r, "recipient_info_size") for r in recipients):
+            # stand-ins of the exact lengths: the envelope's size does not depend on the
+            # bytes of its RecipientInfos (nor on their DER order, nor on the version)
+            infos = [b"\x30" * r.recipient_info_size(len(self._cek), options.cipher)
+                     for r in recipients]
+            self.size = EnvelopeLayout.build(
+                recipient_infos=infos, inner_type=self.inner.content_type,
+                cipher=options.cipher, iv=self._iv, plain_len=self.inner.size(),
+                chunk=self._chunk).size()
+        else:
+            self.size = self.outer.size()
+
+    @property
+    def outer(self) -> EnvelopeLayout:
+        """The envelope around the ciphertext (the recipients' key transport done once)."""
+        if self._outer is None:
+            infos = [r.recipient_info_der(self._cek, self.options.cipher)
+                     for r in self._recipients]
+            outer = EnvelopeLayout.build(recipient_infos=infos,
+                                         inner_type=self.inner.content_type,
+                                         cipher=self.options.cipher, iv=self._iv,
+                                         plain_len=self.inner.size(), chunk=self._chunk)
+            planned = getattr(self, "size", None)   # None: being planned now
+            if planned is not None and outer.size() != planned:
+                raise InternalError(f"a recipient's key transport made {outer.size()} bytes, "
+                                    f"planned {planned}")
+            self._outer = outer
+        return self._outer
 
     @property
     def content_key(self) -> bytes:

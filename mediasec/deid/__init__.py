@@ -9,9 +9,15 @@ inside (Encrypted Attributes Sequence), re-identify with the key.
   ``DeidJob.deidentify_dataset``), ``reidentify``.
 """
 
-from mediasec.deid.files import (DeidFileResult, DeidJob, ReidFileResult, reidentify,
-                                 reidentify_dataset)
 from mediasec.deid.profile import OPTIONS
 
 __all__ = ["DeidJob", "DeidFileResult", "ReidFileResult", "reidentify", "reidentify_dataset",
            "OPTIONS"]
+
+
+def __getattr__(name: str):
+    # ``files`` imports pydicom (~0.4 s): only when it is used, not for every build
+    if name in __all__:
+        from mediasec.deid import files
+        return getattr(files, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,24 +2,27 @@
 
 ``mediasec.media.jobs.run_build`` makes every decision; this module only does what needs
 the operating system: collecting and opening inputs, checking that outputs do not exist,
-laying out and writing an ISO image (``AtomicOutput``: an anonymous file named only on
-commit) or a staging folder (``FolderSink``: renamed into place on commit), and forking
-the worker processes that produce small files (``Prefetcher``).
+laying out an ISO image (``AtomicOutput``: an anonymous file named only on commit) or a
+staging folder (``FolderSink``: renamed into place on commit), and writing it with the
+write engine (``io.engine``: worker processes make every file straight into its place).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import hashlib
 import os
 from typing import Any, Callable
 
-from mediasec.errors import InputError, IntegrityError, MediasecError
+from mediasec._job import collector_paused
+from mediasec.errors import InputError, IntegrityError, InternalError, MediasecError
+from mediasec.io.engine import write_folder_files, write_image_files
 from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
-from mediasec.io.iso import IsoFile, IsoImage, IsoSource
-from mediasec.io.prefetch import Prefetcher
+from mediasec.io.iso import SECTOR, IsoFile, IsoImage, IsoSource
+from mediasec.io.workers import Pool, default_workers
 from mediasec.media.jobs import DiscFile, DiscLayout
-from mediasec.media.plan import write_producer
 
 __all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
 
@@ -42,23 +45,69 @@ class _ReadBack:
             raise env_error(exc, self._target) from exc
 
 
-class IsoDiscWriter:
-    """An image laid out from the planned sizes (``size`` exact), written in one pass."""
+def _progress(files: list[DiscFile], on_bytes: Callable[[int, str], None] | None):
+    if on_bytes is None:
+        return None
+    return lambda i: on_bytes(files[i].producer.size, files[i].name)
 
-    def __init__(self, path: str, files: list[DiscFile], layout: DiscLayout):
+
+def _manifest_of(files: list[DiscFile], digests: list, manifest) -> dict[int, bytes]:
+    """The manifest's bytes (index -> data), made once every other file's digest is in."""
+    out = {}
+    for i, f in enumerate(files):
+        if f.role == "manifest":
+            data = manifest(digests) if manifest is not None else b""
+            if len(data) != f.producer.size:
+                raise InternalError(f"{f.name}: planned {f.producer.size} bytes, made "
+                                    f"{len(data)}")
+            out[i] = data
+    return out
+
+
+class IsoDiscWriter:
+    """An image laid out from the planned sizes (``size`` exact), written in one pass by
+    the write engine: workers write each file at its extent, this process the image's
+    metadata and, at the end, the manifest."""
+
+    def __init__(self, path: str, files: list[DiscFile], layout: DiscLayout,
+                 on_bytes: Callable[[int, str], None] | None = None,
+                 workers: int | None = None):
         self.out = AtomicOutput(path, anonymous=True)
         self.files = files
+        self.on_bytes = on_bytes
+        self.workers = workers
         self.image = IsoImage([IsoFile(f.components, f.producer, f.name) for f in files],
                               volume_id=layout.volume_id, udf=layout.udf,
                               interchange_level=layout.interchange_level,
                               set_size=layout.set_size, seqnum=layout.seqnum,
                               name=self.out.target)
         self.size = self.image.size
+        self.digests: list[str | None] = []
 
-    def write(self, manifest: Callable[[], bytes] | None) -> int:
-        patch = {f.components: manifest for f in self.files
-                 if f.role == "manifest" and manifest is not None}
-        return self.image.write(self.out, patch=patch)
+    def write(self, manifest: Callable[[list], bytes] | None) -> int:
+        files = self.files
+        fp = self.out.open()
+        fd = self.out.fileno
+        skip = [i for i, f in enumerate(files) if f.role == "manifest"]
+        try:
+            os.ftruncate(fd, self.size)   # the image's final size, before any extent
+            digests = write_image_files(
+                fd, [f.producer for f in files], self.image.offsets,
+                [f.name for f in files], image=self.out.target, skip=skip,
+                workers=self.workers, on_file=_progress(files, self.on_bytes),
+                meanwhile=lambda: self.image.write_metadata(fp))
+            for i, data in _manifest_of(files, digests, manifest).items():
+                os.pwrite(fd, data + bytes(-len(data) % SECTOR), self.image.offsets[i])
+                digests[i] = hashlib.sha256(data).hexdigest()
+                if self.on_bytes is not None:
+                    self.on_bytes(len(data), files[i].name)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise env_error(exc, self.out.target) from exc
+        if size != self.size:
+            raise InternalError(f"laid out {self.size} bytes, wrote {size}")
+        self.digests = digests
+        return size
 
     @contextlib.contextmanager
     def source(self):
@@ -75,35 +124,53 @@ class IsoDiscWriter:
 
     def commit(self) -> None:
         self.out.commit()
+        self.image.close()
 
     def abort(self) -> None:
         if not self.out.committed:
             self.out.abort()
+        self.image.close()
 
 
 class FolderDiscWriter:
-    """A File-set folder built beside its target and renamed into place on commit."""
+    """A File-set folder built beside its target and renamed into place on commit; the
+    write engine's workers write each file."""
 
     size = None
 
-    def __init__(self, path: str, files: list[DiscFile], on_bytes: Callable[[int, str], None]):
+    def __init__(self, path: str, files: list[DiscFile],
+                 on_bytes: Callable[[int, str], None] | None = None,
+                 workers: int | None = None):
         self.files = files
         self.on_bytes = on_bytes
+        self.workers = workers
         self.sink = FolderSink(path)
         self.sink.__enter__()
         self._open = True
+        self.digests: list[str | None] = []
 
-    def write(self, manifest: Callable[[], bytes] | None) -> int:
-        for f in self.files:
-            content = f.role in ("content", "manifest")
-            with self.sink.open_file(f.components, f.producer.size, content=content) as out:
-                if f.role == "manifest":
-                    data = manifest() if manifest is not None else b""
-                    out.write(data)
-                    self.on_bytes(len(data), f.name)
-                else:
-                    write_producer(f.producer, out)
-        return sum(f.producer.size for f in self.files)
+    def write(self, manifest: Callable[[list], bytes] | None) -> int:
+        files = self.files
+        skip = [i for i, f in enumerate(files) if f.role == "manifest"]
+        paths = [None if i in skip else self.sink.place(f.components,
+                                                        content=f.role == "content")
+                 for i, f in enumerate(files)]
+        digests = write_folder_files([f.producer for f in files], paths,
+                                     [f.name for f in files], skip=skip,
+                                     targets=[os.path.join(self.sink.target, *f.components)
+                                              for f in files],
+                                     workers=self.workers,
+                                     close_in_workers=tuple(
+                                         fd for fd in (self.sink.lock_fd,) if fd is not None),
+                                     on_file=_progress(files, self.on_bytes))
+        for i, data in _manifest_of(files, digests, manifest).items():
+            with self.sink.open_file(files[i].components, len(data), content=True) as out:
+                out.write(data)
+            digests[i] = hashlib.sha256(data).hexdigest()
+            if self.on_bytes is not None:
+                self.on_bytes(len(data), files[i].name)
+        self.digests = digests
+        return sum(f.producer.size for f in files)
 
     @contextlib.contextmanager
     def source(self):
@@ -119,6 +186,21 @@ class FolderDiscWriter:
         if self._open:
             self._open = False
             self.sink.__exit__(RuntimeError, None, None)
+
+
+#: fewer inputs than this are scanned here: a pool would cost more than it saves
+MAP_MIN = 256
+
+
+def _keep(fn, parent: int):
+    if os.getpid() != parent:
+        gc.freeze()   # a forked worker: what it inherited is not garbage (io.engine._setup)
+    return fn
+
+
+def _map_batch(fn, batch: list) -> list:
+    with collector_paused():   # many small acyclic objects: no collection walks them
+        return [fn(item) for item in batch]
 
 
 class FileSystemPorts:
@@ -137,14 +219,28 @@ class FileSystemPorts:
     def open_input(self, path: str):
         return self._inputs.open(path)
 
-    def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
-                  on_bytes: Callable[[int, str], None]):
-        if layout.kind == "iso":
-            return IsoDiscWriter(path, files, layout)
-        return FolderDiscWriter(path, files, on_bytes)
+    @staticmethod
+    def mapper(workers: int | None):
+        """``map(fn, items)`` in order over worker processes (``fn`` inherited at fork,
+        so a closure holding an opener is fine; results come back pickled)."""
+        n = default_workers() if workers is None else workers
 
-    def prefetch(self, producers: list, workers: int | None) -> Prefetcher:
-        return Prefetcher(producers, workers=workers)
+        def run(fn, items: list):
+            if n < 2 or len(items) < MAP_MIN:
+                yield from map(fn, items)
+                return
+            size = max(16, min(256, len(items) // (8 * n)))
+            with Pool(n, max_inflight=4 * n, setup=_keep, args=(fn, os.getpid())) as pool:
+                for out in pool.run(_map_batch, [items[i:i + size]
+                                                 for i in range(0, len(items), size)]):
+                    yield from out
+        return run
+
+    def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
+                  on_bytes: Callable[[int, str], None], workers: int | None = None):
+        if layout.kind == "iso":
+            return IsoDiscWriter(path, files, layout, on_bytes, workers)
+        return FolderDiscWriter(path, files, on_bytes, workers)
 
 
 # -- build --deidentify: the inputs as their de-identified versions -----------------------

@@ -194,6 +194,7 @@ class FolderSink:
         self._staging = StagingDir(self.target)
         self._root: str | None = None
         self._dirs: set[str] = set()
+        self._placed: list[str] = []
 
     def __enter__(self) -> "FolderSink":
         self._root = self._staging.__enter__()   # 0700 until the commit makes it 0755
@@ -224,6 +225,20 @@ class FolderSink:
                 self._dirs.add(here)
         return here
 
+    def place(self, file_id: FileId, *, content: bool = False) -> str:
+        """The path a file of the File-set gets in the staging tree, its folders made
+        (``content=True``: a non-DICOM file such as README.TXT, whose last component may
+        have an 8.3 extension). Whoever writes it there (a worker process of
+        ``io.engine``) creates it 0644; ``commit`` syncs it."""
+        if content:
+            _check_content_name(file_id)
+        else:
+            validate_file_id(file_id)
+        folder = self._mkdirs(tuple(file_id[:-1]))
+        path = os.path.join(folder, file_id[-1])
+        self._placed.append(path)
+        return path
+
     @contextlib.contextmanager
     def open_file(self, file_id: FileId, size: int, *, content: bool = False
                   ) -> Iterator[BinaryIO]:
@@ -251,8 +266,35 @@ class FolderSink:
             raise EnvironmentFailure(f"wrote {os.path.getsize(path)} bytes, planned {size}",
                                      path=os.path.join(self.target, *file_id))
 
+    @property
+    def lock_fd(self) -> int | None:
+        """The descriptor holding the staging folder's lock (``io.fs.clean_stale``)."""
+        return self._staging._fd
+
+    def _sync_placed(self) -> None:
+        """Every placed file on the disk: one ``syncfs`` (Linux), else file by file."""
+        from mediasec.io.engine import sync_filesystem   # engine -> workers -> medium -> here
+        if not self._placed:
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if sync_filesystem(fd):
+                return
+        finally:
+            os.close(fd)
+        for path in self._placed:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def commit(self) -> None:
         assert self._root is not None
+        try:
+            self._sync_placed()
+        except OSError as exc:
+            raise env_error(exc, self.target) from exc
         for d in sorted(self._dirs, key=len, reverse=True):
             fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
             try:

@@ -1,8 +1,13 @@
-"""ISO 9660 images over pycdlib, written in one pass from planned sizes.
+"""ISO 9660 images over pycdlib, laid out from planned sizes.
 
-The layout (directories, extents) is made from the planned sizes; then ``write_fp``
-pulls every file's bytes, in extent order, from its producer through a ``LazyReader``
-(opened on first read): encryption happens straight into the image. Names follow
+The layout (directories, extents) is made from the planned sizes, so each file's place
+in the image (``IsoImage.offsets``) and the image's exact ``size`` are known before any
+byte is made. The build writes an image with the write engine (``io.engine``): worker
+processes write every file's data at its extent, and ``write_metadata`` writes the rest
+(pycdlib's volume descriptors, path tables, directories, UDF side) without the files'
+data. ``write`` is the serial writer: pycdlib's ``write_fp`` pulls every file's bytes,
+in extent order, from its producer through a ``LazyReader`` (the reference the engine's
+image is compared with, byte for byte, in tests/test_build_engine.py). Names follow
 PS3.12: ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF
 bridge (2.60) with the same names for DVD and BD profiles. The Volume Identifier is the
 File-set ID; "disc n of m" is the volume set size and sequence number.
@@ -111,13 +116,25 @@ def _iso_name(components: tuple[str, ...]) -> str:
     return "/" + "/".join(components[:-1] + (last + (";1" if "." in last else ".;1"),))
 
 
+class _PyCdlib(pycdlib.PyCdlib):
+    """pycdlib, able to write an image's metadata without the files' data."""
+
+    __slots__ = ("metadata_only",)
+
+    def _output_file_data(self, outfp, blocksize, ino):
+        if getattr(self, "metadata_only", False):
+            return iter(())
+        return super()._output_file_data(outfp, blocksize, ino)
+
+
 class IsoImage:
     """An image laid out from planned sizes: ``size`` is exact before any byte is made."""
 
     def __init__(self, files: list[IsoFile], *, volume_id: str = "", udf: bool = False,
                  interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,
                  name: str = "image"):
-        self._iso = iso = pycdlib.PyCdlib()
+        self._iso = iso = _PyCdlib()
+        self._closed = False
         try:
             iso.new(interchange_level=interchange_level, sys_ident="", vol_ident=volume_id,
                     set_size=set_size, seqnum=seqnum, udf="2.60" if udf else None,
@@ -126,6 +143,7 @@ class IsoImage:
             raise UsageError(f"cannot make the image: {exc}", path=name,
                              code="ISO_PARAMETERS") from exc
         made = set()
+        readers = []
         try:
             for f in files:
                 for depth in range(1, len(f.components)):
@@ -134,15 +152,49 @@ class IsoImage:
                         made.add(d)
                         iso.add_directory("/" + "/".join(d),
                                           udf_path=("/" + "/".join(d)) if udf else None)
-                iso.add_fp(LazyReader(f.producer, f.name), f.producer.size,
-                           iso_path=_iso_name(f.components),
+                reader = LazyReader(f.producer, f.name)
+                readers.append(reader)
+                iso.add_fp(reader, f.producer.size, iso_path=_iso_name(f.components),
                            udf_path=("/" + "/".join(f.components)) if udf else None)
             # looking a record up makes pycdlib assign every extent now
             first = files[0].components
             iso.get_record(iso_path=_iso_name(first))
             self.size = iso.pvd.space_size * SECTOR
+            # where each file's data starts (its inode's extent; None: an empty file)
+            at = {id(ino.data_fp): ino.extent_location() * SECTOR for ino in iso.inodes
+                  if ino.get_data_length() > 0}
+            self.offsets: list[int | None] = [at.get(id(r)) if f.producer.size else None
+                                              for f, r in zip(files, readers)]
         except PyCdlibException as exc:
             raise InternalError(f"image layout failed: {exc}") from exc
+        if any(o is None for f, o in zip(files, self.offsets) if f.producer.size):
+            raise InternalError("image layout failed: a file has no extent")
+
+    def extent(self, components: tuple[str, ...]) -> tuple[int, int]:
+        """(byte offset, length) of a file's data in the image."""
+        rec = self._iso.get_record(iso_path=_iso_name(components))
+        return rec.extent_location() * SECTOR, rec.get_data_length()
+
+    def write_metadata(self, fp) -> None:
+        """Everything of the image but the files' data (volume descriptors, path tables,
+        directory records, the UDF side) into ``fp``, an image file already ``size`` bytes
+        long; the files' extents are left untouched (``mediasec.io.engine`` fills them).
+
+        pycdlib writes a file's data in ``_output_file_data``, which ``_PyCdlib`` leaves
+        out here (tests/test_build_engine.py checks the result byte for byte against
+        ``write``)."""
+        iso = self._iso
+        iso.metadata_only = True
+        try:
+            iso.write_fp(fp)
+        finally:
+            iso.metadata_only = False
+
+    def close(self) -> None:
+        """Free pycdlib's state (again: nothing)."""
+        if not self._closed:
+            self._closed = True
+            self._iso.close()
 
     def write(self, out, *, patch: dict | None = None, blocksize: int = 1 << 20) -> int:
         """Write into the open ``AtomicOutput`` ``out``; the caller commits it.
@@ -166,7 +218,7 @@ class IsoImage:
         except OSError as exc:
             raise env_error(exc, out.target) from exc
         finally:
-            iso.close()
+            self.close()
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         return size

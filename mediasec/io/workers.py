@@ -39,7 +39,7 @@ import functools
 import multiprocessing
 import os
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
@@ -137,6 +137,43 @@ class Pool:
             state = self.state
             return (fn(state, item) for item in items)
         return self.map(functools.partial(_with_state, fn), items)
+
+    def run_unordered(self, fn: Callable[[Any, Any], Any], items: Iterable) -> Iterator:
+        """``fn(state, item)`` for every item, yielded **as they complete** (any order), at
+        most ``max_inflight`` submitted at once: a long item does not hold the others up."""
+        if self.setup is None:
+            raise InternalError("Pool.run_unordered needs a Pool made with setup=")
+        if self.workers == 1:
+            yield from self.run(fn, items)
+            return
+        if self._executor is None:
+            raise InternalError("Pool.run_unordered outside its with block")
+        call = functools.partial(_with_state, fn)
+        pending: set = set()
+        it = iter(items)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < self.max_inflight:
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending.add(self._executor.submit(call, item))
+                if not pending:
+                    return
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as exc:
+                        raise InternalError("a worker process died (killed or crashed)") \
+                            from exc
+                    yield result
+        finally:
+            for fut in pending:
+                fut.cancel()
 
     def run_ahead(self, fn: Callable[[Any, Any], Any], items: Iterable) -> Iterator:
         """``run``, but the first ``max_inflight`` items are submitted now, so the workers

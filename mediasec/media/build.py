@@ -37,6 +37,7 @@ MAX_DICOMDIR_BYTES = 256 << 20
 Opener = Callable[[str], BinaryIO]
 Resolver = Callable[[str, FileId], "tuple[str, int] | None"]
 Progress = Callable[[dict], None]
+Mapper = Callable[[Callable, list], Iterable]
 
 
 @dataclass(frozen=True)
@@ -120,31 +121,47 @@ def _without_cycle_collector(fn):
     return wrapper
 
 
+def _scanner(opener: Opener, tags, narrow) -> Callable[[tuple[str, int]], object]:
+    """One input's scan: its ``ScannedFile``, or why it is skipped (``Skipped``)."""
+    def scan(item: tuple[str, int]) -> ScannedFile | Skipped:
+        source, size = item
+        try:
+            with opener(source) as f:
+                return scan_file(f, size, source=source, tags=tags, narrow=narrow)
+        except NotDicomError as exc:
+            return Skipped(source, "SKIP_NOT_DICOM", exc.message)
+        except InputError as exc:
+            return Skipped(source, exc.code, f"damaged DICOM file: {exc.message}")
+    return scan
+
+
 @_without_cycle_collector
 def scan_inputs(inputs: Iterable[tuple[str, int]], *, profile: MediaProfile, opener: Opener,
-                resolve: Resolver | None = None,
-                on_progress: Progress | None = None) -> ScanResult:
+                resolve: Resolver | None = None, on_progress: Progress | None = None,
+                mapper: Mapper | None = None) -> ScanResult:
     """Scan each input header once; non-DICOM files are skipped and listed. A DICOMDIR among
-    the inputs is read as a File-set: files it references are added to the inputs."""
+    the inputs is read as a File-set: files it references are added to the inputs.
+
+    ``mapper(fn, items)`` (from the edge: worker processes) yields ``fn(item)`` for every
+    item in order; the inputs given are scanned through it, the files a DICOMDIR adds here.
+    """
     tags = wanted_tags(profile)
     narrow = narrow_tags(profile)
+    scan = _scanner(opener, tags, narrow)
     queue = list(inputs)
     seen = {src for src, _ in queue}
     scans: list[ScannedFile] = []
     skipped: list[Skipped] = []
     filesets: list[dict] = []
+    first = len(queue)
+    ahead = iter(mapper(scan, queue)) if mapper is not None and first > 1 else None
     i = 0
     while i < len(queue):
         source, size = queue[i]
         i += 1
-        try:
-            with opener(source) as f:
-                s = scan_file(f, size, source=source, tags=tags, narrow=narrow)
-        except NotDicomError as exc:
-            skipped.append(Skipped(source, "SKIP_NOT_DICOM", exc.message))
-            continue
-        except InputError as exc:
-            skipped.append(Skipped(source, exc.code, f"damaged DICOM file: {exc.message}"))
+        s = next(ahead) if ahead is not None and i <= first else scan((source, size))
+        if isinstance(s, Skipped):
+            skipped.append(s)
             continue
         if on_progress is not None:
             on_progress({"event": "scan", "done_files": i, "total_files": len(queue),

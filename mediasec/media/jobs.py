@@ -9,8 +9,9 @@
    spanning over media (study, else series, boundaries), the PDI pages and the manifest
    of each medium - every refusal happens here, before any output exists;
 4. lays every medium out (``ports.open_disc``: an ISO image or a staging folder, at the
-   edge), checks the exact image sizes against the capacity, then streams each file once
-   (small ones made by the worker processes), hashing it on the way out for the manifest;
+   edge), checks the exact image sizes against the capacity, then makes each file once
+   (by the edge's worker processes, straight into its place), hashing it on the way out
+   for the manifest;
 5. commits every medium at the end, or removes them all on any failure;
 6. returns a ``BuildResult`` holding the ``mediasec.build/1`` document.
 
@@ -35,7 +36,7 @@ from mediasec.media.build import PlanReport, ScanResult, plan_build, release_sca
     scan_inputs
 from mediasec._job import collector_paused
 from mediasec.media.dsign import SignDatasetStage
-from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder, TeeProducer,
+from mediasec.media.disc import (MANIFEST_NAME, SECTOR, Overhead, Placeholder,
                                  estimate_disc_bytes, label_data, manifest_bytes,
                                  manifest_line_size, pdi_files, split_for_media, subset_model)
 from mediasec.media.plan import BytesProducer, plan_medium
@@ -156,12 +157,15 @@ class DiscLayout:
 
 class DiscWriter(Protocol):
     """One medium being made at the edge. ``size`` is exact before writing (an image's
-    layout) or None (a folder). ``write`` streams every file once; ``manifest`` returns
-    the manifest's bytes once every other file was written."""
+    layout) or None (a folder). ``write`` makes every file once (the ``manifest`` role
+    last: ``manifest(digests)`` gives its bytes from the SHA-256 of every file, in
+    ``files`` order) and returns the bytes written; then ``digests`` holds the SHA-256 of
+    each file as stored, in ``files`` order."""
 
     size: int | None
+    digests: list
 
-    def write(self, manifest: Callable[[], bytes] | None) -> int: ...
+    def write(self, manifest: Callable[[list], bytes] | None) -> int: ...
 
     def commit(self) -> None: ...
 
@@ -184,9 +188,11 @@ class BuildPorts(Protocol):
     def absolute(self, path: str) -> str: ...
 
     def open_disc(self, path: str, files: list[DiscFile], layout: DiscLayout,
-                  on_bytes: Callable[[int, str], None]) -> DiscWriter: ...
+                  on_bytes: Callable[[int, str], None],
+                  workers: int | None = None) -> DiscWriter: ...
 
-    def prefetch(self, producers: list, workers: int | None) -> ContextManager: ...
+    # optional: ``mapper(workers)(fn, items)`` yields ``fn(item)`` for every item, in order
+    # (the edge's worker processes; ``fn`` may be a closure); the scan runs through it
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -223,31 +229,19 @@ class _Disc:
     files: list[DiscFile]
 
 
-class _Writing:
-    """The producers of one medium as written: hashing tees around (worker-made) bytes."""
-
-    def __init__(self, disc: _Disc, on_bytes, prefetch: ContextManager):
-        self.disc = disc
-        self.prefetch = prefetch
-        self.tees = [TeeProducer(w, on_bytes, f.name)
-                     for f, w in zip(disc.files, prefetch.wrapped)]
-        self.files = [DiscFile(f.components, t, f.role) for f, t in zip(disc.files, self.tees)]
-
-    def __enter__(self):
-        self.prefetch.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.prefetch.__exit__(*exc)
-
-    def manifest(self) -> bytes:
-        digests = []
-        for f, tee in zip(self.disc.files, self.tees):
+def _manifest_maker(disc: _Disc, made: list) -> Callable[[list], bytes]:
+    """``MANIFEST.SHA`` of a medium from the digests of its other files (as stored); the
+    bytes made are appended to ``made`` (the read-back checks them)."""
+    def make(digests: list) -> bytes:
+        entries = []
+        for f, digest in zip(disc.files, digests):
             if f.role != "manifest":
-                if tee.sha256 is None:
+                if digest is None:
                     raise EnvironmentFailure("a file was not written before the manifest")
-                digests.append((f.name, tee.sha256))
-        return manifest_bytes(digests)
+                entries.append((f.name, digest))
+        made.append(manifest_bytes(entries))
+        return made[-1]
+    return make
 
 
 def _plan_discs(req: BuildRequest, profile: MediaProfile, scan: ScanResult, opener,
@@ -360,8 +354,10 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     created = utc_now().strftime("%Y-%m-%d")
 
     inputs = ports.collect(req.sources)
+    mapper = getattr(ports, "mapper", None)
     scan = scan_inputs(inputs, profile=profile, opener=ports.open_input, resolve=ports.resolve,
-                       on_progress=on_progress)
+                       on_progress=on_progress,
+                       mapper=mapper(req.workers) if mapper is not None else None)
     with collector_paused():
         whole, discs = _plan_discs(req, profile, scan, ports.open_input, stages, base_uid,
                                    fileset_id, created)
@@ -377,26 +373,20 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
     written, digests, costs = [], [], []
     try:
         for i, (name, disc) in enumerate(zip(names, discs), 1):
-            w = _Writing(disc, progress, ports.prefetch([f.producer for f in disc.files],
-                                                        req.workers))
             layout = DiscLayout("iso" if req.iso else "folder", volume_id=fileset_id, udf=udf,
                                 interchange_level=1 if profile.family == "cd" else 3,
                                 set_size=len(discs), seqnum=i)
-            writer = ports.open_disc(name, w.files, layout, progress)
+            writer = ports.open_disc(name, disc.files, layout, progress, req.workers)
             writers.append(writer)
             if req.iso and cap is not None and writer.size is not None and writer.size > cap:
                 raise InputError(f"the image needs {writer.size} bytes, over the {cap}-byte "
                                  "capacity of the medium", path=name, code="PLAN_CAPACITY")
             made: list[bytes] = []
-
-            def manifest(w=w, made=made) -> bytes:
-                made.append(w.manifest())
-                return made[-1]
-
-            with w:
-                written.append(writer.write(manifest if req.manifest else None))
-                digests.append([t.sha256 for t in w.tees])
-            costs.append(_read_back(req, writer, disc, w, made[-1] if made else None, name))
+            make = _manifest_maker(disc, made) if req.manifest else None
+            written.append(writer.write(make))
+            digests.append(list(writer.digests))
+            costs.append(_read_back(req, writer, disc, digests[-1], made[-1] if made else None,
+                                    name))
         for writer in writers:
             writer.commit()
     finally:
@@ -407,17 +397,17 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
                    written, digests, fileset_id, signing, costs)
 
 
-def _read_back(req: BuildRequest, writer, disc: _Disc, w: _Writing, manifest: bytes | None,
+def _read_back(req: BuildRequest, writer, disc: _Disc, digests: list, manifest: bytes | None,
                name: str) -> ReadbackCost:
     """Read the medium back as written, before it is committed (``media.readback``)."""
     if req.verify == "none":
         return ReadbackCost("none")
     expected = []
-    for f, tee in zip(disc.files, w.tees):
+    for f, digest in zip(disc.files, digests):
         if f.role == "manifest":
             sha = hashlib.sha256(manifest or b"").hexdigest()
         else:
-            sha = tee.sha256
+            sha = digest
         data = getattr(getattr(f.producer, "item", None), "data", None)
         expected.append(Expected(
             f.name, f.role, f.producer.size, sha,

@@ -135,12 +135,14 @@ class _ReadFile:
     def run(self, upstream=None) -> Iterator[bytes]:
         with self.opener(self.source) as f:
             left = self.size
+            # one buffer, reused: a chunk is valid until the next (plan.Producer)
+            view = memoryview(bytearray(min(left, CHUNK)))
             while left:
-                data = f.read(min(left, CHUNK))
-                if not data:
+                n = f.readinto(view[:min(left, CHUNK)])
+                if not n:
                     break
-                left -= len(data)
-                yield data
+                left -= n
+                yield view[:n]
             if left or f.read(1):
                 raise InputError("file changed while the File-set was being written",
                                  path=self.source, code="INPUT_CHANGED")
@@ -203,7 +205,17 @@ class _Protect:
         self.size = cms.size
 
     def run(self, upstream: Upstream) -> Iterator[bytes]:
-        yield from self.cms.chunks(ChunkReader(upstream.chunks()))
+        opener = getattr(upstream, "open", None)
+        if opener is None:      # a bare producer: its chunks
+            yield from self.cms.chunks(ChunkReader(upstream.chunks()))
+            return
+        try:
+            # the source file itself when the read step is right before (one copy less)
+            with opener() as f:
+                yield from self.cms.chunks(f)
+        except InputError as exc:
+            source = getattr(upstream, "source", None)
+            raise (exc.with_path(source) if source else exc)
 
 
 @dataclass(frozen=True)
@@ -287,6 +299,12 @@ class _Link:
         if isinstance(prev, _ReadFile):
             return prev.opener(prev.source)
         return contextlib.nullcontext(ChunkReader(self.chunks()))
+
+    @property
+    def source(self) -> str | None:
+        """The input file the steps read from (None: bytes the plan holds)."""
+        first = self._steps[0]
+        return first.source if isinstance(first, _ReadFile) else None
 
 
 class FilePipeline:
