@@ -2,7 +2,7 @@
 requested (``mediasec.media.plan.Producer``).
 
 Every consumer of producer chunks (the ISO writer's ``LazyReader``, ``write_producer`` for
-folders, ``TeeProducer``, ``ChunkReader`` under the CMS producer, the prefetcher's workers)
+folders, ``ChunkReader`` under the CMS producer)
 and of reader chunks (``ByteStream``/``open_secure_file``, ``examine_file``, ``extract_file``,
 the whole ``validate_medium`` over an image) is fed through ``tests/_poison.py``, which
 scribbles over each chunk the moment the next one is asked for, at random chunk boundaries
@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
 from mediasec.cms.secure import ProtectOptions, open_secure_file
 from mediasec.io.iso import IsoFile, IsoImage, LazyReader
-from mediasec.media.disc import TeeProducer
 from mediasec.media.extract import ExtractTask, extract_file
 from mediasec.media.plan import BytesProducer, write_producer
 from mediasec.media.stages import ChunkReader, FileItem, ProtectStage
@@ -123,28 +122,10 @@ def test_chunk_reader(sizes):
 
 @SETTINGS
 @given(sizes=SIZES)
-def test_write_producer_and_tee(sizes):
-    tee = TeeProducer(PoisonProducer(BytesProducer(DATA), sizes), None, "f")
+def test_write_producer(sizes):
     out = io.BytesIO()
-    write_producer(PoisonProducer(tee, sizes), out)
+    write_producer(PoisonProducer(BytesProducer(DATA), sizes), out)
     assert out.getvalue() == DATA
-    assert tee.sha256 == hashlib.sha256(DATA).hexdigest()
-
-
-def test_prefetched_producers_in_two_workers(tmp_path):
-    """Worker-made files come back through shared slots reused after max_inflight files:
-    read through a poisoned, re-cut stream they must still be each file's bytes."""
-    from mediasec.io.prefetch import Prefetcher
-
-    files = [RNG.randbytes(RNG.randrange(1, 40_000)) for _ in range(20)]
-    producers = [PoisonProducer(BytesProducer(d), [333, 4097]) for d in files]
-    with Prefetcher(producers, workers=2, max_file=30_000, max_inflight=3) as pf:
-        assert any(p is not q for p, q in zip(producers, pf.wrapped))
-        for d, p in zip(files, pf.wrapped):
-            tee = TeeProducer(p, None, "f")
-            assert drain_reader(LazyReader(PoisonProducer(tee, [1000, 7]), "f"),
-                                [5000, 3]) == d
-            assert tee.sha256 == hashlib.sha256(d).hexdigest()
 
 
 def test_iso_image_from_poisoned_producers(tmp_path):

@@ -4,8 +4,6 @@ content, label data.
 * ``split_for_media``: a job too big for one medium is split at study, else series,
   boundaries into several complete File-sets ("disc n of m"); a series that alone does
   not fit is refused before anything is written.
-* ``TeeProducer``: hashes each stored file (ciphertext for secure files) on its way out,
-  for ``MANIFEST.SHA`` (``sha256sum`` format) and the JSON result.
 * ``pdi_files``: README.TXT, INDEX.HTM and IHE_PDI/ (plain XHTML, no script, no autorun,
   ever); on a secure medium they carry no patient data.
 * ``label_data``: patient, study dates and "disc n of m" for label printers (PHI: written
@@ -14,18 +12,16 @@ content, label data.
 
 from __future__ import annotations
 
-import hashlib
 import html
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Callable
 
 from mediasec import __version__
 from mediasec.dicom import tags
 from mediasec.errors import InputError
 from mediasec.media.fileset import FileSetModel
-from mediasec.media.plan import WrappedProducer
 
-__all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "TeeProducer", "Placeholder",
+__all__ = ["SECTOR", "MANIFEST_NAME", "Overhead", "Placeholder",
            "manifest_line_size", "manifest_bytes", "split_for_media", "estimate_disc_bytes",
            "pdi_files", "label_data", "disc_bytes", "study_summaries", "subset_model"]
 
@@ -54,28 +50,6 @@ class Overhead:
     @property
     def per_file(self) -> int:
         return SECTOR + 1024 if self.udf else 1024
-
-
-class TeeProducer(WrappedProducer):
-    """Wraps a producer: SHA-256 of the bytes that pass, and a byte-count callback."""
-
-    def __init__(self, inner, on_bytes: Callable[[int, str], None] | None, name: str):
-        super().__init__(inner)
-        self.name = name
-        self._on_bytes = on_bytes
-        self.sha256: str | None = None
-
-    def chunks(self) -> Iterator:
-        # a producer that hashes its own bytes (made in a worker) saves a second pass
-        own = getattr(self.inner, "computes_sha256", False)
-        h = None if own else hashlib.sha256()
-        for c in self.inner.chunks():
-            if h is not None:
-                h.update(c)
-            if self._on_bytes is not None:
-                self._on_bytes(len(c), self.name)
-            yield c
-        self.sha256 = self.inner.sha256 if own else h.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.media.fileset import FileSetModel, Instance
 from mediasec.media.stages import FileItem, FileStages, ReadStage
 
-__all__ = ["Producer", "WrappedProducer", "BytesProducer", "write_producer",
+__all__ = ["Producer", "BytesProducer", "write_producer",
            "PlannedFile", "MediumPlan", "plan_medium", "check_transfer_syntaxes",
            "suggest_profile"]
 
@@ -39,12 +39,12 @@ class Producer(Protocol):
     """Makes one output file: exactly ``size`` bytes from ``chunks()``.
 
     **The byte-path contract** (the one rule for every chunk iterator in mediasec: these
-    producers and their wrappers, ``SecureFileProducer.chunks``, the prefetcher's slots,
+    producers and their wrappers, ``SecureFileProducer.chunks``, the file pipelines,
     ``ChunkReader``, ``ByteStream``, ``decrypt_chunks``/``iter_octets``, and the readers of
     a received medium, ``MediumSource.open``): **a yielded chunk is valid only until the
     next chunk is requested.** Producers may yield views of buffers they reuse (the CMS
-    producer encrypts through two reused buffers; a prefetched file is a view into a
-    shared slot; the medium readers read into reused buffers), so a consumer must use or
+    producer encrypts through two reused buffers; the medium readers read into reused
+    buffers), so a consumer must use or
     copy a chunk *before* it advances the iterator - never keep a view, a slice or a
     ``memoryview`` of it across ``next()`` (``bytes``, ``bytearray`` slices, ``b"".join``
     of views made *after* advancing all break it). A source that happens to give more
@@ -59,23 +59,6 @@ class Producer(Protocol):
     def size(self) -> int: ...
 
     def chunks(self) -> Iterator[bytes]: ...
-
-
-class WrappedProducer:
-    """Base of a producer that passes another one's bytes on (hashing, prefetching): it
-    keeps the inner producer's kind, size and source."""
-
-    def __init__(self, inner: Producer):
-        self.inner = inner
-        self.kind = inner.kind
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    @property
-    def source(self):
-        return getattr(self.inner, "source", None)
 
 
 @dataclass(frozen=True)
