@@ -190,7 +190,7 @@ def bench(work: pathlib.Path, args) -> int:
         m_sign, m_verify, f_sign, f_verify = m_sign + a, m_verify + b, f_sign + c, f_verify + d
     t_verify_cli = run([*py, "check-signatures", *map(str, signed), "--trust",
                         str(PKI / "trust.pem"), "--intermediates", str(PKI / "chain.pem"),
-                        "--json", os.devnull])
+                        "--json", str(work / "check.json")])
     ds = ["dcmsign", "+s", str(PKI / "signer.key.pem"), str(PKI / "signer.pem"), "-pw", "+m2"]
     t_dsign = sum(run([*ds, str(p), str(theirs / p.name)]) for p in files)
     dv = ["dcmsign", "--verify", "+cf", str(PKI / "trust.pem"), "+uf", str(PKI / "chain.pem")]

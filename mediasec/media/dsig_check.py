@@ -13,6 +13,7 @@ valid signature covers it, come with them (``STATUS_UNSUPPORTED`` when AO/AC is 
 from __future__ import annotations
 
 from mediasec.errors import MediasecError
+from mediasec.pki.certs import Memo
 from mediasec.policy import TrustContext
 from mediasec.report import Finding, Outcome
 from mediasec.sign import IN_MEMORY, check_file
@@ -29,38 +30,87 @@ _ITEM_LE = b"\xfe\xff\x00\xe0"
 _WINDOW = 11          # bytes kept from one chunk to the next (a header across the boundary)
 
 
+_BE_TAG = b"\xff\xfa\xff\xfa"
+
+
 def has_signature_sequence(buf: bytes) -> bool:
-    """Whether ``buf`` holds the element header of a Digital Signatures Sequence."""
-    if any(p in buf for p in _EXPLICIT):
-        return True
+    """Whether ``buf`` holds the element header of a Digital Signatures Sequence (two
+    searches for the 4-byte tag, each hit checked against the bytes after it)."""
     i = buf.find(_IMPLICIT_TAG)
     while i >= 0:
-        if buf[i + 8:i + 12] == _ITEM_LE:
+        if buf[i + 4:i + 8] == b"SQ\x00\x00" or buf[i + 8:i + 12] == _ITEM_LE:
             return True
         i = buf.find(_IMPLICIT_TAG, i + 1)
+    i = buf.find(_BE_TAG)
+    while i >= 0:
+        if buf[i + 4:i + 8] == b"SQ\x00\x00":
+            return True
+        i = buf.find(_BE_TAG, i + 1)
     return False
+
+
+#: the transfer syntax decides which form a file can hold (searching one 8-byte form is
+#: what keeps this probe cheap beside the hashing: CPython's ``find`` is not vectorized)
+_TS_IMPLICIT = b"1.2.840.10008.1.2\x00"
+_TS_BIG = b"1.2.840.10008.1.2.2"
+#: plaintext kept per job and process, reused file after file (no fresh pages per file)
+_SCRATCH = Memo(1)
+
+
+def _form(head: bytes) -> str:
+    meta = head[:4096]
+    if _TS_IMPLICIT in meta:
+        return "implicit"
+    if _TS_BIG in meta:
+        return "big"
+    return "explicit"
+
+
+def _holds(form: str, buf: bytes) -> bool:
+    if form == "explicit":
+        return buf.find(_EXPLICIT[0]) >= 0
+    if form == "big":
+        return buf.find(_EXPLICIT[1]) >= 0
+    return has_signature_sequence(buf)
 
 
 class DatasetSignatureProbe:
     def __init__(self, limit: int = IN_MEMORY):
         self.limit = limit
-        self.parts: list[bytes] = []
         self.count = 0
         self.seen = False
         self._tail = b""
+        self._form: str | None = None
+        self._head = b""
+        self._buf: bytearray = _SCRATCH.get("plaintext", bytearray)
+        self._kept = 0
 
     def feed(self, chunk) -> None:
-        b = bytes(chunk)
-        if not self.seen:
-            window = self._tail + b[:_WINDOW]
-            if has_signature_sequence(b) or has_signature_sequence(window):
-                self.seen = True
-            self._tail = (self._tail + b)[-_WINDOW:]
-        self.count += len(b)
+        n = len(chunk)
+        if n == 0:
+            return
+        pos = self.count
+        self.count += n
         if self.count <= self.limit:
-            self.parts.append(b)
+            # one copy into the reused buffer (the chunk's own is reused after this call)
+            self._buf[pos:pos + n] = chunk
+            self._kept = self.count
+            b = memoryview(self._buf)[pos:pos + n]
         else:
-            self.parts = []
+            self._kept = 0
+            b = chunk
+        if self.seen:
+            return
+        whole = bytes(b)
+        if self._form is None:     # decided once the File Meta Information has passed
+            self._head += whole[:4096 - len(self._head)]
+            if len(self._head) >= 4096:
+                self._form = _form(self._head)
+        form = self._form or "any"
+        if _holds(form, whole) or (
+                self._tail and _holds(form, self._tail + whole[:_WINDOW])):
+            self.seen = True
+        self._tail = whole[-_WINDOW:] if n >= _WINDOW else (self._tail + whole)[-_WINDOW:]
 
     def findings(self, trust: TrustContext | None) -> list[Finding]:
         if not self.seen:
@@ -69,9 +119,7 @@ class DatasetSignatureProbe:
             return [Finding("SIG_NOT_CHECKED", Outcome.INDETERMINATE,
                             f"dataset signatures not checked: the object is larger than "
                             f"{self.limit} bytes")]
-        data = b"".join(self.parts)
-        self.parts = []
-        return signature_findings(data, trust)
+        return signature_findings(bytes(self._buf[:self._kept]), trust)
 
 
 def signature_findings(data, trust: TrustContext | None) -> list[Finding]:
