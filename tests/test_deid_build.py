@@ -119,3 +119,19 @@ def test_rewritten_file_reads_like_the_rewritten_stream(tmp_path, seed):
         rf.seek(-10, 2)
         buf = bytearray(32)
         assert rf.readinto(buf) == 10 and bytes(buf[:10]) == whole[-10:]
+
+
+def test_inputs_scanned_in_workers_are_the_deidentified_ones(tmp_path, monkeypatch):
+    """Piles of MAP_MIN files or more are scanned in worker processes: they must read the
+    de-identified view too (no patient name reaches the DICOMDIR or any file)."""
+    import mediasec.io.discs as discs
+    monkeypatch.setattr(discs, "MAP_MIN", 2)
+    src = tmp_path / "in"
+    g.ct_series(src, 6, patient="DOE^SECRET")
+    out = tmp_path / "OUT"
+    res = run_cli("build", src, "-o", out, "--workers", "2", "--deidentify", "--escrow-to",
+                  CERT, "--mapping-key-env", "MAPKEY", env=ENV)
+    assert res.code == 0, res
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 7
+    assert not [p for p in files if b"SECRET" in p.read_bytes()]
