@@ -519,3 +519,14 @@ def test_probe_is_not_fooled_by_pixel_data(tmp_path):
     data[at:at + len(noise)] = noise
     probe = _probe(bytes(data), limit=1024)   # as if the object were over the in-memory limit
     assert not probe.seen and probe.findings(trust()) == []
+
+
+def test_probe_reads_the_transfer_syntax_from_the_file_meta(tmp_path):
+    """A data set that merely mentions another transfer syntax (here the Big Endian UID in
+    an element of an explicit little endian object) is still searched in its own form."""
+    p = nested_ct(tmp_path / "in.dcm", ts=ELE, extra={"StudyDescription": "1.2.840.10008.1.2.2"})
+    data = signed_bytes(p)
+    assert b"1.2.840.10008.1.2.2" in data[:4096]
+    probe = _probe(data)
+    assert probe.seen
+    assert ("SIG_VALID", "info") in [(f.code, f.outcome.value) for f in probe.findings(trust())]

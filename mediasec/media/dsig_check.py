@@ -58,10 +58,18 @@ _SCRATCH = Memo(1)
 
 
 def _form(head: bytes) -> str:
-    meta = head[:4096]
-    if _TS_IMPLICIT in meta:
+    """The form a file's data set can hold, from its Transfer Syntax UID (0002,0010) as the
+    File Meta Information states it; "any" when that is not found plainly."""
+    i = head.find(b"\x02\x00\x10\x00UI")
+    if i < 0 or i + 8 > len(head):
+        return "any"
+    n = int.from_bytes(head[i + 6:i + 8], "little")
+    ts = head[i + 8:i + 8 + n].rstrip(b"\x00 ")
+    if i + 8 + n > len(head) or not ts:
+        return "any"
+    if ts == _TS_IMPLICIT.rstrip(b"\x00"):
         return "implicit"
-    if _TS_BIG in meta:
+    if ts == _TS_BIG:
         return "big"
     return "explicit"
 
