@@ -275,10 +275,6 @@ def list_medium(request: ListRequest) -> dict:
 
 # -- single files: protect, unprotect, inspect -------------------------------------------
 
-def _open_input(path: str):
-    return open_regular(path)
-
-
 def _sniff(f) -> bytes:
     head = f.read(132)
     f.seek(0)
@@ -329,7 +325,7 @@ def protect(request: ProtectRequest) -> ProtectResult:
         raise UsageError("no recipient: give --encrypt-to CERT and/or --password-env VAR",
                          code="USAGE_NO_RECIPIENT")
     check_new_output(out, force=request.force, inputs=(src,))
-    with Job("protect").active(), _open_input(src) as f:
+    with Job("protect").active(), open_regular(src) as f:
         head = _sniff(f)
         if looks_enveloped(head):
             raise InputError("already a Secure DICOM File", path=src, code="INPUT_ALREADY_SECURE")
@@ -369,7 +365,7 @@ class UnprotectRequest:
 
 
 def _open_report(src, decrypters, trust, sink) -> SecureFileReport:
-    with _open_input(src) as f:
+    with open_regular(src) as f:
         try:
             return open_secure_file(file_chunks(f), decrypters=list(decrypters), sink=sink,
                                     trust=trust)
@@ -505,7 +501,7 @@ def inspect(request: InspectRequest) -> InspectResult:
     """A file's CMS structure (checked when decrypters are given) or its DICOM basics."""
     src = request.source
     with Job("inspect").active():
-        with _open_input(src) as f:
+        with open_regular(src) as f:
             head = _sniff(f)
             if not looks_enveloped(head) and len(head) >= 132 and head[128:132] == b"DICM":
                 _check_part10(f, os.fstat(f.fileno()).st_size, src)
@@ -516,7 +512,7 @@ def inspect(request: InspectRequest) -> InspectResult:
         if request.decrypters:
             report = _open_report(src, request.decrypters, request.trust, None)
         else:
-            with _open_input(src) as f:
+            with open_regular(src) as f:
                 try:
                     report = inspect_secure_file(file_chunks(f))
                 except MediasecError as exc:
@@ -710,7 +706,7 @@ def sign_files(request: SignFilesRequest) -> SignFilesResult:
 
 
 def _sign_one(src: str, dst: str, request: SignFilesRequest) -> SignedFileResult:
-    with _open_input(src) as f:
+    with open_regular(src) as f:
         try:
             part = open_part10(f)
             dropped = []
@@ -798,7 +794,7 @@ def check_signatures(request: CheckSignaturesRequest) -> CheckSignaturesResult:
         for path in request.files:
             path = os.fspath(path)
             try:
-                with _open_input(path) as f:
+                with open_regular(path) as f:
                     try:
                         reports.append((path, check_part(open_part10(f),
                                                          trust=request.trust)))

@@ -45,23 +45,30 @@ def extract(tmp_path, iso):
     return dest
 
 
-def openssl_open(tmp_path, path, *, signed=True) -> bytes:
-    """openssl cms -decrypt, then -verify (or -digest_verify): the exact plaintext."""
-    inner = tmp_path / "inner.der"
+def openssl_open(tmp_path, path, *, signed=True, password=None) -> bytes:
+    """openssl cms -decrypt (the fixture recipient's key, or ``password``), then -verify
+    (or -digest_verify): the exact plaintext. Its temporary files are removed."""
+    tag = str(path).replace("/", "_")
+    inner = tmp_path / f"{tag}.inner.der"
+    how = (["-pwri_password", password] if password is not None else
+           ["-recip", str(PKI / "recipient-2048.pem"), "-inkey",
+            str(PKI / "recipient-2048.key.pem")])
     run_peer(["openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(path),
-              "-recip", str(PKI / "recipient-2048.pem"), "-inkey",
-              str(PKI / "recipient-2048.key.pem"), "-out", str(inner)])
-    ci = tmp_path / "inner.ci"
+              *how, "-out", str(inner)])
+    ci = tmp_path / f"{tag}.inner.ci"
     ci.write_bytes(wrap_content_info(inner.read_bytes(),
                                      "signedData" if signed else "digestedData"))
-    plain = tmp_path / "plain.bin"
+    plain = tmp_path / f"{tag}.plain.bin"
     if signed:
         run_peer(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(ci),
                   "-CAfile", str(PKI / "trust.pem"), "-purpose", "any", "-out", str(plain)])
     else:
         run_peer(["openssl", "cms", "-digest_verify", "-binary", "-inform", "DER", "-in",
                   str(ci), "-out", str(plain)])
-    return plain.read_bytes()
+    data = plain.read_bytes()
+    for f in (inner, ci, plain):
+        f.unlink()
+    return data
 
 
 @pytest.mark.peer("xorriso")

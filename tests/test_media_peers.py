@@ -31,8 +31,8 @@ import pydicom
 import pytest
 
 import _dicomgen as g
-from _cms import wrap_content_info
 from conftest import PKI, ROOT, run_cli, run_peer
+from test_build_secure import openssl_open
 
 MiB = 1 << 20
 PASSWORD = "peer test pass 9"
@@ -74,32 +74,6 @@ def piles(tmp_path_factory):
     return out
 
 
-def _openssl_open(path: pathlib.Path, work: pathlib.Path, *, signed: bool, password: bool
-                  ) -> bytes:
-    """openssl cms -decrypt (key or password), then -verify / -digest_verify."""
-    tag = path.as_posix().replace("/", "_")
-    inner = work / f"{tag}.inner.der"
-    how = (["-pwri_password", PASSWORD] if password else
-           ["-recip", str(PKI / "recipient-2048.pem"), "-inkey",
-            str(PKI / "recipient-2048.key.pem")])
-    run_peer(["openssl", "cms", "-decrypt", "-binary", "-inform", "DER", "-in", str(path),
-              *how, "-out", str(inner)])
-    ci = work / f"{tag}.inner.ci"
-    ci.write_bytes(wrap_content_info(inner.read_bytes(),
-                                     "signedData" if signed else "digestedData"))
-    plain = work / f"{tag}.plain.bin"
-    if signed:
-        run_peer(["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(ci),
-                  "-CAfile", str(PKI / "trust.pem"), "-purpose", "any", "-out", str(plain)])
-    else:
-        run_peer(["openssl", "cms", "-digest_verify", "-binary", "-inform", "DER", "-in",
-                  str(ci), "-out", str(plain)])
-    data = plain.read_bytes()
-    for f in (inner, ci, plain):
-        f.unlink()
-    return data
-
-
 def _extract(medium: pathlib.Path, dest: pathlib.Path, tool: str) -> pathlib.Path:
     if tool == "xorriso":
         run_peer(["xorriso", "-osirrox", "on", "-indev", str(medium), "-extract", "/",
@@ -125,7 +99,8 @@ def _recover(medium_root: pathlib.Path, sources: dict, work: pathlib.Path, *,
         if not secure:
             return path.read_bytes()
         password = recipients == "password" or (recipients == "both" and k % 2 == 1)
-        return _openssl_open(path, work, signed=signed, password=password)
+        return openssl_open(work, path, signed=signed,
+                            password=PASSWORD if password else None)
 
     # two openssl pipelines at a time (the machine's cores); results in order, as they come
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -37,6 +37,31 @@ def _mapping_key(var):
     return key
 
 
+def _deid_job(*, options, escrow_to, escrow_password_env, no_escrow, mapping_key_env, cipher,
+              pbkdf2_iterations, allow_legacy, accept_burned_in):
+    """The ``DeidJob`` the de-identification flags ask for (``deidentify`` and
+    ``build --deidentify``): escrow recipients from certificates and/or a password."""
+    policy = AlgorithmPolicy(allow_legacy=allow_legacy)
+    recipients = []
+    for p in escrow_to:
+        for c in read_certificates(p, "escrow certificate"):
+            try:
+                recipients.append(KeyTransportRecipient(c, policy=policy))
+            except MediasecError as exc:
+                raise exc.with_path(p)
+    pw = read_password(escrow_password_env)
+    if pw is not None:
+        try:
+            recipients.append(PasswordRecipient(pw, iterations=pbkdf2_iterations,
+                                                policy=policy))
+        except MediasecError as exc:
+            raise exc.with_path(escrow_password_env)
+    from mediasec.deid import DeidJob   # pydicom: imported when de-identifying only
+    return DeidJob(options=options, recipients=recipients, escrow=not no_escrow,
+                   cipher=cipher, policy=policy, mapping_key=_mapping_key(mapping_key_env),
+                   accept_burned_in=accept_burned_in)
+
+
 @cli.command("deidentify")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "out", required=True, type=click.Path(),
@@ -63,25 +88,11 @@ def deidentify_cmd(inputs, out, options, escrow_to, escrow_password_env, no_escr
                    json_out):
     """De-identify DICOM files (PS3.15 E.1 Basic Profile and options), the originals
     encrypted inside each file for the escrow recipients."""
-    policy = AlgorithmPolicy(allow_legacy=allow_legacy)
-    recipients = []
-    for p in escrow_to:
-        for c in read_certificates(p, "escrow certificate"):
-            try:
-                recipients.append(KeyTransportRecipient(c, policy=policy))
-            except MediasecError as exc:
-                raise exc.with_path(p)
-    pw = read_password(escrow_password_env)
-    if pw is not None:
-        try:
-            recipients.append(PasswordRecipient(pw, iterations=pbkdf2_iterations,
-                                                policy=policy))
-        except MediasecError as exc:
-            raise exc.with_path(escrow_password_env)
-    from mediasec.deid import DeidJob   # pydicom: imported when de-identifying only
-    job = DeidJob(options=options, recipients=recipients, escrow=not no_escrow,
-                  cipher=cipher, policy=policy, mapping_key=_mapping_key(mapping_key_env),
-                  accept_burned_in=accept_burned_in)
+    job = _deid_job(options=options, escrow_to=escrow_to,
+                    escrow_password_env=escrow_password_env, no_escrow=no_escrow,
+                    mapping_key_env=mapping_key_env, cipher=cipher,
+                    pbkdf2_iterations=pbkdf2_iterations, allow_legacy=allow_legacy,
+                    accept_burned_in=accept_burned_in)
     result = deidentify(DeidentifyRequest(inputs, out, job))
     _warn(result, (Outcome.WARNING, Outcome.FAILED))
     body = result.to_dict()
@@ -150,20 +161,11 @@ def deid_job(flags: dict):
         if any(v for k, v in deid_flags.items() if k != "deid"):
             raise UsageError("the de-identification flags need --deidentify", code="USAGE")
         return None
-    policy = AlgorithmPolicy(allow_legacy=flags.get("allow_legacy", False))
-    recipients = []
-    for p in deid_flags["deid_escrow_to"]:
-        for c in read_certificates(p, "escrow certificate"):
-            try:
-                recipients.append(KeyTransportRecipient(c, policy=policy))
-            except MediasecError as exc:
-                raise exc.with_path(p)
-    pw = read_password(deid_flags["deid_escrow_password_env"])
-    if pw is not None:
-        recipients.append(PasswordRecipient(pw, iterations=flags.get("pbkdf2_iterations",
-                                                                     600_000), policy=policy))
-    from mediasec.deid import DeidJob   # pydicom: imported when de-identifying only
-    return DeidJob(options=deid_flags["deid_options"], recipients=recipients,
-                   escrow=not deid_flags["deid_no_escrow"], policy=policy,
-                   mapping_key=_mapping_key(deid_flags["deid_mapping_key_env"]),
-                   accept_burned_in=deid_flags["deid_accept_burned_in"])
+    return _deid_job(options=deid_flags["deid_options"],
+                     escrow_to=deid_flags["deid_escrow_to"],
+                     escrow_password_env=deid_flags["deid_escrow_password_env"],
+                     no_escrow=deid_flags["deid_no_escrow"],
+                     mapping_key_env=deid_flags["deid_mapping_key_env"], cipher="aes-256",
+                     pbkdf2_iterations=flags.get("pbkdf2_iterations", 600_000),
+                     allow_legacy=flags.get("allow_legacy", False),
+                     accept_burned_in=deid_flags["deid_accept_burned_in"])

@@ -230,26 +230,25 @@ class FolderSink:
         (``content=True``: a non-DICOM file such as README.TXT, whose last component may
         have an 8.3 extension). Whoever writes it there (a worker process of
         ``io.engine``) creates it 0644; ``commit`` syncs it."""
+        path = self._path_for(file_id, content)
+        self._placed.append(path)
+        return path
+
+    def _path_for(self, file_id: FileId, content: bool) -> str:
+        """``file_id`` checked (a File ID, or a content file's 8.3 name) and its staging
+        path, its folders made."""
         if content:
             _check_content_name(file_id)
         else:
             validate_file_id(file_id)
-        folder = self._mkdirs(tuple(file_id[:-1]))
-        path = os.path.join(folder, file_id[-1])
-        self._placed.append(path)
-        return path
+        return os.path.join(self._mkdirs(tuple(file_id[:-1])), file_id[-1])
 
     @contextlib.contextmanager
     def open_file(self, file_id: FileId, size: int, *, content: bool = False
                   ) -> Iterator[BinaryIO]:
         """A file of the File-set (``content=True``: a non-DICOM file such as README.TXT,
         whose last component may have an 8.3 extension)."""
-        if content:
-            _check_content_name(file_id)
-        else:
-            validate_file_id(file_id)
-        folder = self._mkdirs(tuple(file_id[:-1]))
-        path = os.path.join(folder, file_id[-1])
+        path = self._path_for(file_id, content)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             os.fchmod(fd, 0o644)

@@ -197,29 +197,11 @@ class Pool:
             return
         if self._executor is None:
             raise InternalError("Pool.map outside its with block")
-        pending: collections.deque = collections.deque()
-        it = iter(items)
-        exhausted = False
+        ahead = _Ahead(self._executor, fn, iter(items), self.max_inflight)
         try:
-            while True:
-                while not exhausted and len(pending) < self.max_inflight:
-                    try:
-                        item = next(it)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    pending.append(self._executor.submit(fn, item))
-                if not pending:
-                    return
-                fut = pending.popleft()
-                try:
-                    result = fut.result()
-                except BrokenProcessPool as exc:
-                    raise InternalError("a worker process died (killed or crashed)") from exc
-                yield result
+            yield from ahead
         finally:
-            for fut in pending:
-                fut.cancel()
+            ahead.close()
 
 
 class _Ahead:

@@ -26,11 +26,9 @@ __all__ = ["DatasetSignatureProbe", "has_signature_sequence", "signature_finding
 #: bytes) does not pass for a signature by chance
 _EXPLICIT = (b"\xfa\xff\xfa\xffSQ\x00\x00", b"\xff\xfa\xff\xfaSQ\x00\x00")
 _IMPLICIT_TAG = b"\xfa\xff\xfa\xff"
+_BE_TAG = b"\xff\xfa\xff\xfa"
 _ITEM_LE = b"\xfe\xff\x00\xe0"
 _WINDOW = 11          # bytes kept from one chunk to the next (a header across the boundary)
-
-
-_BE_TAG = b"\xff\xfa\xff\xfa"
 
 
 def has_signature_sequence(buf: bytes) -> bool:
