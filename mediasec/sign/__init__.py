@@ -108,7 +108,15 @@ class SignedFile:
 def sign_part(part: Part10, signer, request: SignRequest = SignRequest(), *,
               policy: AlgorithmPolicy = AlgorithmPolicy()) -> tuple[Part10, SignedSignature]:
     spliced, facts = sign_part10(part, signer, request, policy=policy)
-    return parse_part10_inflated(spliced, part), facts
+    return parse_part10_inflated(_in_memory(spliced, part), part), facts
+
+
+def _in_memory(spliced: SplicedSource, part: Part10) -> Source:
+    """The signed output as one bytes object when the input was read whole (one copy,
+    then the fast in-memory parse), else the splices over the input as they are."""
+    if isinstance(part.source, BytesSource):
+        return BytesSource(b"".join(spliced.pieces()))
+    return spliced
 
 
 def sign_file(data, signer, request: SignRequest = SignRequest(), *,

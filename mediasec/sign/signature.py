@@ -320,9 +320,14 @@ def _choose_tags(level: Level, profile, req: SignRequest, src) -> list[int]:
     item = level.item
     present = {el.tag: el for el in item.elements}
     if req.tags is None:
-        chosen = {t for t, el in present.items() if macs.is_signable(el)}
+        # every signable element (each judged once)
+        is_signable = macs.is_signable
+        chosen = {el.tag for el in item.elements if is_signable(el)}
         if not profile.status_tags:
             chosen -= set(STATUS_TAGS)
+        if not chosen:
+            raise UsageError("nothing to sign at this level", code="USAGE")
+        return sorted(chosen)
     else:
         chosen = set(req.tags)
         missing = sorted(t for t in chosen if t not in present)
@@ -388,7 +393,9 @@ class SignPlan:
         item, coding, src = self.level.item, self.level.item.coding, self.part.source
         sig_item = encode_item(tail + [(CERT_OF_SIGNER, "OB", self.cert_der),
                                        (SIGNATURE, "OB", signature)], coding)
-        at_value = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in self.tags)
+        # AT values: (group, element) pairs, little endian (one pack for the whole list)
+        at_value = struct.pack(f"<{2 * len(self.tags)}H",
+                               *[h for t in self.tags for h in (t >> 16, t & 0xFFFF)])
         mac_item = encode_item([(MAC_ID, "US", struct.pack("<H", self.mac_id)),
                                 (MAC_TS, "UI",
                                  mac_transfer_syntax(self.part.transfer_syntax).encode()),
