@@ -159,9 +159,10 @@ class SignatureReport:
 
 
 def check_part(part: Part10, *, trust: TrustContext | None = None,
-               now: _dt.datetime | None = None) -> SignatureReport:
+               now: _dt.datetime | None = None, digests=None) -> SignatureReport:
+    """``digests``: see ``check_part10`` (MAC digests computed while the file streamed)."""
     from mediasec.sign.status import current_status
-    results = check_part10(part, trust=trust, now=now)
+    results = check_part10(part, trust=trust, now=now, digests=digests)
     findings: list[Finding] = []
     for r in results:
         findings += r.findings()

@@ -32,7 +32,8 @@ from mediasec.pki.trust import check_signer_certificate
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome
 from mediasec.sign import mac as macs
-from mediasec.sign._raw import (BE, ELE, EXPLICIT_LE, ILE, NATIVE_TS, BytesSource, Coding,
+from mediasec.sign._raw import (BE, ELE, EXPLICIT_LE, ILE, NATIVE_TS, BytesDropped,
+                                BytesSource, Coding,
                                 Element, Item, Part10, Splice, SplicedSource, _Parser,
                                 encode_item, pack_length)
 from mediasec.sign.profiles import (STATUS_TAGS, profiles_satisfied, purposes,
@@ -587,8 +588,12 @@ class SignatureResult:
 
 
 def check_part10(part: Part10, *, trust: TrustContext | None = None,
-                 now: _dt.datetime | None = None) -> list[SignatureResult]:
-    """Verify every signature at every level of ``part``."""
+                 now: _dt.datetime | None = None, digests=None) -> list[SignatureResult]:
+    """Verify every signature at every level of ``part``.
+
+    ``digests(level, mac, tags)`` (optional) may return a hash object already fed with the
+    S part of the MAC stream of the ``tags`` listed at ``level`` (computed as the file
+    streamed past), or None to have it computed here from ``part.source``."""
     results = []
     sop_class = _sop_class(part)
     verified = _text(part.dataset.get(VERIFICATION_FLAG), part.source) == "VERIFIED"
@@ -599,7 +604,8 @@ def check_part10(part: Part10, *, trust: TrustContext | None = None,
         for sig_item in sigs.items:
             r = SignatureResult(level.path)
             try:
-                _check_one(part, level, sig_item, r, trust, now, sop_class, verified)
+                _check_one(part, level, sig_item, r, trust, now, sop_class, verified,
+                           digests)
             except MediasecError as exc:   # a damaged part of one signature: that signature
                 r.status, r.message = "malformed", exc.message
             except (ValueError, TypeError, UnsupportedAlgorithm, InvalidVersion) as exc:
@@ -645,7 +651,7 @@ def _timestamp_info(sig_item: Item, src, signature: bytes) -> dict | None:
 
 
 def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, now,
-               sop_class, verified) -> None:
+               sop_class, verified, digests=None) -> None:
     src = part.source
     r.mac_id = _us(sig_item.get(MAC_ID), src)
     r.uid = _text(sig_item.get(SIG_UID), src)
@@ -733,7 +739,11 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
             r.status, r.message = "not_signable", f"listed element ({tag_str(t)}) is not signable"
             return
         present_els.append(el)
-    macs.StreamBuilder(src, h.update).elements(present_els)
+    pre = digests(level, mac, tags) if digests is not None else None
+    if pre is not None:
+        h = pre
+    else:
+        macs.StreamBuilder(src, h.update).elements(present_els)
     _feed_tail(sig_item, h.update, src)
     digest = h.digest()
     if isinstance(pub, rsa.RSAPublicKey):
@@ -757,8 +767,8 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
             return
         if got != digest:
             _mismatch(r)
-            if not r.missing_elements and _old_format_digest(src, item, tags, sig_item,
-                                                               mac) == got:
+            if not r.missing_elements and _old_format_digest_or_none(
+                    src, item, tags, sig_item, mac) == got:
                 r.status = "old_format"
                 r.message = ("signed in DCMTK's pre-3.5.4 format (dcmsign -fo), which hashes "
                              "pixel data fragment lengths; it does not verify under the "
@@ -822,6 +832,15 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     r.status = "valid"
     r.message = f"valid signature by {r.signer}"
+
+
+def _old_format_digest_or_none(src, item: Item, tags, sig_item: Item, mac: str):
+    """The pre-3.5.4 digest, or None when the source did not keep the bytes it needs (a
+    streaming reader: the mismatch stands, only its explanation is missing)."""
+    try:
+        return _old_format_digest(src, item, tags, sig_item, mac)
+    except BytesDropped:
+        return None
 
 
 def _old_format_digest(src, item: Item, tags, sig_item: Item, mac: str) -> bytes | None:
