@@ -171,10 +171,17 @@ class DatasetSignatureProbe:
             while True:
                 left = self._left
                 if left:
-                    if i >= n:
+                    if self._hdr:
+                        # header bytes read ahead that belong to this value
+                        piece = bytes(self._hdr[:left])
+                        del self._hdr[:len(piece)]
+                        k = len(piece)
+                    elif i >= n:
                         return
-                    k = left if left < n - i else n - i
-                    piece = mv[i:i + k]
+                    else:
+                        k = left if left < n - i else n - i
+                        piece = mv[i:i + k]
+                        i += k
                     if self._drop:
                         self._src.drop(k)
                     else:
@@ -182,7 +189,6 @@ class DatasetSignatureProbe:
                     for lane in self._feeding:
                         lane.h.update(piece)
                     self._left = left - k
-                    i += k
                     if not self._left:
                         self._value_end()
                     continue
