@@ -393,6 +393,8 @@ class _Parser:
         data = getattr(self.src, "data", None)
         fast = data is not None and coding.explicit and coding.little
         size = self.src.size
+        small = self.small
+        append = elements.append
         while True:
             if end is not None and off >= end:
                 if off > end:
@@ -439,13 +441,13 @@ class _Parser:
                 el.frags = []
                 el.end = self.fragments(val, el.frags, coding)
             else:
-                el.end = val + length
-                if el.end > self.src.size:
+                el_end = el.end = val + length
+                if el_end > size:
                     raise Malformed(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end "
                                     "of the file", code="DICOM_TRUNCATED")
-                if length <= self.small:
-                    el.value = data[val:el.end] if fast else self.src.read(val, length)
-            elements.append(el)
+                if length <= small:
+                    el.value = data[val:el_end] if fast else self.src.read(val, length)
+            append(el)
             off = el.end
 
     def items(self, off: int, length: int, coding: Coding, depth: int, out: list) -> int:

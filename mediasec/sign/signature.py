@@ -137,6 +137,7 @@ class Level:
     ancestors: list                 # [(Element, Item)] from the top down to this item
 
 
+@functools.lru_cache(maxsize=4096)
 def _keyword(tag: int) -> str | None:
     from pydicom import datadict
     try:
@@ -372,6 +373,7 @@ class SignPlan:
     cert_der: bytes
     sig_len: int
     delta: int = 0
+    _mac_item: bytes | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int | None:
@@ -394,14 +396,16 @@ class SignPlan:
         item, coding, src = self.level.item, self.level.item.coding, self.part.source
         sig_item = encode_item(tail + [(CERT_OF_SIGNER, "OB", self.cert_der),
                                        (SIGNATURE, "OB", signature)], coding)
-        # AT values: (group, element) pairs, little endian (one pack for the whole list)
-        at_value = struct.pack(f"<{2 * len(self.tags)}H",
-                               *[h for t in self.tags for h in (t >> 16, t & 0xFFFF)])
-        mac_item = encode_item([(MAC_ID, "US", struct.pack("<H", self.mac_id)),
-                                (MAC_TS, "UI",
-                                 mac_transfer_syntax(self.part.transfer_syntax).encode()),
-                                (MAC_ALGORITHM, "CS", self.req.mac.encode()),
-                                (DATA_ELEMENTS_SIGNED, "AT", at_value)], coding)
+        mac_item = self._mac_item
+        if mac_item is None:          # the same when sized and when signed: encoded once
+            # AT values: (group, element) pairs, little endian (one pack for the whole list)
+            at_value = struct.pack(f"<{2 * len(self.tags)}H",
+                                   *[h for t in self.tags for h in (t >> 16, t & 0xFFFF)])
+            mac_item = self._mac_item = encode_item(
+                [(MAC_ID, "US", struct.pack("<H", self.mac_id)),
+                 (MAC_TS, "UI", mac_transfer_syntax(self.part.transfer_syntax).encode()),
+                 (MAC_ALGORITHM, "CS", self.req.mac.encode()),
+                 (DATA_ELEMENTS_SIGNED, "AT", at_value)], coding)
         s1, d1 = add_to_sequence(item, MAC_PARAMETERS, [mac_item], coding, 0)
         s2, d2 = add_to_sequence(item, DIGITAL_SIGNATURES, [sig_item], coding, 1)
         splices = s1 + s2 + length_patches(self.level, d1 + d2, src)
