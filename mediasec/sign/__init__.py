@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mediasec.errors import InputError
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome, worst
 from mediasec.sign._raw import (BytesSource, Part10, Source, SplicedSource, StreamSource,
@@ -46,7 +47,15 @@ def open_part10(data) -> Part10:
     data.seek(0)
     if size <= IN_MEMORY:
         # one read, then zero-copy views; larger files stay on disk (bounded memory)
-        return parse_part10(BytesSource(data.read()))
+        raw = data.read(size)          # the exact size: one allocation, no resize
+        while len(raw) < size:         # a short read (raw file objects may give one)
+            more = data.read(size - len(raw))
+            if not more:
+                break
+            raw += more
+        if len(raw) != size:
+            raise InputError("the file changed size while it was read", code="INPUT_CHANGED")
+        return parse_part10(BytesSource(raw))
     return parse_part10(StreamSource(data))
 
 
