@@ -124,3 +124,17 @@ def test_damaged_and_unsigned_objects(tmp_path):
     data = signed_bytes(nested_ct(tmp_path / "in.dcm", rows=32, cols=32))
     p, codes, rereads = _run(data[:-3], limit=1024, reread=False)
     assert p.seen and [c for c, _o in codes] == ["SIG_NOT_CHECKED"]
+
+
+def test_encapsulated_pixel_data_is_hashed_not_kept(tmp_path):
+    """JPEG pixel data fragments (however small) are hashed as they pass, never kept; the
+    signature verifies in the single pass, and a changed fragment byte is a mismatch."""
+    data = signed_bytes(nested_ct(tmp_path / "j.dcm", ts=JPEG, rows=64, cols=64))
+    p, codes, rereads = _run(data, piece=4_099)
+    assert ("SIG_VALID", "info") in codes and rereads == 0
+    from mediasec.sign import open_part10
+    frags = open_part10(data).dataset.get(0x7FE00010).frags
+    assert p._src.dropped == sum(n for _off, n in frags)
+    off, n = frags[-1]
+    _p, codes, rereads = _run(flip(data, off + n // 2), piece=4_099)
+    assert ("SIG_MAC_MISMATCH", "failed") in codes and rereads == 0, codes

@@ -346,7 +346,9 @@ class DatasetSignatureProbe:
         keep = self.limit
         if kind == "meta" or (self._state == "body" and self._stack[-1].sig):
             keep = max(keep, _KEEP_SIGNATURE)    # what the check reads: always kept
-        self._drop = length > keep
+        # top-level pixel data fragments are never kept, whatever their size: they are
+        # hashed as they pass (a multi-frame object has thousands of small ones)
+        self._drop = length > keep or (kind == "frag" and depth == 0 and length > 0)
         if kind == "value" and depth == 0 and self._drop:
             n = length
             padded = n + (n & 1)
