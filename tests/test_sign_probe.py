@@ -138,3 +138,33 @@ def test_encapsulated_pixel_data_is_hashed_not_kept(tmp_path):
     off, n = frags[-1]
     _p, codes, rereads = _run(flip(data, off + n // 2), piece=4_099)
     assert ("SIG_MAC_MISMATCH", "failed") in codes and rereads == 0, codes
+
+
+@pytest.mark.peer("dcmsign")
+@pytest.mark.parametrize("ts", [ELE, JPEG])
+def test_dcmsign_objects_through_the_single_pass(tmp_path, ts):
+    """What dcmsign writes - each MAC it offers, a second signature with a partial tag list,
+    a signature inside an item - is judged by the streaming probe (pixel data hashed as it
+    passes) exactly as the full checker judges it, tampered pixel data included."""
+    from conftest import PKI, run_peer
+    keys = [str(PKI / "signer.key.pem"), str(PKI / "signer.pem"), "-pw"]
+    src = nested_ct(tmp_path / "in.dcm", ts=ts, rows=48, cols=48)
+    made = []
+    for i, mac in enumerate(("+m2", "+m3", "+m5", "+ms", "+mr")):
+        out = tmp_path / f"s{i}.dcm"
+        run_peer(["dcmsign", "+s", *keys, mac, str(src), str(out)])
+        made.append(out)
+    two = tmp_path / "two.dcm"
+    run_peer(["dcmsign", "+s", *keys, "+m2", "-t", "PatientName", "-t", "7fe0,0010",
+              str(made[0]), str(two)])
+    item = tmp_path / "item.dcm"
+    run_peer(["dcmsign", "+si", *keys[:2], "OtherPatientIDsSequence[0]", *keys[2:], str(src),
+              str(item)])
+    for path in [*made, two, item]:
+        data = path.read_bytes()
+        for d in (data, flip(data, len(data) // 2)):
+            want = _codes(d)
+            _p, got, rereads = _run(d, limit=256, piece=3_001)
+            assert got == want, (path.name, got, want)
+            if path != item:
+                assert rereads == 0, path.name
