@@ -29,6 +29,14 @@ def _run(data: bytes, *, limit=None, piece=65_536, reread=True):
     return p, [(f.code, f.outcome.value) for f in p.findings(trust())], len(calls)
 
 
+def _pixel_byte(data: bytes) -> int:
+    """The offset of a byte in the middle of the pixel data (of its last fragment)."""
+    from mediasec.sign import open_part10
+    el = open_part10(data).dataset.get(0x7FE00010)
+    off, n = el.frags[-1] if el.frags else (el.val, el.length)
+    return off + n // 2
+
+
 def _codes(data: bytes):
     return [(f.code, f.outcome.value) for f in signature_findings(data, trust())]
 
@@ -77,12 +85,15 @@ def test_probe_judges_as_the_full_check_does(tmp_path, ts, limit):
              signed_bytes(p, SignRequest(item_path="OtherPatientIDsSequence[0]")),
              signed_bytes(top, SignRequest(mac="SHA512")),
              signed_bytes(p, SignRequest(tags=(0x00080018, 0x00100010, 0x7FE00010))),
-             flip(top, element_offset(top, 0x7FE00010)[0] + 7)]
-    for data in cases:
+             flip(top, _pixel_byte(top))]
+    damaged = flip(top, element_offset(top, 0x7FE00010)[0] + 7)   # JPEG: the BOT's length
+    for data in [*cases, damaged]:
         want = _codes(data)
         for piece in (1_009, 65_536):
-            _p, got, _r = _run(data, limit=limit, piece=piece)
+            _p, got, rereads = _run(data, limit=limit, piece=piece)
             assert got == want, (piece, got, want)
+            if (limit is None or limit >= 64) and data is not damaged:
+                assert rereads == 0                # big endian pixel data included
 
 
 def test_fallbacks_are_honest(tmp_path):

@@ -19,9 +19,9 @@ streams that will need them:
 
 At the end the object is parsed from what was kept and checked by ``mediasec.sign`` (the
 same checks as ``check-signatures``), with those running digests standing in for the
-dropped bytes. Whatever needs a byte that was not kept (a signature inside an item over a
-large value, a stream the running hashes did not cover, a big endian large value) falls
-back honestly: a second read through the ``reread`` callback the caller gave, else
+dropped bytes (big endian values are byte-swapped on the way, as the MAC stream wants).
+Whatever needs a byte that was not kept (a signature inside an item over a large value, a
+stream the running hashes did not cover) falls back honestly: a second read through the ``reread`` callback the caller gave, else
 ``SIG_NOT_CHECKED`` with the reason - never a guess. A deflated data set is compressed: its
 signatures are not seen (known limit). The SOP Instance Status, and whether a valid
 signature covers it, come with the findings (``STATUS_UNSUPPORTED`` when AO/AC is not
@@ -41,9 +41,9 @@ from mediasec.policy import TrustContext
 from mediasec.report import Finding, Outcome
 from mediasec.sign import check_file, check_part
 from mediasec.sign import mac as macs
-from mediasec.sign._raw import (DEFLATE, EXPLICIT_LE, IMPLICIT_LE, SMALL, BytesDropped,
-                                Element, Item, SparseSource, _Parser, coding_for,
-                                parse_part10)
+from mediasec.sign._raw import (DEFLATE, EXPLICIT_LE, IMPLICIT_LE, SMALL, SWAP,
+                                BytesDropped, Element, Item, SparseSource, _Parser,
+                                coding_for, parse_part10, swap_value)
 from mediasec.sign.signature import (DATA_ELEMENTS_SIGNED, MAC_ALGORITHM, MAC_PARAMETERS,
                                      _at_list, _text)
 
@@ -148,6 +148,8 @@ class DatasetSignatureProbe:
         self._feeding: list[_Lane] = []
         self._fed_upto = 0
         self._by_key: dict = {}
+        self._swap = 0                 # byte-swap unit of the value being hashed (big endian)
+        self._carry = b""
         self._vlen = 0
         self._tail = b""
 
@@ -186,8 +188,11 @@ class DatasetSignatureProbe:
                         self._src.drop(k)
                     else:
                         self._src.append(piece)
-                    for lane in self._feeding:
-                        lane.h.update(piece)
+                    if self._feeding:
+                        if self._swap:
+                            piece = self._swapped(piece)
+                        for lane in self._feeding:
+                            lane.h.update(piece)
                     self._left = left - k
                     if not self._left:
                         self._value_end()
@@ -404,14 +409,24 @@ class DatasetSignatureProbe:
         self._flush(el.hdr)
         self._streamed = True
         self._feeding = []
+        self._swap, self._carry = 0, b""
+        unit = 0 if el.coding.little else SWAP.get(el.vr, 0)
         for lane in self._lanes:
             if lane.broken or not lane.wants(el.tag) or not macs.is_signable(el):
                 continue
-            if not el.coding.little:
-                lane.broken = "a large big endian value"
+            if not el.coding.little and (el.length == UNDEFINED or el.length % (unit or 1)):
+                lane.broken = "a large big endian value of unusual length"
                 continue
             lane.h.update(head)
             self._feeding.append(lane)
+        # big endian: the MAC stream holds the value little endian (whole units swapped)
+        self._swap = unit if self._feeding else 0
+
+    def _swapped(self, piece) -> bytes:
+        buf = self._carry + bytes(piece)
+        k = len(buf) - len(buf) % self._swap
+        self._carry = buf[k:]
+        return swap_value(self._vr, buf[:k])
 
     def _elements(self, start: int, end: int) -> list[Element]:
         item = Item(None, start, end - start, end, self._coding)
