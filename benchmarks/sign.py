@@ -28,11 +28,16 @@ import argparse
 import os
 import pathlib
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+#: what is timed: CPU time (``--clock cpu``, the default: ``openssl speed`` reports CPU time
+#: too, and a machine shared with other work does not inflate it) or wall time
+CLOCK = time.process_time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,17 +77,23 @@ def openssl_rates() -> tuple[float, float, float]:
 
 def time_ours_sign(files, outdir) -> float:
     from mediasec.cms.keys import RSASigner
+    from mediasec.io.fs import AtomicOutput, open_regular
     from mediasec.pki.certs import load_certificates, load_private_key
     from mediasec.sign import SignRequest, sign_file
     key, _ = load_private_key((PKI / "signer.key.pem").read_bytes())
     cert = load_certificates((PKI / "signer.pem").read_bytes())[0]
     signer = RSASigner(key, cert)
     req = SignRequest()
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for p in files:
-        with open(p, "rb") as f, open(outdir / p.name, "wb") as out:
-            sign_file(f, signer, req).write_to(out.write)
-    return time.perf_counter() - t0
+        # what a build stage and ``mediasec sign`` do: read, sign, atomic output
+        with open_regular(str(p)) as f:
+            signed = sign_file(f, signer, req)
+        target = AtomicOutput(outdir / p.name, anonymous=True)
+        with target as out:
+            signed.write_to(out.write)
+            target.commit()
+    return CLOCK() - t0
 
 
 def time_ours_memory(files) -> tuple[float, float]:
@@ -99,31 +110,95 @@ def time_ours_memory(files) -> tuple[float, float]:
                          intermediates=tuple(load_certificates((PKI / "chain.pem").read_bytes())))
     blobs = [p.read_bytes() for p in files]
     req = SignRequest()
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     signed = [sign_file(b, signer, req) for b in blobs]
-    t_sign = time.perf_counter() - t0
+    t_sign = CLOCK() - t0
     outs = [s.source.read(0, s.size) for s in signed]
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for o in outs:
         if check_file(o, trust=trust).outcome.value != "passed":
             raise SystemExit("in-memory verification failed")
-    t_verify = time.perf_counter() - t0
+    t_verify = CLOCK() - t0
     # the floor, measured right beside (same process, same moment, same libcrypto): SHA-256 of
     # the bytes and one RSA-2048 operation per object
     import hashlib
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, utils
     pub = cert.public_key()
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     sigs = [key.sign(hashlib.sha256(b).digest(), padding.PKCS1v15(),
                      utils.Prehashed(hashes.SHA256())) for b in blobs]
-    f_sign = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    f_sign = CLOCK() - t0
+    t0 = CLOCK()
     for b, sg in zip(blobs, sigs):
         pub.verify(sg, hashlib.sha256(b).digest(), padding.PKCS1v15(),
                    utils.Prehashed(hashes.SHA256()))
-    f_verify = time.perf_counter() - t0
+    f_verify = CLOCK() - t0
     return t_sign, t_verify, f_sign, f_verify
+
+
+def time_interleaved(files, outdir, iodir) -> dict:
+    """file->file sign and verify, their I/O alone, and the in-process floor (hashlib
+    SHA-256 of the bytes + one RSA-2048 operation with the same library), batch by batch
+    (10 files), so that a machine whose load changes during the run weighs on all alike."""
+    import hashlib
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+    from mediasec.cms.keys import RSASigner
+    from mediasec.io.fs import AtomicOutput, open_regular
+    from mediasec.pki.certs import load_certificates, load_private_key
+    from mediasec.policy import TrustContext
+    from mediasec.sign import SignRequest, check_file, sign_file
+    key, _ = load_private_key((PKI / "signer.key.pem").read_bytes())
+    cert = load_certificates((PKI / "signer.pem").read_bytes())[0]
+    pub = cert.public_key()
+    signer = RSASigner(key, cert)
+    trust = TrustContext(anchors=tuple(load_certificates((PKI / "trust.pem").read_bytes())),
+                         intermediates=tuple(load_certificates((PKI / "chain.pem").read_bytes())))
+    req = SignRequest()
+    pkcs, pre = padding.PKCS1v15(), utils.Prehashed(hashes.SHA256())
+    tot = dict.fromkeys(("sign", "verify", "io_sign", "io_verify", "f_sign", "f_verify"), 0.0)
+    clock = CLOCK
+    for k in range(0, len(files), 10):
+        batch = files[k:k + 10]
+        outs = [outdir / p.name for p in batch]
+        t0 = clock()
+        for p, o in zip(batch, outs):
+            with open_regular(str(p)) as f:
+                signed = sign_file(f, signer, req)
+            target = AtomicOutput(o, anonymous=True)
+            with target as out:
+                signed.write_to(out.write)
+                target.commit()
+        t1 = clock()
+        for o in outs:
+            with open_regular(str(o)) as f:
+                if check_file(f, trust=trust).outcome.value != "passed":
+                    raise SystemExit(f"{o}: does not verify")
+        t2 = clock()
+        for p in batch:
+            with open_regular(str(p)) as f:
+                data = f.read()
+            target = AtomicOutput(iodir / p.name, anonymous=True)
+            with target as out:
+                out.write(data)
+                target.commit()
+        t3 = clock()
+        for o in outs:
+            with open_regular(str(o)) as f:
+                f.read()
+        t4 = clock()
+        blobs = [p.read_bytes() for p in batch]
+        t5 = clock()
+        sigs = [key.sign(hashlib.sha256(b).digest(), pkcs, pre) for b in blobs]
+        t6 = clock()
+        for b, sg in zip(blobs, sigs):
+            pub.verify(sg, hashlib.sha256(b).digest(), pkcs, pre)
+        t7 = clock()
+        for name, dt in (("sign", t1 - t0), ("verify", t2 - t1), ("io_sign", t3 - t2),
+                         ("io_verify", t4 - t3), ("f_sign", t6 - t5), ("f_verify", t7 - t6)):
+            tot[name] += dt
+    return tot
 
 
 def time_ours_verify(files) -> float:
@@ -132,19 +207,26 @@ def time_ours_verify(files) -> float:
     from mediasec.sign import check_file
     trust = TrustContext(anchors=tuple(load_certificates((PKI / "trust.pem").read_bytes())),
                          intermediates=tuple(load_certificates((PKI / "chain.pem").read_bytes())))
-    t0 = time.perf_counter()
+    from mediasec.io.fs import open_regular
+    t0 = CLOCK()
     for p in files:
-        with open(p, "rb") as f:
+        with open_regular(str(p)) as f:
             rep = check_file(f, trust=trust)
         if rep.outcome.value != "passed":
             raise SystemExit(f"{p}: {rep.to_dict()['findings']}")
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def run(cmd) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True)
-    dt = time.perf_counter() - t0
+    if CLOCK is time.process_time:       # the child's CPU time (user + system)
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(cmd, capture_output=True)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        dt = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    else:
+        t0 = CLOCK()
+        proc = subprocess.run(cmd, capture_output=True)
+        dt = CLOCK() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[:3]} exited {proc.returncode}: {proc.stderr[-500:]!r}")
     return dt
@@ -156,7 +238,12 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--cols", type=int, default=512)
     ap.add_argument("--workdir")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                    help="time CPU seconds (default; robust on a shared machine, as openssl "
+                         "speed counts them) or wall seconds")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     base = args.workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
     work = pathlib.Path(tempfile.mkdtemp(prefix="mediasec-signbench-", dir=base))
     try:
@@ -169,7 +256,8 @@ def bench(work: pathlib.Path, args) -> int:
     n = args.n
     files = make_corpus(work, n, args.rows, args.cols)
     size = files[0].stat().st_size
-    print(f"corpus: {n} CT instances {args.rows}x{args.cols}x16, {size} bytes each, in {work}")
+    print(f"corpus: {n} CT instances {args.rows}x{args.cols}x16, {size} bytes each, in {work}; "
+          f"timing {args.clock} seconds")
     sha, rsa_sign, rsa_verify = openssl_rates()
     print(f"openssl speed: sha256 {sha / 1e6:.0f} MB/s, rsa2048 {rsa_sign:.0f} sign/s, "
           f"{rsa_verify:.0f} verify/s")
@@ -177,12 +265,18 @@ def bench(work: pathlib.Path, args) -> int:
     for d in (ours, ours_cli, theirs):
         d.mkdir()
     time_ours_sign(files[:20], ours)                 # warm-up (imports, caches)
-    t_sign = time_ours_sign(files, ours)
+    time_ours_verify(sorted(ours.iterdir()))
+    for q in ours.iterdir():
+        q.unlink()
+    io_dir = work / "io"
+    io_dir.mkdir()
+    tot = time_interleaved(files, ours, io_dir)
+    t_sign, t_verify = tot["sign"], tot["verify"]
     signed = sorted(ours.iterdir())
     py = [sys.executable, "-m", "mediasec"]
     env_key = ["--key", str(PKI / "signer.key.pem"), "--cert", str(PKI / "signer.pem")]
     t_sign_cli = run([*py, "sign", *map(str, files), *env_key, "-o", str(ours_cli)])
-    t_verify = time_ours_verify(signed)
+    t_io_sign, t_io_verify = tot["io_sign"], tot["io_verify"]
     time_ours_memory(files[:20])
     m_sign = m_verify = f_sign = f_verify = 0.0
     for k in range(0, n, 100):              # batches of 100 keep the memory small
@@ -214,15 +308,23 @@ def bench(work: pathlib.Path, args) -> int:
               f"{lib / floor:10.2f}x {mem / floor:12.2f}x")
         ok &= dcm / lib >= 3
     print(f"\ngoal dcmsign/ours >= 3x: {'met' if ok else 'NOT met'}; goal within 1.5x of the "
-          "floor: " + ", ".join(f"{r[0]} {'met' if r[2] / r[5] <= 1.5 else 'NOT met'} in "
-                                f"memory, {'met' if r[1] / r[5] <= 1.5 else 'NOT met'} "
-                                "file->file" for r in rows))
+          "floor: " + ", ".join(f"{r[0]} {'met' if r[1] / r[5] <= 1.5 else 'NOT met'} "
+                                f"file->file, {'met' if r[2] / r[5] <= 1.5 else 'NOT met'} in "
+                                "memory" for r in rows))
+    fs, fv = tot["f_sign"] / n, tot["f_verify"] / n
+    print(f"in-process floor interleaved with the file->file runs (batches of 10; robust to "
+          f"the machine's load): sign {fs * 1e3:.3f}ms -> file/floor {t_sign / n / fs:.2f}x; "
+          f"verify {fv * 1e3:.3f}ms -> file/floor {t_verify / n / fv:.2f}x")
+    io_s, io_v = t_io_sign / n, t_io_verify / n
+    print(f"I/O alone (same run, no signing): read + atomic write {io_s * 1e3:.3f}ms, "
+          f"read {io_v * 1e3:.3f}ms -> file->file / (in-process floor + I/O): sign "
+          f"{t_sign / n / (fs + io_s):.2f}x, verify {t_verify / n / (fv + io_v):.2f}x")
     print(f"in-process floor beside the in-memory runs (hashlib SHA-256 + one cryptography "
           f"RSA-2048 op, same moments): sign {f_sign / n * 1e3:.3f}ms -> memory/floor "
           f"{m_sign / f_sign:.2f}x; verify {f_verify / n * 1e3:.3f}ms -> memory/floor "
           f"{m_verify / f_verify:.2f}x")
-    print("file->file: open, read, sign or verify, write (no fsync), one process for all "
-          "files. in memory: from bytes, no I/O. CLI: `mediasec sign FILES -o DIR` / "
+    print("file->file (the headline): open, read, sign or verify, and for sign an atomic "
+          "output (temp name, fsync, rename), one process for all files. in memory: from bytes, no I/O. CLI: `mediasec sign FILES -o DIR` / "
           "`check-signatures FILES` as one process (start-up included; sign adds a self-check "
           "of each new signature and an fsync'd atomic output per file). dcmsign: one process "
           "per file. floor: SHA-256 of the signed bytes + one RSA-2048 operation.")

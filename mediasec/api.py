@@ -718,7 +718,9 @@ def _sign_one(src: str, dst: str, request: SignFilesRequest) -> SignedFileResult
                                     policy=request.policy)
             _self_check(part, facts)
             signed = finish(part, [facts], dropped)
-            target = AtomicOutput(dst)
+            # anonymous (O_TMPFILE where the file system has it): no scan of the folder
+            # for stale partial files before each of thousands of outputs
+            target = AtomicOutput(dst, anonymous=True)
             with target as out:
                 signed.write_to(_writer(out, dst))
                 target.commit()

@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mediasec.errors import InputError
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome, worst
 from mediasec.sign._raw import (BytesSource, Part10, Source, SplicedSource, StreamSource,
@@ -46,7 +47,15 @@ def open_part10(data) -> Part10:
     data.seek(0)
     if size <= IN_MEMORY:
         # one read, then zero-copy views; larger files stay on disk (bounded memory)
-        return parse_part10(BytesSource(data.read()))
+        raw = data.read(size)          # the exact size: one allocation, no resize
+        while len(raw) < size:         # a short read (raw file objects may give one)
+            more = data.read(size - len(raw))
+            if not more:
+                break
+            raw += more
+        if len(raw) != size:
+            raise InputError("the file changed size while it was read", code="INPUT_CHANGED")
+        return parse_part10(BytesSource(raw))
     return parse_part10(StreamSource(data))
 
 
@@ -108,7 +117,15 @@ class SignedFile:
 def sign_part(part: Part10, signer, request: SignRequest = SignRequest(), *,
               policy: AlgorithmPolicy = AlgorithmPolicy()) -> tuple[Part10, SignedSignature]:
     spliced, facts = sign_part10(part, signer, request, policy=policy)
-    return parse_part10_inflated(spliced, part), facts
+    return parse_part10_inflated(_in_memory(spliced, part), part), facts
+
+
+def _in_memory(spliced: SplicedSource, part: Part10) -> Source:
+    """The signed output as one bytes object when the input was read whole (one copy,
+    then the fast in-memory parse), else the splices over the input as they are."""
+    if isinstance(part.source, BytesSource):
+        return BytesSource(b"".join(spliced.pieces()))
+    return spliced
 
 
 def sign_file(data, signer, request: SignRequest = SignRequest(), *,
@@ -151,9 +168,10 @@ class SignatureReport:
 
 
 def check_part(part: Part10, *, trust: TrustContext | None = None,
-               now: _dt.datetime | None = None) -> SignatureReport:
+               now: _dt.datetime | None = None, digests=None) -> SignatureReport:
+    """``digests``: see ``check_part10`` (MAC digests computed while the file streamed)."""
     from mediasec.sign.status import current_status
-    results = check_part10(part, trust=trust, now=now)
+    results = check_part10(part, trust=trust, now=now, digests=digests)
     findings: list[Finding] = []
     for r in results:
         findings += r.findings()

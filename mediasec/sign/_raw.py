@@ -27,7 +27,8 @@ from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, UNDE
 from mediasec.errors import InputError, NotDicomError
 from mediasec.dicom.tags import PIXEL_REPRESENTATION
 
-__all__ = ["Source", "BytesSource", "StreamSource", "SplicedSource", "Element", "Item",
+__all__ = ["Source", "BytesSource", "StreamSource", "SplicedSource", "SparseSource",
+           "BytesDropped", "Element", "Item",
            "Part10", "parse_part10", "Coding", "encode_element", "encode_item", "swap_value",
            "Splice", "apply_splices", "ELE", "ILE", "BE", "DEFLATE", "NATIVE_TS"]
 
@@ -138,6 +139,52 @@ class StreamSource(Source):
             return self.read(off, n), 0
         self.read(off, n)           # refills the window at ``off``
         return self._buf, 0
+
+
+class BytesDropped(Exception):
+    """A ``SparseSource`` was asked for bytes it did not keep (deliberately not a
+    ``MediasecError``: a caller that cannot supply them must say so, never report the
+    object as damaged)."""
+
+
+class SparseSource(Source):
+    """A Part 10 file of which only the element headers and the values of at most ``small``
+    bytes were kept (built while it streamed past, ``append`` / ``drop`` in file order);
+    reading a dropped byte raises ``BytesDropped``."""
+
+    def __init__(self, small: int = SMALL):
+        self.small = small
+        self.kept = bytearray()
+        self.size = 0
+        self._starts: list[int] = [0]     # file offset where each kept run starts
+        self._kept_at: list[int] = [0]    # ... and its offset in ``kept``
+        self.dropped = 0
+
+    def append(self, data) -> None:
+        self.kept += data
+        self.size += len(data)
+
+    def drop(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.size += n
+        self.dropped += n
+        if self._kept_at[-1] == len(self.kept) and len(self._starts) > 1:
+            self._starts[-1] = self.size         # one more dropped piece of the same run
+        else:
+            self._starts.append(self.size)
+            self._kept_at.append(len(self.kept))
+
+    def read(self, off: int, n: int) -> bytes:
+        if off < 0 or off + n > self.size:
+            raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
+        i = bisect.bisect_right(self._starts, off) - 1
+        kept_end = self._kept_at[i + 1] if i + 1 < len(self._kept_at) else len(self.kept)
+        run_end = self._starts[i] + kept_end - self._kept_at[i]
+        if off + n > run_end:
+            raise BytesDropped(f"bytes {off}..{off + n} were not kept")
+        k = self._kept_at[i] + off - self._starts[i]
+        return bytes(self.kept[k:k + n])
 
 
 @dataclass(frozen=True)
@@ -313,6 +360,8 @@ class _Parser:
     def __init__(self, src: Source, pixrep: int | None = None):
         self.src = src
         self.pixrep = pixrep
+        #: values up to this size are read into the tree; a ``SparseSource`` holds them
+        self.small = getattr(src, "small", SMALL)
 
     def header(self, off: int, coding: Coding):
         """(tag, vr, length, value_offset)."""
@@ -344,6 +393,8 @@ class _Parser:
         data = getattr(self.src, "data", None)
         fast = data is not None and coding.explicit and coding.little
         size = self.src.size
+        small = self.small
+        append = elements.append
         while True:
             if end is not None and off >= end:
                 if off > end:
@@ -390,13 +441,13 @@ class _Parser:
                 el.frags = []
                 el.end = self.fragments(val, el.frags, coding)
             else:
-                el.end = val + length
-                if el.end > self.src.size:
+                el_end = el.end = val + length
+                if el_end > size:
                     raise Malformed(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end "
                                     "of the file", code="DICOM_TRUNCATED")
-                if length <= SMALL:
-                    el.value = data[val:el.end] if fast else self.src.read(val, length)
-            elements.append(el)
+                if length <= small:
+                    el.value = data[val:el_end] if fast else self.src.read(val, length)
+            append(el)
             off = el.end
 
     def items(self, off: int, length: int, coding: Coding, depth: int, out: list) -> int:

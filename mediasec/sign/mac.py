@@ -13,6 +13,7 @@ otherwise (OpenSSL 3 moved it to the legacy provider; some builds lack it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from typing import Callable
@@ -92,6 +93,7 @@ def hash_oid(mac: str) -> str:
     return MAC_ALGORITHMS[mac][1]
 
 
+@functools.lru_cache(maxsize=None)
 def digest_info_prefix(mac: str) -> bytes:
     """DER of DigestInfo up to the digest bytes (AlgorithmIdentifier with NULL params)."""
     _name, oid, size = MAC_ALGORITHMS[mac]

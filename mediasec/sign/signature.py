@@ -32,7 +32,8 @@ from mediasec.pki.trust import check_signer_certificate
 from mediasec.policy import AlgorithmPolicy, TrustContext
 from mediasec.report import Finding, Outcome
 from mediasec.sign import mac as macs
-from mediasec.sign._raw import (BE, ELE, EXPLICIT_LE, ILE, NATIVE_TS, BytesSource, Coding,
+from mediasec.sign._raw import (BE, ELE, EXPLICIT_LE, ILE, NATIVE_TS, BytesDropped,
+                                BytesSource, Coding,
                                 Element, Item, Part10, Splice, SplicedSource, _Parser,
                                 encode_item, pack_length)
 from mediasec.sign.profiles import (STATUS_TAGS, profiles_satisfied, purposes,
@@ -136,6 +137,7 @@ class Level:
     ancestors: list                 # [(Element, Item)] from the top down to this item
 
 
+@functools.lru_cache(maxsize=4096)
 def _keyword(tag: int) -> str | None:
     from pydicom import datadict
     try:
@@ -320,9 +322,14 @@ def _choose_tags(level: Level, profile, req: SignRequest, src) -> list[int]:
     item = level.item
     present = {el.tag: el for el in item.elements}
     if req.tags is None:
-        chosen = {t for t, el in present.items() if macs.is_signable(el)}
+        # every signable element (each judged once)
+        is_signable = macs.is_signable
+        chosen = {el.tag for el in item.elements if is_signable(el)}
         if not profile.status_tags:
             chosen -= set(STATUS_TAGS)
+        if not chosen:
+            raise UsageError("nothing to sign at this level", code="USAGE")
+        return sorted(chosen)
     else:
         chosen = set(req.tags)
         missing = sorted(t for t in chosen if t not in present)
@@ -366,6 +373,7 @@ class SignPlan:
     cert_der: bytes
     sig_len: int
     delta: int = 0
+    _mac_item: bytes | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int | None:
@@ -388,12 +396,16 @@ class SignPlan:
         item, coding, src = self.level.item, self.level.item.coding, self.part.source
         sig_item = encode_item(tail + [(CERT_OF_SIGNER, "OB", self.cert_der),
                                        (SIGNATURE, "OB", signature)], coding)
-        at_value = b"".join(struct.pack("<HH", t >> 16, t & 0xFFFF) for t in self.tags)
-        mac_item = encode_item([(MAC_ID, "US", struct.pack("<H", self.mac_id)),
-                                (MAC_TS, "UI",
-                                 mac_transfer_syntax(self.part.transfer_syntax).encode()),
-                                (MAC_ALGORITHM, "CS", self.req.mac.encode()),
-                                (DATA_ELEMENTS_SIGNED, "AT", at_value)], coding)
+        mac_item = self._mac_item
+        if mac_item is None:          # the same when sized and when signed: encoded once
+            # AT values: (group, element) pairs, little endian (one pack for the whole list)
+            at_value = struct.pack(f"<{2 * len(self.tags)}H",
+                                   *[h for t in self.tags for h in (t >> 16, t & 0xFFFF)])
+            mac_item = self._mac_item = encode_item(
+                [(MAC_ID, "US", struct.pack("<H", self.mac_id)),
+                 (MAC_TS, "UI", mac_transfer_syntax(self.part.transfer_syntax).encode()),
+                 (MAC_ALGORITHM, "CS", self.req.mac.encode()),
+                 (DATA_ELEMENTS_SIGNED, "AT", at_value)], coding)
         s1, d1 = add_to_sequence(item, MAC_PARAMETERS, [mac_item], coding, 0)
         s2, d2 = add_to_sequence(item, DIGITAL_SIGNATURES, [sig_item], coding, 1)
         splices = s1 + s2 + length_patches(self.level, d1 + d2, src)
@@ -580,8 +592,12 @@ class SignatureResult:
 
 
 def check_part10(part: Part10, *, trust: TrustContext | None = None,
-                 now: _dt.datetime | None = None) -> list[SignatureResult]:
-    """Verify every signature at every level of ``part``."""
+                 now: _dt.datetime | None = None, digests=None) -> list[SignatureResult]:
+    """Verify every signature at every level of ``part``.
+
+    ``digests(level, mac, tags)`` (optional) may return a hash object already fed with the
+    S part of the MAC stream of the ``tags`` listed at ``level`` (computed as the file
+    streamed past), or None to have it computed here from ``part.source``."""
     results = []
     sop_class = _sop_class(part)
     verified = _text(part.dataset.get(VERIFICATION_FLAG), part.source) == "VERIFIED"
@@ -592,7 +608,8 @@ def check_part10(part: Part10, *, trust: TrustContext | None = None,
         for sig_item in sigs.items:
             r = SignatureResult(level.path)
             try:
-                _check_one(part, level, sig_item, r, trust, now, sop_class, verified)
+                _check_one(part, level, sig_item, r, trust, now, sop_class, verified,
+                           digests)
             except MediasecError as exc:   # a damaged part of one signature: that signature
                 r.status, r.message = "malformed", exc.message
             except (ValueError, TypeError, UnsupportedAlgorithm, InvalidVersion) as exc:
@@ -638,7 +655,7 @@ def _timestamp_info(sig_item: Item, src, signature: bytes) -> dict | None:
 
 
 def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, now,
-               sop_class, verified) -> None:
+               sop_class, verified, digests=None) -> None:
     src = part.source
     r.mac_id = _us(sig_item.get(MAC_ID), src)
     r.uid = _text(sig_item.get(SIG_UID), src)
@@ -726,7 +743,11 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
             r.status, r.message = "not_signable", f"listed element ({tag_str(t)}) is not signable"
             return
         present_els.append(el)
-    macs.StreamBuilder(src, h.update).elements(present_els)
+    pre = digests(level, mac, tags) if digests is not None else None
+    if pre is not None:
+        h = pre
+    else:
+        macs.StreamBuilder(src, h.update).elements(present_els)
     _feed_tail(sig_item, h.update, src)
     digest = h.digest()
     if isinstance(pub, rsa.RSAPublicKey):
@@ -750,8 +771,8 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
             return
         if got != digest:
             _mismatch(r)
-            if not r.missing_elements and _old_format_digest(src, item, tags, sig_item,
-                                                               mac) == got:
+            if not r.missing_elements and _old_format_digest_or_none(
+                    src, item, tags, sig_item, mac) == got:
                 r.status = "old_format"
                 r.message = ("signed in DCMTK's pre-3.5.4 format (dcmsign -fo), which hashes "
                              "pixel data fragment lengths; it does not verify under the "
@@ -815,6 +836,15 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     r.status = "valid"
     r.message = f"valid signature by {r.signer}"
+
+
+def _old_format_digest_or_none(src, item: Item, tags, sig_item: Item, mac: str):
+    """The pre-3.5.4 digest, or None when the source did not keep the bytes it needs (a
+    streaming reader: the mismatch stands, only its explanation is missing)."""
+    try:
+        return _old_format_digest(src, item, tags, sig_item, mac)
+    except BytesDropped:
+        return None
 
 
 def _old_format_digest(src, item: Item, tags, sig_item: Item, mac: str) -> bytes | None:
