@@ -116,3 +116,34 @@ def test_side_output_of_a_forced_output_keeps_the_output(corpus, tmp_path, monke
     res = run_cli("protect", corpus["one"], "-o", out, *TO, "--force", "--json",
                   tmp_path / "r.json")
     assert res.code == 3 and out.read_bytes() != b"old"
+
+
+def test_outputs_have_no_name_until_commit_and_many_stay_fast(tmp_path):
+    """Every output (not only secrets) is an anonymous inode until commit: a kill leaves
+    nothing, and no per-output scan of the folder for a killed run's leftovers (which made
+    writing the 1,000th file into a folder slower than the first)."""
+    from mediasec.io import fs
+    probe = fs.AtomicOutput(tmp_path / "probe")
+    try:
+        probe.open()
+    except EnvironmentFailure:
+        pytest.skip("no O_TMPFILE here")
+    if not probe.anonymous:
+        probe.abort()
+        pytest.skip("this file system has no O_TMPFILE")
+    probe.abort()
+    scans = []
+    real = fs.clean_stale
+    fs.clean_stale = lambda target: scans.append(target) or real(target)
+    try:
+        for i in range(50):
+            out = fs.AtomicOutput(tmp_path / f"f{i}.dcm")
+            f = out.open()
+            f.write(b"x" * i)
+            assert sorted(tmp_path.iterdir()) == sorted(tmp_path / f"f{j}.dcm" for j in range(i))
+            out.commit()
+    finally:
+        fs.clean_stale = real
+    assert scans == []
+    assert [(tmp_path / f"f{i}.dcm").read_bytes() for i in range(50)] == \
+        [b"x" * i for i in range(50)]

@@ -8,7 +8,8 @@ result or nothing at all:
   links it in; a crash or ``kill -9`` frees it and leaves nothing behind. Where the
   file system has no ``O_TMPFILE``, ``AnonymousUnsupported`` is raised *before* any
   byte is written, so the caller can verify first and write afterwards.
-* otherwise a named temp file ``.NAME.partial-XXXX`` beside the target.
+* other outputs the same by default (``anonymous=False`` or a file system without
+  ``O_TMPFILE``: a named temp file ``.NAME.partial-XXXX`` beside the target).
 
 ``commit()`` fsyncs, renames over the target (``os.replace``) and fsyncs the folder;
 leaving the ``with`` block without ``commit()`` (an error) removes everything.
@@ -183,9 +184,12 @@ class AtomicOutput:
         self.target = os.path.abspath(os.fspath(target))
         self.secret = secret
         #: O_TMPFILE: nothing named exists until commit (required for secrets; for other
-        #: outputs, e.g. a disc image, preferred and silently replaced by a named temp
-        #: file where the file system lacks it)
-        self.anonymous = secret if anonymous is None else (anonymous or secret)
+        #: outputs the default too, silently replaced by a named temp file where the file
+        #: system lacks it, or where the caller asks for ``anonymous=False``). The named
+        #: way scans the folder for a killed run's leftovers before each output, which
+        #: costs O(files in the folder) per output: writing thousands of files into one
+        #: folder made each one slower (``mediasec sign``, ``protect``, ``deidentify``).
+        self.anonymous = True if anonymous is None else (anonymous or secret)
         #: exactly this mode, whatever the umask (default 0600 for secrets, else 0644)
         self.mode = mode if mode is not None else (0o600 if secret else 0o644)
         self._fd: int | None = None
