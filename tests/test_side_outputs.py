@@ -123,7 +123,7 @@ def test_outputs_have_no_name_until_commit_and_many_stay_fast(tmp_path):
     nothing, and no per-output scan of the folder for a killed run's leftovers (which made
     writing the 1,000th file into a folder slower than the first)."""
     from mediasec.io import fs
-    probe = fs.AtomicOutput(tmp_path / "probe")
+    probe = fs.AtomicOutput(tmp_path / "probe", anonymous=True)
     try:
         probe.open()
     except EnvironmentFailure:
