@@ -116,3 +116,23 @@ def test_early_parse_of_an_unchanged_image_sees_the_names_written(tmp_path, pile
     res = run_cli("build", pile, "-o", tmp_path / "d.iso", "--profile", "STD-GEN-DVD-JPEG")
     assert res.code == 0, res
     assert "/DICOMDIR.;1" in seen and "/MANIFEST.SHA;1" in seen and len(seen) == 10
+
+
+def test_is_uid_keeps_the_ps3_5_syntax():
+    """The scan's UID check (a regular expression now) against the rule written out."""
+    import random
+
+    from mediasec.dicom.scan import is_uid
+
+    def rule(v: str) -> bool:
+        if not v or len(v) > 64 or not v.isascii():
+            return False
+        return all(c.isdigit() and (c == "0" or c[0] != "0") for c in v.split("."))
+
+    rnd = random.Random(15)
+    cases = ["", "0", "0.0", "1.02", "01", "1..2", "1.2.", ".1", "1" * 64, "1" * 65,
+             "\u0661.2", "1.2 ", "1.2\n", "1.2\0", "2.25." + "9" * 59, "2.25." + "9" * 60]
+    cases += ["".join(rnd.choice("0123456789.. x\u0661") for _ in range(rnd.randrange(1, 70)))
+              for _ in range(3000)]
+    assert sum(map(rule, cases)) > 100
+    assert [is_uid(c) for c in cases] == [rule(c) for c in cases]
