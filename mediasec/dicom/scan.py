@@ -16,6 +16,7 @@ item where their length is undefined. pydicom remains the oracle in the tests.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterable
@@ -180,9 +181,11 @@ def _fast_explicit_le(buf: bytes, pos: int, wanted: frozenset, max_wanted: int, 
 def is_uid(value: str) -> bool:
     """PS3.5 §9.1: 1-64 characters, dot-separated components of digits without
     leading zeros (a lone ``0`` is allowed)."""
-    if not value or len(value) > 64 or not value.isascii():
-        return False
-    return all(c.isdigit() and (c == "0" or c[0] != "0") for c in value.split("."))
+    return len(value) <= 64 and _UID.match(value) is not None
+
+
+#: PS3.5 §9.1's UID syntax (ASCII digits: ``\d`` would take any Unicode digit)
+_UID = re.compile(r"(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*\Z")
 
 
 def _uid(b: bytes | None) -> str:

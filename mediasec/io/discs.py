@@ -10,6 +10,7 @@ write engine (``io.engine``: worker processes make every file straight into its 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import hashlib
 import os
@@ -83,6 +84,50 @@ class IsoDiscWriter:
                               name=self.out.target)
         self.size = self.image.size
         self.digests: list[str | None] = []
+        #: parse the image back beside the workers (``source``): only for a read-back
+        self.readback = layout.readback
+        self._early: tuple | None = None   # (IsoSource | InputError, structures' digest)
+
+    def _structures(self) -> list[tuple[int, int]]:
+        """The image's byte ranges outside every file's data (its padding included): what
+        ``write_metadata`` writes, and all a parse of the image's structures reads."""
+        data = sorted((o, -(-f.producer.size // SECTOR) * SECTOR)
+                      for f, o in zip(self.files, self.image.offsets) if o is not None)
+        out, at = [], 0
+        for off, n in data:
+            if off > at:
+                out.append((at, off - at))
+            at = max(at, off + n)
+        if at < self.size:
+            out.append((at, self.size - at))
+        return out
+
+    def _structures_digest(self) -> bytes:
+        h = hashlib.sha256()
+        fd = self.out.fileno
+        for off, n in self._structures():
+            while n:
+                chunk = os.pread(fd, min(n, 1 << 20), off)
+                if not chunk:
+                    raise OSError(errno.EIO, "the image ended inside its structures")
+                h.update(chunk)
+                off += len(chunk)
+                n -= len(chunk)
+        return h.digest()
+
+    def _metadata(self, fp) -> None:
+        """Beside the workers: the image's metadata, then (for the read-back) its parse,
+        from the image as written, with a digest of every byte outside the files' data;
+        ``source`` checks that digest again once every file is in, so the early parse is
+        the parse of the final image."""
+        self.image.write_metadata(fp)
+        if not self.readback:
+            return
+        try:
+            src: Any = IsoSource(f"/proc/self/fd/{self.out.fileno}")
+        except InputError as exc:
+            src = exc
+        self._early = (src, self._structures_digest())
 
     def write(self, manifest: Callable[[list], bytes] | None) -> int:
         files = self.files
@@ -95,7 +140,7 @@ class IsoDiscWriter:
                 fd, [f.producer for f in files], self.image.offsets,
                 [f.name for f in files], image=self.out.target, skip=skip,
                 workers=self.workers, on_file=_progress(files, self.on_bytes),
-                meanwhile=lambda: self.image.write_metadata(fp))
+                meanwhile=lambda: self._metadata(fp))
             for i, data in _manifest_of(files, digests, manifest).items():
                 os.pwrite(fd, data + bytes(-len(data) % SECTOR), self.image.offsets[i])
                 digests[i] = hashlib.sha256(data).hexdigest()
@@ -111,9 +156,25 @@ class IsoDiscWriter:
 
     @contextlib.contextmanager
     def source(self):
-        """The image as written, through its still-unnamed file (``/proc/self/fd/N``)."""
+        """The image as written, through its still-unnamed file (``/proc/self/fd/N``):
+        parsed beside the workers (``_metadata``) if its structures are unchanged since
+        (every byte outside the files' data, by digest), else parsed now."""
+        early, self._early = self._early, None
+        src: Any = None
+        if early is not None:
+            try:
+                same = self._structures_digest() == early[1]
+            except OSError as exc:
+                raise env_error(exc, self.out.target) from exc
+            if same:
+                src = early[0]
+            elif isinstance(early[0], IsoSource):
+                early[0].close()   # changed since: parsed again below, as it is now
         try:
-            src = IsoSource(f"/proc/self/fd/{self.out.fileno}")
+            if src is None:
+                src = IsoSource(f"/proc/self/fd/{self.out.fileno}")
+            elif isinstance(src, InputError):
+                raise src
         except InputError as exc:
             raise IntegrityError(f"read-back: the image as written cannot be read "
                                  f"({exc.message}); nothing was written",
@@ -122,11 +183,18 @@ class IsoDiscWriter:
             src.label = self.out.target
             yield _ReadBack(src, self.out.target)
 
+    def _drop_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None and isinstance(early[0], IsoSource):
+            early[0].close()
+
     def commit(self) -> None:
+        self._drop_early()
         self.out.commit()
         self.image.close()
 
     def abort(self) -> None:
+        self._drop_early()
         if not self.out.committed:
             self.out.abort()
         self.image.close()

@@ -329,8 +329,30 @@ def index_fileset(scans: Iterable[ScannedFile], *, profile: MediaProfile,
                             and has.raw(SPECIFIC_CHARACTER_SET) == charset else b""))
         return tuple(out)
 
+    leaf_keys: dict[str, tuple[KeySpec, ...]] = {}
+
     def leaf(s: ScannedFile, rtype: str, fills: dict[int, str]) -> Instance:
-        return Instance(s, rtype, entity_keys(rtype, [s], {}, s.sop_instance_uid, fills))
+        """``entity_keys(rtype, [s], {}, ...)`` for the one member of an instance record,
+        without the searches over members (run once per file: most of the planning)."""
+        keys = leaf_keys.get(rtype)
+        if keys is None:
+            keys = leaf_keys[rtype] = record_keys(rtype, profile)
+        values = s.values
+        charset = values.get(SPECIFIC_CHARACTER_SET)
+        out = [] if charset is None else [(SPECIFIC_CHARACTER_SET, charset[0], charset[1])]
+        for k in keys:
+            tag = k.tag
+            hit = values.get(tag)
+            if hit is not None and s.present(tag):
+                out.append((tag, hit[0], hit[1]))
+            elif k.type == "1":
+                value = fills.get(tag) or _fill_for(k)
+                value = miss.note(rtype, k.keyword, [s.source], value, s.sop_instance_uid)
+                if value is not None:
+                    out.append((tag, k.vr, _text_bytes(k.vr, value)))
+            elif k.type == "2":
+                out.append((tag, k.vr, hit[1] if hit is not None else b""))
+        return Instance(s, rtype, tuple(out))
 
     patient_entities = []
     for pid in sorted(patients):

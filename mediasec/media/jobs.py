@@ -153,6 +153,8 @@ class DiscLayout:
     interchange_level: int = 1
     set_size: int = 1
     seqnum: int = 1
+    #: the medium is read back before commit (an image may then be parsed early)
+    readback: bool = True
 
 
 class DiscWriter(Protocol):
@@ -375,7 +377,8 @@ def run_build(req: BuildRequest, ports: BuildPorts, *,
         for i, (name, disc) in enumerate(zip(names, discs), 1):
             layout = DiscLayout("iso" if req.iso else "folder", volume_id=fileset_id, udf=udf,
                                 interchange_level=1 if profile.family == "cd" else 3,
-                                set_size=len(discs), seqnum=i)
+                                set_size=len(discs), seqnum=i,
+                                readback=req.verify != "none")
             writer = ports.open_disc(name, disc.files, layout, progress, req.workers)
             writers.append(writer)
             if req.iso and cap is not None and writer.size is not None and writer.size > cap:
