@@ -42,8 +42,8 @@ from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, chec
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
 from mediasec.io.medium import medium_spec, open_medium
-from mediasec.io.workers import (Pool, batches, default_workers, worker_examine_batch,
-                                 worker_extract, worker_init)
+from mediasec.io.workers import (Pool, default_workers, examine_ahead, worker_extract,
+                                 worker_init)
 from mediasec.media.extract import ExtractReport, link_findings, plan_extract
 from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
 from mediasec.media.dirindex import index_medium, planned_tasks
@@ -139,19 +139,16 @@ def verify(request: VerifyRequest, *, on_progress: Progress | None = None) -> Me
             with open_medium(request.medium) as source:
                 index = MediumIndex(source.entries())
                 tasks = planned_tasks(index)
-                groups = pool.run_ahead(worker_examine_batch,
-                                        batches(tasks, lambda t: t.size))
+                facts = examine_ahead(pool, tasks)
                 try:
                     fsi = index_medium(source, decrypters=decrypters, trust=request.trust,
                                        index=index)
                     return finish_validation(
                         source, fsi, decrypters=decrypters, trust=request.trust,
-                        examiner=lambda _tasks: (f for group in groups for f in group),
-                        profile=profile, on_progress=on_progress)
+                        examiner=lambda _tasks: facts, profile=profile,
+                        on_progress=on_progress)
                 finally:
-                    close = getattr(groups, "close", None)
-                    if close is not None:
-                        close()
+                    facts.close()
 
 
 # -- extract -----------------------------------------------------------------------------
