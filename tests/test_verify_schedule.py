@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from concurrent.futures import Future
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -43,21 +44,68 @@ def _tasks(sizes):
 
 
 @pytest.mark.parametrize("n_workers", [1, 2])
-def test_results_in_listing_order_largest_submitted_first(tmp_path, fake_examine, n_workers):
-    log = tmp_path / "log"
+def test_results_in_listing_order(tmp_path, fake_examine, n_workers):
     # one 150 MB file late in the listing, many small ones before it
     sizes = [300_000] * 100 + [150_000_000] + [20_000_000, 400_000, 400_000]
     tasks = _tasks(sizes)
-    with Pool(n_workers, setup=_setup, args=(str(log),), max_inflight=2) as pool:
-        it = examine_ahead(pool, tasks)
-        got = list(it)
+    with Pool(n_workers, setup=_setup, args=(str(tmp_path / "log"),), max_inflight=2) as pool:
+        got = list(examine_ahead(pool, tasks))
     assert got == [t.path for t in tasks]
-    started = log.read_text().splitlines()
-    if n_workers == 2:
-        # the two largest batches were handed out before any of the small ones
-        assert set(started[:2]) == {"f100", "f101"}
-    else:
-        assert started[0].startswith("f000")
+
+
+class _Executor:
+    """Runs nothing until told: records the submission order and how many were running."""
+
+    def __init__(self):
+        self.submitted: list = []
+        self.futures: list = []
+
+    def submit(self, fn, item):
+        fut = Future()
+        fut.set_running_or_notify_cancel()
+        self.submitted.append(item)
+        self.futures.append((fut, fn, item))
+        return fut
+
+    def running(self) -> int:
+        return sum(not f.done() for f, _, _ in self.futures)
+
+    def finish_oldest(self):
+        for fut, fn, item in self.futures:
+            if not fut.done():
+                fut.set_result(fn(item))
+                return
+
+
+def test_largest_first_within_the_limit_reported_in_order():
+    from mediasec.io.workers import _Reordered
+
+    items = [1, 5, 2, 9, 3, 8]
+    order = sorted(range(len(items)), key=lambda i: -items[i])
+    ex = _Executor()
+    it = _Reordered(ex, lambda x: x * 10, items, order, 2)
+    assert ex.submitted == [9, 8]           # started at once, the largest two
+    import threading
+    stop = threading.Event()
+    most = []
+
+    def finisher():   # completes one running item at a time while the reader waits
+        while not stop.is_set():
+            if ex.running():
+                most.append(ex.running())
+                ex.finish_oldest()
+            stop.wait(0.001)
+
+    th = threading.Thread(target=finisher)
+    th.start()
+    try:
+        got = list(it)
+    finally:
+        stop.set()
+        th.join()
+    assert got == [x * 10 for x in items]
+    assert ex.submitted == sorted(items, reverse=True)
+    assert most and max(most) <= 2
 
 
 def test_close_cancels_what_was_not_read(tmp_path, fake_examine):
@@ -157,3 +205,21 @@ def test_decrypt_chunks_ragged_ciphertext_is_damage():
     key, iv = bytes(32), bytes(16)
     with pytest.raises(DecryptionError, match="whole number"):
         _decrypt([_octets(bytes(40), [16])], key, iv)
+
+
+# -- start-up: verify does not load the build ----------------------------------------------
+
+def test_verify_starts_without_the_build_modules():
+    """Every disc checked pays the start-up: ``verify`` imports neither the build's modules
+    (plan, stages, jobs) nor the package metadata (only ``--version`` needs it)."""
+    import subprocess
+    import sys
+    code = ("import sys, mediasec.cli.main, mediasec.cli.cmd_verify; "
+            "print(' '.join(sorted(m for m in ('mediasec.media.jobs', 'mediasec.media.plan', "
+            "'mediasec.media.stages', 'mediasec.media.build', 'importlib.metadata', "
+            "'pydicom') if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
+    from mediasec.api import BuildRequest   # still there, loaded on first use
+    assert BuildRequest.__module__ == "mediasec.media.jobs"
