@@ -37,6 +37,20 @@ Steps (only 3-5 are timed):
    (wrapped in a ContentInfo, as openssl wants), N files at a time (``xargs -P N``). With
    more than ``--sample`` files (default 400; 0 = all), an evenly spaced sample is run
    and the per-file part extrapolated (it says so). ``--no-peer`` skips this step.
+6. ``--breakdown`` (untimed, after the rest): where verify's CPU time goes, part by part,
+   each in this process on one core: start-up (the imports of ``python -m mediasec
+   verify``, best of 3), the image's listing (``open_medium``), the DICOMDIR and manifest
+   (``index_medium``), then every file read once (``examine_file``) split into the
+   dataset-signature probe (its ``feed``/``findings`` timed), the primitives of the same
+   work called from Python (per file one RSA-2048 decryption and one verification,
+   AES-256-CBC decryption of the stored bytes, SHA-256 of the stored bytes and of the
+   plaintext, in the reader's 256 KiB pieces: what is left when all parsing is gone) and
+   the rest (BER/ASN.1 and DICOM parsing, per-file bookkeeping), with the share of each
+   in the floor's terms.
+
+The package's modules are compiled (``compileall``) before anything is timed, as an
+installed package's are: with ``PYTHONDONTWRITEBYTECODE`` set, every start would otherwise
+compile them again.
 
 Units: MB = 10^6 bytes; times in seconds. The workdir is on /dev/shm when it has room for
 the pile, the image and the peer's extracted copy (warm page cache, no disk noise), else
@@ -189,6 +203,117 @@ def peer_pipeline(iso: pathlib.Path, work: pathlib.Path, secure: list[str], samp
             "measured": k, "of": len(secure)}
 
 
+# -- where the time goes (step 6) --------------------------------------------------------------
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+def primitives_seconds(source, entries, piece: int = 256 << 10) -> float:
+    """CPU seconds of the floor's primitives called from Python on these files, with no
+    parsing: per file one RSA-2048 decryption (PKCS#1 v1.5) and one verification, and over
+    the stored bytes (read in ``piece`` pieces) AES-256-CBC decryption, SHA-256 of the
+    stored bytes and SHA-256 of the decrypted bytes."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = serialization.load_pem_private_key(
+        (PKI / "recipient-2048.key.pem").read_bytes(), None)
+    pub = key.public_key()
+    wrapped = pub.encrypt(bytes(32), padding.PKCS1v15())
+    sig = key.sign(b"signed attributes", padding.PKCS1v15(), hashes.SHA256())
+    out = bytearray(piece + 16)
+    t = _cpu()
+    for e in entries:
+        cek = key.decrypt(wrapped, padding.PKCS1v15())
+        pub.verify(sig, b"signed attributes", padding.PKCS1v15(), hashes.SHA256())
+        dec = Cipher(algorithms.AES(cek), modes.CBC(bytes(16))).decryptor()
+        h_stored, h_plain = hashlib.sha256(), hashlib.sha256()
+        held = b""
+        for chunk in source.open(e.handle):
+            data = held + bytes(chunk) if held else chunk
+            cut = len(data) - len(data) % 16
+            held = bytes(data[cut:])
+            h_stored.update(data[:cut])
+            n = dec.update_into(data[:cut], out)
+            h_plain.update(memoryview(out)[:n])
+    return _cpu() - t
+
+
+def breakdown(iso: pathlib.Path, n_secure: int, stored: int, rates: dict) -> None:
+    """Step 6 (see the module docstring)."""
+    sys.path.insert(0, str(ROOT))
+    import mediasec.media.dsig_check as dsig
+    from mediasec._job import Job
+    from mediasec.cms.keys import KeyDecrypter
+    from mediasec.io.medium import open_medium
+    from mediasec.media.dirindex import index_medium
+    from mediasec.media.examine import examine_file
+    from mediasec.pki.certs import load_certificates, load_private_key
+    from mediasec.policy import TrustContext
+    from mediasec.media.source import MediumIndex
+
+    starts = [run_measured([sys.executable, "-c", "import mediasec.cli.main, "
+                            "mediasec.cli.cmd_verify"])["cpu"] for _ in range(3)]
+    dec = [KeyDecrypter(load_private_key((PKI / "recipient-2048.key.pem").read_bytes())[0],
+                        load_certificates((PKI / "recipient-2048.pem").read_bytes())[0])]
+    trust = TrustContext(anchors=tuple(load_certificates((PKI / "trust.pem").read_bytes())))
+    probe = {"s": 0.0}
+
+    def timed(fn):
+        def run(*args, **kw):
+            t = _cpu()
+            try:
+                return fn(*args, **kw)
+            finally:
+                probe["s"] += _cpu() - t
+        return run
+
+    cls = dsig.DatasetSignatureProbe
+    saved = (cls.feed, cls.findings)
+    cls.feed, cls.findings = timed(cls.feed), timed(cls.findings)
+    try:
+        with Job("benchmark").active():
+            t = _cpu()
+            source = open_medium(str(iso))
+            t_list = _cpu() - t
+            try:
+                index = MediumIndex(source.entries())
+                t = _cpu()
+                fsi = index_medium(source, decrypters=dec, trust=trust, index=index)
+                t_index = _cpu() - t
+                probe_index, probe["s"] = probe["s"], 0.0
+                skip = {id(fsi.dicomdir_entry), id(fsi.manifest_entry)}
+                files = [e for e in index.entries if e.kind == "file" and id(e) not in skip]
+                t = _cpu()
+                for e in files:
+                    examine_file(source.open(e.handle), path=e.path, size=e.size,
+                                 decrypters=dec, trust=trust)
+                t_files = _cpu() - t
+                t_prim = primitives_seconds(source, files)
+            finally:
+                source.close()
+    finally:
+        cls.feed, cls.findings = saved
+    floor1 = floor_seconds(rates, stored, stored, n_secure)
+    rest = t_files - probe["s"] - t_prim
+    n = max(1, len(files))
+    print(f"breakdown (CPU seconds, one process, in this run; floor one core {floor1:.2f} s):")
+    print(f"  start-up (imports of the verify command, best of 3): {min(starts):.2f} s")
+    print(f"  image listing (open_medium): {t_list:.2f} s")
+    print(f"  DICOMDIR + manifest (index_medium): {t_index:.2f} s (of which the "
+          f"dataset-signature probe {probe_index:.2f} s)")
+    print(f"  {len(files)} files read once (examine_file): {t_files:.2f} s =")
+    print(f"    primitives called from Python (RSA, AES, SHA-256 x2, reads): {t_prim:.2f} s "
+          f"({t_prim / floor1:.2f}x the openssl-speed floor)")
+    print(f"    dataset-signature probe (feed + findings): {probe['s']:.2f} s")
+    print(f"    the rest (BER/ASN.1, DICOM header, per-file bookkeeping): {rest:.2f} s "
+          f"({rest / n * 1000:.2f} ms per file)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,6 +327,8 @@ def main() -> int:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="after the timed runs: where verify's CPU time goes (step 6)")
     a = ap.parse_args()
     for tool in ("openssl", "xorriso", "sha256sum", "xargs"):
         if shutil.which(tool) is None:
@@ -230,6 +357,8 @@ def main() -> int:
 def run(a, work: pathlib.Path) -> int:
     n_cpu = cpus()
     workers = a.workers or min(2, n_cpu)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "mediasec")],
+                   check=True, stdout=subprocess.DEVNULL)
     if a.image:
         iso = pathlib.Path(a.image).resolve()
         what = f"image {iso}"
@@ -314,6 +443,8 @@ def run(a, work: pathlib.Path) -> int:
     print(f"throughput: {iso_bytes / best['wall'] / MB:.0f} MB/s of image, "
           f"{n / best['wall']:.0f} files/s")
 
+    if a.breakdown:
+        breakdown(iso, n, stored, r1)
     if not a.no_peer:
         paths = [f["path"] for f in secure]
         p = peer_pipeline(iso, work, paths, a.sample, n_cpu)

@@ -42,10 +42,9 @@ from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, chec
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
 from mediasec.io.medium import medium_spec, open_medium
-from mediasec.io.workers import (Pool, batches, default_workers, worker_examine_batch,
-                                 worker_extract, worker_init)
+from mediasec.io.workers import (Pool, default_workers, examine_ahead, worker_extract,
+                                 worker_init)
 from mediasec.media.extract import ExtractReport, link_findings, plan_extract
-from mediasec.media.jobs import BuildRequest, BuildResult, preflight, run_build
 from mediasec.media.dirindex import index_medium, planned_tasks
 from mediasec.media.examine import examine_file
 from mediasec.media.validate import finish_validation
@@ -70,6 +69,17 @@ __all__ = ["BuildRequest", "BuildResult", "build", "check_build", "VerifyRequest
 Progress = Callable[[dict], None]
 
 
+def __getattr__(name: str):
+    """``BuildRequest``/``BuildResult`` load with the build's modules on first use (PEP 562):
+    ``verify``, ``ls`` and ``extract`` start without them."""
+    if name in ("BuildRequest", "BuildResult"):
+        from mediasec.media import jobs
+        value = getattr(jobs, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mediasec.api' has no attribute {name!r}")
+
+
 # -- build -------------------------------------------------------------------------------
 
 def _normalized(request: BuildRequest) -> BuildRequest:
@@ -85,6 +95,7 @@ def build(request: BuildRequest, *, on_progress: Progress | None = None) -> Buil
     Nothing exists at the output unless the whole job succeeded."""
     # build only (pydicom): not imported for verify, ls, extract
     from mediasec.io.discs import DeidentifyingPorts, FileSystemPorts
+    from mediasec.media.jobs import run_build
 
     request = _normalized(request)
     ports = FileSystemPorts()
@@ -108,6 +119,7 @@ def check_build(request: BuildRequest) -> None:
     """The refusals ``build`` makes before reading any input (profile, recipients, output),
     for a caller with work of its own to do first."""
     from mediasec.io.discs import FileSystemPorts
+    from mediasec.media.jobs import preflight
 
     preflight(_normalized(request), FileSystemPorts())
 
@@ -139,19 +151,16 @@ def verify(request: VerifyRequest, *, on_progress: Progress | None = None) -> Me
             with open_medium(request.medium) as source:
                 index = MediumIndex(source.entries())
                 tasks = planned_tasks(index)
-                groups = pool.run_ahead(worker_examine_batch,
-                                        batches(tasks, lambda t: t.size))
+                facts = examine_ahead(pool, tasks)
                 try:
                     fsi = index_medium(source, decrypters=decrypters, trust=request.trust,
                                        index=index)
                     return finish_validation(
                         source, fsi, decrypters=decrypters, trust=request.trust,
-                        examiner=lambda _tasks: (f for group in groups for f in group),
-                        profile=profile, on_progress=on_progress)
+                        examiner=lambda _tasks: facts, profile=profile,
+                        on_progress=on_progress)
                 finally:
-                    close = getattr(groups, "close", None)
-                    if close is not None:
-                        close()
+                    facts.close()
 
 
 # -- extract -----------------------------------------------------------------------------

@@ -28,9 +28,18 @@ def _version() -> str:
         return __version__
 
 
+def _show_version(ctx: click.Context, value: bool) -> None:
+    """``--version``: the metadata lookup (a tenth of a second) only when asked."""
+    if value and not ctx.resilient_parsing:
+        click.echo(f"mediasec, version {_version()}")
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              invoke_without_command=True)
-@click.version_option(_version(), prog_name="mediasec")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _p, value: _show_version(ctx, value),
+              help="Show the version and exit.")
 @click.option("--verbose", "-v", is_flag=True, help="Show tracebacks and debug logging.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:

@@ -295,38 +295,47 @@ def _finish_outer(s: ByteStream, head: EnvelopedHead) -> None:
 
 
 def decrypt_chunks(s: ByteStream, head: EnvelopedHead, cek: bytes, *,
-                   piece: int = 1 << 20) -> Iterator[memoryview]:
+                   piece: int = 256 << 10) -> Iterator[memoryview]:
     """Yield the plaintext (padding removed) and then check the rest of the outer layer.
 
     Views are valid until the next step. Bad padding or a ragged ciphertext length is a
-    ``DecryptionError`` (damaged file), never "wrong key".
+    ``DecryptionError`` (damaged file), never "wrong key". ``piece``: the largest
+    ciphertext piece decrypted at once (the output buffer, made per file, is that size:
+    a medium's reader hands out 256 KiB chunks, see ``io.iso.READ_CHUNK``).
     """
     bs = block_size(head.cipher)
     if len(cek) != CIPHERS[head.cipher]:
         raise DecryptionError("content key of the wrong length")
     dec = Cipher(block_cipher(head.cipher, cek), modes.CBC(head.iv)).decryptor()
-    out = bytearray(piece + 2 * bs)
-    held = b""
+    # out = [the last block of the previous output, held back: it may end in the padding]
+    #       [this step's output]; a step yields the held block and all but the last block of
+    #       its output as one view (one view per piece, not two)
+    out = bytearray(bs + piece + bs)
+    view = memoryview(out)
+    into = view[bs:]
+    held = False
     total = 0
     for ct in iter_octets(s, head.content_header, piece=piece):
         total += len(ct)
         if len(ct) > piece:  # cannot happen (iter_octets caps pieces), keep buffers safe
             raise MalformedError("ciphertext piece over the buffer size")
-        n = dec.update_into(ct, out)
+        n = dec.update_into(ct, into)
         if n == 0:
             continue
         if held:
-            yield memoryview(held)
-        if n > bs:
-            yield memoryview(out)[:n - bs]
-        held = bytes(out[n - bs:n])
+            yield view[:n]
+        elif n > bs:
+            yield view[bs:n]
+        out[:bs] = view[n:n + bs]   # the consumer is done with the view: hold the last block
+        held = True
     if total == 0 or total % bs:
         raise DecryptionError(f"ciphertext of {total} bytes is not a whole number of "
                               f"{bs}-byte blocks (damaged file)")
     dec.finalize()
-    pad = held[-1]
-    if not 1 <= pad <= bs or held[-pad:] != bytes((pad,)) * pad:
+    last = bytes(out[:bs])
+    pad = last[-1]
+    if not 1 <= pad <= bs or last[-pad:] != bytes((pad,)) * pad:
         raise DecryptionError("bad padding after decryption (damaged file)")
     if bs - pad:
-        yield memoryview(held)[:bs - pad]
+        yield memoryview(last)[:bs - pad]
     _finish_outer(s, head)

@@ -232,12 +232,16 @@ class IsoImage:
 # as ``NAME``) - and keeps each file's ISO 9660 name beside it for the ``ISO_NAME`` check.
 # A file's handle is its list of byte extents in the image (``get_file_byte_extents``, which
 # covers multi-extent ISO 9660 files and UDF allocation descriptors); reading is ``preadv``
-# of those ranges into two reused 1 MiB buffers, checked against the image size, so a worker
+# of those ranges into two reused buffers, checked against the image size, so a worker
 # needs only the image path, not a second pycdlib parse of thousands of directory records.
 # Nothing is mounted and nothing outside the image is ever read. Rock Ridge symbolic links are
 # listed (``kind="link"``) and never followed.
 
 CHUNK = 1 << 20
+#: a file is read from an image in pieces of this size: each piece is hashed, decrypted and
+#: its plaintext hashed while it is still in the core's cache (256 KiB pieces verify ~15%
+#: faster than 1 MiB ones, measured by benchmarks/verify.py)
+READ_CHUNK = 256 << 10
 _VERSION = re.compile(r";\d*\Z")
 _MAX_DEPTH = 32
 
@@ -258,7 +262,7 @@ def _read_ranges(fd: int, ranges, image_size: int, bufs) -> Iterator[memoryview]
             raise OSError(errno.EIO, "the file's extent lies outside the image")
         end = off + length
         while off < end:
-            mv = memoryview(bufs[i])[:min(CHUNK, end - off)]
+            mv = memoryview(bufs[i])[:min(len(bufs[i]), end - off)]
             n = os.preadv(fd, [mv], off)
             if n <= 0:
                 raise OSError(errno.EIO, "the image ended inside a file extent")
@@ -277,13 +281,13 @@ class RawImage:
             self.size = _device_size(self._fd)
         except OSError as exc:
             raise env_error(exc, path) from exc
-        # two 1 MiB buffers for the whole medium, not per file (zeroing 2 MiB per file
+        # two READ_CHUNK buffers for the whole medium, not per file (zeroing them per file
         # cost more than hashing a 500 KiB file); made at the first read, not for a parse
         self._bufs: tuple | None = None
 
     def open(self, handle) -> Iterator[memoryview]:
         if self._bufs is None:
-            self._bufs = (bytearray(CHUNK), bytearray(CHUNK))
+            self._bufs = (bytearray(READ_CHUNK), bytearray(READ_CHUNK))
         return _read_ranges(self._fd, handle, self.size, self._bufs)
 
     def close(self) -> None:

@@ -49,7 +49,8 @@ from mediasec.io.medium import reopen
 from mediasec.media.examine import ExamineTask, FileFacts, examine_file
 
 __all__ = ["Pool", "ordered_map", "default_workers", "batches", "worker_init", "worker_examine",
-           "worker_examine_batch", "worker_extract", "examine_fn", "SecretOutput"]
+           "worker_examine_batch", "examine_ahead", "worker_extract", "examine_fn",
+           "SecretOutput"]
 
 
 def default_workers() -> int:
@@ -339,6 +340,99 @@ def worker_examine(state: dict, task: ExamineTask) -> FileFacts:
 def worker_examine_batch(state: dict, tasks: tuple) -> list[FileFacts]:
     """Pool task: ``worker_examine`` of a few consecutive files (one round trip)."""
     return [worker_examine(state, t) for t in tasks]
+
+
+def examine_ahead(pool: Pool, tasks: Iterable[ExamineTask]) -> Iterator[FileFacts]:
+    """``verify``'s reading of every file: ``worker_examine_batch`` over ``batches`` of
+    ``tasks``, submitted **largest batch first** and started now (the workers read while
+    the caller indexes the DICOMDIR), the facts yielded **in the order of** ``tasks`` (the
+    report's order). Largest first, a 150 MB cine is not left for the end while the other
+    worker idles. ``close()`` the iterator (or the pool) to cancel what was not read."""
+    groups = list(batches(tasks, lambda t: t.size))
+    if pool.workers == 1:
+        return _Flat(pool.run(worker_examine_batch, groups))
+    if pool._executor is None:
+        raise InternalError("examine_ahead outside the pool's with block")
+    order = sorted(range(len(groups)), key=lambda i: -sum(t.size for t in groups[i]))
+    return _Flat(_Reordered(pool._executor, functools.partial(_with_state, worker_examine_batch),
+                            groups, order, pool.max_inflight))
+
+
+class _Flat:
+    """The items of an iterator of lists, with the iterator's ``close``."""
+
+    def __init__(self, groups: Iterator):
+        self._groups = groups
+        self._cur: Iterator = iter(())
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while True:
+            for item in self._cur:
+                return item
+            self._cur = iter(next(self._groups))
+
+    def close(self) -> None:
+        close = getattr(self._groups, "close", None)
+        if close is not None:
+            close()
+
+
+class _Reordered:
+    """``fn(items[i])`` for every i, submitted in the order ``order`` with at most ``limit``
+    running or queued, yielded in index order. A result that is done but not yet read does
+    not count against ``limit`` (the reader may be waiting for an item submitted later); it
+    is a small value (a batch's facts), and there are at most ``len(items)`` of them."""
+
+    def __init__(self, executor, fn, items: list, order: list[int], limit: int):
+        self._executor, self._fn, self._items, self._limit = executor, fn, items, limit
+        self._queue = collections.deque(order)
+        self._futures: dict[int, Any] = {}
+        self._running: set = set()
+        self._next = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._queue and len(self._running) < self._limit:
+            i = self._queue.popleft()
+            fut = self._executor.submit(self._fn, self._items[i])
+            self._futures[i] = fut
+            self._running.add(fut)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._next >= len(self._items):
+            raise StopIteration
+        try:
+            while True:
+                fut = self._futures.get(self._next)
+                if fut is not None and fut.done():
+                    break
+                if not self._running:
+                    raise InternalError("the reordered results lost an item")
+                _, self._running = wait(self._running, return_when=FIRST_COMPLETED)
+                self._fill()
+            del self._futures[self._next]
+            self._next += 1
+            return fut.result()
+        except BrokenProcessPool as exc:
+            self.close()
+            raise InternalError("a worker process died (killed or crashed)") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fut in self._futures.values():
+            fut.cancel()
+        self._futures.clear()
+        self._running.clear()
+        self._queue.clear()
+        self._next = len(self._items)
 
 
 def examine_fn(source, decrypters, trust) -> Any:
