@@ -14,7 +14,7 @@ from mediasec.sign import SignRequest
 from test_sign import signed_bytes
 
 
-def _run(data: bytes, *, limit=None, piece=65_536, reread=True):
+def _run(data: bytes, *, limit=None, piece=65_536, reread=True, buffer=0):
     calls = []
 
     def again():
@@ -22,6 +22,7 @@ def _run(data: bytes, *, limit=None, piece=65_536, reread=True):
         return data
 
     kw = {"reread": again} if reread else {}
+    kw["buffer"] = buffer
     p = DatasetSignatureProbe(**kw) if limit is None else DatasetSignatureProbe(limit, **kw)
     mv = memoryview(data)
     for i in range(0, len(data), piece):
@@ -48,7 +49,7 @@ def test_large_signed_object_is_checked_without_a_copy(tmp_path):
     data = signed_bytes(write_instance(tmp_path / "ct.dcm", rows=256, cols=256))
     p, codes, rereads = _run(data, limit=4096)
     assert ("SIG_VALID", "info") in codes and rereads == 0
-    assert p._src.dropped >= 256 * 256 * 2 and len(p._src.kept) < 16_384
+    assert p._stream._src.dropped >= 256 * 256 * 2 and len(p._stream._src.kept) < 16_384
     off, n = element_offset(data, 0x7FE00010)
     for bad in (flip(data, off + n // 2), flip(data, element_offset(data, 0x00100010)[0])):
         _p, codes, rereads = _run(bad, limit=4096)
@@ -67,7 +68,7 @@ def test_object_above_the_old_64_mib_limit(tmp_path):
     assert len(data) > 64 << 20
     p, codes, rereads = _run(data, piece=1 << 20, reread=False)
     assert ("SIG_VALID", "info") in codes and rereads == 0
-    assert len(p._src.kept) < 65_536
+    assert len(p._stream._src.kept) < 65_536
     off, n = element_offset(data, 0x7FE00010)
     _p, codes, _r = _run(flip(data, off + n - 3), piece=1 << 20, reread=False)
     assert ("SIG_MAC_MISMATCH", "failed") in codes
@@ -131,7 +132,7 @@ def test_damaged_and_unsigned_objects(tmp_path):
     checked (with the reason), and without a fallback read it never passes."""
     unsigned = write_instance(tmp_path / "u.dcm", rows=64, cols=64).read_bytes()
     p, codes, _r = _run(unsigned, limit=1024)
-    assert codes == [] and not p.seen and not p._lanes
+    assert codes == [] and not p.seen and not p._stream._lanes
     data = signed_bytes(nested_ct(tmp_path / "in.dcm", rows=32, cols=32))
     p, codes, rereads = _run(data[:-3], limit=1024, reread=False)
     assert p.seen and [c for c, _o in codes] == ["SIG_NOT_CHECKED"]
@@ -145,7 +146,7 @@ def test_encapsulated_pixel_data_is_hashed_not_kept(tmp_path):
     assert ("SIG_VALID", "info") in codes and rereads == 0
     from mediasec.sign import open_part10
     frags = open_part10(data).dataset.get(0x7FE00010).frags
-    assert p._src.dropped == sum(n for _off, n in frags)
+    assert p._stream._src.dropped == sum(n for _off, n in frags)
     off, n = frags[-1]
     _p, codes, rereads = _run(flip(data, off + n // 2), piece=4_099)
     assert ("SIG_MAC_MISMATCH", "failed") in codes and rereads == 0, codes
@@ -179,3 +180,32 @@ def test_dcmsign_objects_through_the_single_pass(tmp_path, ts):
             assert got == want, (path.name, got, want)
             if path != item:
                 assert rereads == 0, path.name
+
+
+def test_held_objects_are_judged_as_streamed_ones(tmp_path):
+    """An object small enough to be held whole (searched once, checked only when it holds a
+    signature) gets the same findings as the streaming walk: signed, tampered, unsigned,
+    truncated, nested, big endian; a larger one switches to the walk midway, fed what was
+    held first, and is judged the same."""
+    base = nested_ct(tmp_path / "in.dcm", rows=64, cols=64)
+    signed = signed_bytes(base)
+    cases = {
+        "signed": signed,
+        "tampered": flip(signed, _pixel_byte(signed)),
+        "unsigned": write_instance(tmp_path / "u.dcm", rows=64, cols=64).read_bytes(),
+        "truncated": signed[:-3],
+        "sha384": signed_bytes(base, SignRequest(mac="SHA384")),
+    }
+    for name, data in cases.items():
+        _p, streamed, _r = _run(data, buffer=0)
+        held_p, held, _r = _run(data, buffer=len(data))
+        switched_p, switched, _r = _run(data, buffer=len(data) // 3, piece=4_099)
+        assert not held_p.streaming and switched_p.streaming, name
+        assert held == streamed == switched, (name, held, streamed, switched)
+    assert ("SIG_VALID", "info") in held_p_codes(signed)
+    assert any(o == "failed" for _c, o in held_p_codes(cases["tampered"]))
+    assert held_p_codes(cases["unsigned"]) == []
+
+
+def held_p_codes(data):
+    return _run(data, buffer=len(data))[1]
