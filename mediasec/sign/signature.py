@@ -862,21 +862,20 @@ def _old_format_digest(src, item: Item, tags, sig_item: Item, mac: str) -> bytes
 
 #: (leaf, anchors, intermediates) -> (from, until): the window in which every certificate of
 #: the validated path is valid; a signature time inside it needs no new path validation
-#: (the files of a study carry the same signer, each with its own DateTime)
-_CHAIN_OK: dict = {}
+#: (the files of a study carry the same signer, each with its own DateTime). Job-scoped
+#: (``pcerts.Memo``), like every cache of ours: no state shared between jobs or threads.
+_CHAIN_OK = pcerts.Memo(64)
 
 
 def _check_chain(cert, trust: TrustContext, at: _dt.datetime) -> None:
     key = (cert, trust.anchors, trust.intermediates)
-    window = _CHAIN_OK.get(key)
+    window = _CHAIN_OK.lookup(key)
     if window is not None and window[0] < at < window[1]:
         return
     chain = check_signer_certificate(cert, trust=TrustContext(
         anchors=trust.anchors, intermediates=trust.intermediates, at=at), signing_time=at)
-    if len(_CHAIN_OK) > 64:
-        _CHAIN_OK.clear()
-    _CHAIN_OK[key] = (max(c.not_valid_before_utc for c in chain),
-                      min(c.not_valid_after_utc for c in chain))
+    _CHAIN_OK.put(key, (max(c.not_valid_before_utc for c in chain),
+                        min(c.not_valid_after_utc for c in chain)))
 
 
 def _digest_info(recovered: bytes | None):
