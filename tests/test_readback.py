@@ -203,3 +203,65 @@ def test_an_image_whose_directory_is_damaged_after_writing_fails(tmp_path, pile,
     res = run_cli("build", pile, "-o", out)
     assert_one_line_error(res, 1, "read-back", "cannot be read", "nothing was written")
     assert os.listdir(tmp_path) == []
+
+
+# -- the read-back spread over worker processes (``discs._ReadBack.map_files``) ------------
+
+@pytest.fixture
+def spread(monkeypatch):
+    """Every read-back runs in two worker processes, however small the medium; the workers
+    report which files they checked (so a test can see they did)."""
+    monkeypatch.setattr(discs, "READBACK_SPREAD_MIN", 0)
+    seen = []
+    orig_map = discs._ReadBack.map_files
+
+    def map_files(self, check, items, sizes):
+        def where(i):   # runs in the worker (inherited at fork, like ``check``)
+            return (*check(i), os.getpid())
+        for *r, pid in orig_map(self, where, items, sizes):
+            seen.append(pid)
+            yield tuple(r)
+
+    monkeypatch.setattr(discs._ReadBack, "map_files", map_files)
+    return seen
+
+
+@pytest.mark.parametrize("name,args", [
+    ("disc.iso", ["--profile", "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN]),
+    ("stick", ["--profile", "STD-GEN-SEC-USB-JPEG", *RECIP]),
+])
+def test_read_back_in_worker_processes_checks_every_file_and_finds_a_flip(
+        tmp_path, pile, monkeypatch, spread, name, args):
+    res = run_cli("build", pile, "-o", tmp_path / ("ok-" + name), *args, "--verify", "full",
+                  "--workers", "2", "--json", "-")
+    assert res.code == 0, res
+    doc = json.loads(res.stdout)
+    rb, img = doc["readback"], doc["images"][0]
+    assert rb["files_hashed"] == len(img["files"]) + 1 == len(spread)
+    assert rb["files_decrypted"] == doc["counts"]["instances"] + 1
+    assert os.getpid() not in spread   # in the workers, not here
+    hit = _flip_after_write(monkeypatch)
+    res = run_cli("build", pile, "-o", tmp_path / name, *args, "--verify", "quick",
+                  "--workers", "2")
+    assert_one_line_error(res, 1, hit[-1], "read-back", "nothing was written")
+    assert not (tmp_path / name).exists()
+
+
+def test_read_back_in_worker_processes_decrypts_and_finds_a_bad_signature(
+        tmp_path, pile, monkeypatch, spread):
+    orig = stages._Protect.run
+
+    def run(self, upstream):
+        done = False
+        for c in orig(self, upstream):
+            if self.size > 1 << 20 and len(c) >= 1 << 19 and not done:   # ciphertext
+                c = bytearray(c)
+                c[len(c) // 2] ^= 0x40
+                done = True
+            yield c
+
+    monkeypatch.setattr(stages._Protect, "run", run)
+    res = run_cli("build", pile, "-o", tmp_path / "quick.iso", "--profile",
+                  "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN, "--verify", "quick", "--workers", "2")
+    assert_one_line_error(res, 1, "read-back", "nothing was written", "messageDigest")
+    assert not (tmp_path / "quick.iso").exists()

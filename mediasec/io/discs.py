@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from mediasec._job import collector_paused
 from mediasec.errors import InputError, IntegrityError, InternalError, MediasecError
-from mediasec.io.engine import write_folder_files, write_image_files
+from mediasec.io.engine import batches, write_folder_files, write_image_files
 from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
 from mediasec.io.iso import SECTOR, IsoFile, IsoImage, IsoSource
@@ -27,13 +27,32 @@ from mediasec.media.jobs import DiscFile, DiscLayout
 __all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
 
 
-class _ReadBack:
-    """A written medium for the read-back: its listing, and reads whose OS errors are ours
-    (``EnvironmentFailure`` naming the output)."""
+#: a read-back of fewer bytes than this runs in this process (forking costs more)
+READBACK_SPREAD_MIN = 16 << 20
 
-    def __init__(self, source, target: str):
+
+class _ReadBack:
+    """A written medium for the read-back: its listing, reads whose OS errors are ours
+    (``EnvironmentFailure`` naming the output), and ``map_files``: the files checked by
+    worker processes."""
+
+    def __init__(self, source, target: str, workers: int | None = None):
         self._source = source
         self._target = target
+        self._workers = default_workers() if workers is None else workers
+
+    def map_files(self, check: Callable[[int], Any], items: list[int], sizes: list[int]):
+        """``check(i)`` for every item, in any order, over the job's worker processes:
+        largest files first, small ones in batches (``io.engine.batches``), so both cores
+        stay busy to the end. ``check`` (with the content keys it holds) is inherited at
+        fork, never pickled; the results come back pickled (digests, counts)."""
+        if self._workers < 2 or len(items) < 2 or sum(sizes) < READBACK_SPREAD_MIN:
+            yield from map(check, items)
+            return
+        with Pool(self._workers, max_inflight=2 * self._workers, setup=_keep,
+                  args=(check, os.getpid())) as pool:
+            for out in pool.run_unordered(_map_batch, batches(sizes, items)):
+                yield from out
 
     def entries(self):
         return self._source.entries()
@@ -120,7 +139,7 @@ class IsoDiscWriter:
                                  path=self.out.target, code="READBACK_MISMATCH") from exc
         with src:
             src.label = self.out.target
-            yield _ReadBack(src, self.out.target)
+            yield _ReadBack(src, self.out.target, self.workers)
 
     def commit(self) -> None:
         self.out.commit()
@@ -175,7 +194,7 @@ class FolderDiscWriter:
     @contextlib.contextmanager
     def source(self):
         """The folder as written, in its staging place."""
-        yield _ReadBack(FolderSource(self.sink.root), self.sink.target)
+        yield _ReadBack(FolderSource(self.sink.root), self.sink.target, self.workers)
 
     def commit(self) -> None:
         self.sink.commit()

@@ -150,6 +150,40 @@ def _parse_manifest(data: bytes, name: str, label: str) -> dict[str, str]:
     return out
 
 
+def _check_file(source, f: Expected, handle, decrypt: bool, label: str
+                ) -> tuple[int, str, bytes | None, bool]:
+    """Read one stored file once: its size and SHA-256 against what the writer made and,
+    for a sampled Secure DICOM File, its decryption and digest or signatures. Returns
+    (bytes read, SHA-256, the bytes of the manifest or None, whether it was decrypted)."""
+    stream = _Counted(source.open(handle))
+    data = None
+    if f.role == "manifest":
+        data = b"".join(bytes(c) for c in stream)
+    elif decrypt:
+        plain = hashlib.sha256()
+        try:
+            report = open_secure_file(stream, decrypters=[KnownKeyDecrypter(f.content_key)],
+                                      sink=plain.update)
+        except MediasecError as exc:
+            raise _mismatch(f.name, label, f"cannot be decrypted ({exc.message})") from exc
+        stream.drain()
+        bad = [x for x in report.findings if x.outcome is Outcome.FAILED]
+        if bad:
+            raise _mismatch(f.name, label, f"{bad[0].code}: {bad[0].message}")
+        if f.plain_sha256 is not None and plain.hexdigest() != f.plain_sha256:
+            raise _mismatch(f.name, label, "the decrypted content differs from the "
+                            "planned content")
+    else:
+        stream.drain()
+    got = stream.h.hexdigest()
+    if stream.n != f.size:
+        raise _mismatch(f.name, label, f"{stream.n} bytes read back, {f.size} written")
+    if f.role != "manifest" and got != f.sha256:
+        raise _mismatch(f.name, label, "the stored bytes differ from the bytes written "
+                        f"(SHA-256 {got[:16]}..., written {f.sha256[:16]}...)")
+    return stream.n, got, data, decrypt
+
+
 def read_back(source, expected: list[Expected], *, mode: str, label: str,
               manifest: bytes | None = None, rng: random.Random | None = None,
               clock=time.perf_counter) -> ReadbackCost:
@@ -174,42 +208,30 @@ def read_back(source, expected: list[Expected], *, mode: str, label: str,
         raise _mismatch(extra, label, "a file on the written medium was never planned")
     entries = {e.path: e for e in source.entries()}
     sample = choose_sample(expected, mode, rng)
+    handles = [entries[f.name].handle for f in expected]
+
+    def check(i: int) -> tuple[int, int, str, bytes | None, bool]:
+        f = expected[i]
+        n, got, data, opened = _check_file(source, f, handles[i], f.name in sample, label)
+        return i, n, got, data, opened
+
+    # the source may spread the files over worker processes (``map_files``, from the edge:
+    # ``check`` and what it holds, the content keys included, are inherited at fork, only
+    # the indices and the digests cross a pipe); else one by one here
+    spread = getattr(source, "map_files", None)
+    order = range(len(expected))
+    results = (spread(check, list(order), [f.size for f in expected]) if spread is not None
+               else map(check, order))
     digests: dict[str, str] = {}
     manifest_seen: bytes | None = None
-    for f in expected:
-        handle = entries[f.name].handle
-        stream = _Counted(source.open(handle))
-        if f.role == "manifest":
-            parts = []
-            for c in stream:
-                parts.append(bytes(c))
-            manifest_seen = b"".join(parts)
-        elif f.name in sample:
-            plain = hashlib.sha256()
-            try:
-                report = open_secure_file(stream, decrypters=[KnownKeyDecrypter(f.content_key)],
-                                          sink=plain.update)
-            except MediasecError as exc:
-                raise _mismatch(f.name, label, f"cannot be decrypted ({exc.message})") from exc
-            stream.drain()
-            bad = [x for x in report.findings if x.outcome is Outcome.FAILED]
-            if bad:
-                raise _mismatch(f.name, label, f"{bad[0].code}: {bad[0].message}")
-            if f.plain_sha256 is not None and plain.hexdigest() != f.plain_sha256:
-                raise _mismatch(f.name, label, "the decrypted content differs from the "
-                                "planned content")
-            cost.files_decrypted += 1
-        else:
-            stream.drain()
-        cost.bytes_read += stream.n
+    for i, n, got, data, opened in results:
+        f = expected[i]
+        cost.bytes_read += n
         cost.files_hashed += 1
-        got = stream.h.hexdigest()
-        if stream.n != f.size:
-            raise _mismatch(f.name, label, f"{stream.n} bytes read back, {f.size} written")
-        if f.role != "manifest" and got != f.sha256:
-            raise _mismatch(f.name, label, "the stored bytes differ from the bytes written "
-                            f"(SHA-256 {got[:16]}..., written {f.sha256[:16]}...)")
+        cost.files_decrypted += opened
         digests[f.name] = got
+        if f.role == "manifest":
+            manifest_seen = data
     if manifest is not None:
         mf = next(f for f in expected if f.role == "manifest")
         if manifest_seen != manifest:
