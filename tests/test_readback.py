@@ -265,3 +265,52 @@ def test_read_back_in_worker_processes_decrypts_and_finds_a_bad_signature(
                   "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN, "--verify", "quick", "--workers", "2")
     assert_one_line_error(res, 1, "read-back", "nothing was written", "messageDigest")
     assert not (tmp_path / "quick.iso").exists()
+
+
+class _Mem:
+    """A medium in memory: name -> bytes."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def entries(self):
+        from mediasec.media.source import MediumEntry
+        return [MediumEntry(n, len(d), n, "file") for n, d in self.files.items()]
+
+    def open(self, handle):
+        data = self.files[handle]
+        for i in range(0, len(data), 7):
+            yield memoryview(data)[i:i + 7]
+
+
+def test_read_back_compares_the_writers_checksum_else_sha256():
+    import hashlib
+
+    from mediasec.errors import IntegrityError
+    from mediasec.media.readback import new_check, read_back
+
+    data = b"stored bytes of one file" * 3
+    sha = hashlib.sha256(data).hexdigest()
+    chk = new_check()
+    chk.update(data)
+    check = chk.hexdigest()
+    manifest = f"{sha}  A\n".encode()
+    medium = _Mem({"A": data, "MANIFEST.SHA": manifest})
+
+    def exp(**kw):
+        a = dict(name="A", role="content", size=len(data), sha256=sha)
+        a.update(kw)
+        return [Expected(**a), Expected("MANIFEST.SHA", "manifest", len(manifest),
+                                        hashlib.sha256(manifest).hexdigest())]
+
+    for kw in ({}, {"check": check}):   # SHA-256 re-read, or the writer's XXH3-128
+        cost = read_back(medium, exp(**kw), mode="quick", label="m", manifest=manifest)
+        assert cost.files_hashed == 2 and cost.bytes_read == len(data) + len(manifest)
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        read_back(medium, exp(sha256="0" * 64), mode="quick", label="m", manifest=manifest)
+    with pytest.raises(IntegrityError, match="XXH3-128"):
+        read_back(medium, exp(check="0" * 32), mode="quick", label="m", manifest=manifest)
+    # the bytes are those written (XXH3) but the writer's SHA-256 is not the manifest's line
+    with pytest.raises(IntegrityError, match="MANIFEST.SHA line"):
+        read_back(medium, exp(check=check, sha256="1" * 64), mode="quick", label="m",
+                  manifest=manifest)

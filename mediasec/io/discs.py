@@ -70,6 +70,11 @@ def _progress(files: list[DiscFile], on_bytes: Callable[[int, str], None] | None
     return lambda i: on_bytes(files[i].producer.size, files[i].name)
 
 
+def _split(made: list) -> tuple[list, list]:
+    """The engine's (SHA-256, checksum) per file -> the list of each (None: not made)."""
+    return ([m[0] if m else None for m in made], [m[1] if m else None for m in made])
+
+
 def _manifest_of(files: list[DiscFile], digests: list, manifest) -> dict[int, bytes]:
     """The manifest's bytes (index -> data), made once every other file's digest is in."""
     out = {}
@@ -102,6 +107,8 @@ class IsoDiscWriter:
                               name=self.out.target)
         self.size = self.image.size
         self.digests: list[str | None] = []
+        #: each file's read-back checksum as written (``media.readback.new_check``)
+        self.checks: list[str | None] = []
 
     def write(self, manifest: Callable[[list], bytes] | None) -> int:
         files = self.files
@@ -110,11 +117,12 @@ class IsoDiscWriter:
         skip = [i for i, f in enumerate(files) if f.role == "manifest"]
         try:
             os.ftruncate(fd, self.size)   # the image's final size, before any extent
-            digests = write_image_files(
+            made = write_image_files(
                 fd, [f.producer for f in files], self.image.offsets,
                 [f.name for f in files], image=self.out.target, skip=skip,
                 workers=self.workers, on_file=_progress(files, self.on_bytes),
                 meanwhile=lambda: self.image.write_metadata(fp))
+            digests, self.checks = _split(made)
             for i, data in _manifest_of(files, digests, manifest).items():
                 os.pwrite(fd, data + bytes(-len(data) % SECTOR), self.image.offsets[i])
                 digests[i] = hashlib.sha256(data).hexdigest()
@@ -167,6 +175,8 @@ class FolderDiscWriter:
         self.sink.__enter__()
         self._open = True
         self.digests: list[str | None] = []
+        #: each file's read-back checksum as written (``media.readback.new_check``)
+        self.checks: list[str | None] = []
 
     def write(self, manifest: Callable[[list], bytes] | None) -> int:
         files = self.files
@@ -174,7 +184,7 @@ class FolderDiscWriter:
         paths = [None if i in skip else self.sink.place(f.components,
                                                         content=f.role == "content")
                  for i, f in enumerate(files)]
-        digests = write_folder_files([f.producer for f in files], paths,
+        made = write_folder_files([f.producer for f in files], paths,
                                      [f.name for f in files], skip=skip,
                                      targets=[os.path.join(self.sink.target, *f.components)
                                               for f in files],
@@ -182,6 +192,7 @@ class FolderDiscWriter:
                                      close_in_workers=tuple(
                                          fd for fd in (self.sink.lock_fd,) if fd is not None),
                                      on_file=_progress(files, self.on_bytes))
+        digests, self.checks = _split(made)
         for i, data in _manifest_of(files, digests, manifest).items():
             with self.sink.open_file(files[i].components, len(data), content=True) as out:
                 out.write(data)

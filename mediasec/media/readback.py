@@ -6,13 +6,16 @@ edge (``mediasec.io.discs``: an image through its still-unnamed file, ``/proc/se
 parsed again by pycdlib; a folder through its staging folder): a ``MediumSource``
 (``entries()``, ``open(handle)`` -> chunks). Nothing is written anywhere.
 
-Checks, in one read of each file:
+Checks, in one read of each file (spread over the job's worker processes when the edge
+offers ``map_files``):
 
 1. the listing holds exactly the planned files, with their planned sizes;
-2. every stored file's SHA-256 equals the one computed as the writer made it
+2. every stored file's checksum equals the one computed as the writer made it: XXH3-128
+   (``Expected.check``, ``new_check``) where the writer computed one, else SHA-256
    (``Expected.sha256``);
 3. ``MANIFEST.SHA`` as stored equals the manifest the job made, and each of its lines
-   matches the digest just re-read (what ``sha256sum -c`` checks);
+   matches the SHA-256 of the bytes just re-read (what ``sha256sum -c`` checks: the
+   SHA-256 computed when those very bytes were written, where 2. compared XXH3-128);
 4. secure media: the DICOMDIR and a sample of the Secure DICOM Files (``quick``: the first,
    the last, the largest and three at random per medium; ``full``: all) are decrypted with
    the content key the job drew for each at plan time (``KnownKeyDecrypter``: the key is
@@ -34,13 +37,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+import xxhash
+
 from mediasec.cms.keys import Decrypter, Unwrapped
 from mediasec.cms.secure import open_secure_file
 from mediasec.errors import IntegrityError, MediasecError
 from mediasec.report import Outcome
 
 __all__ = ["MODES", "Expected", "ReadbackCost", "KnownKeyDecrypter", "choose_sample",
-           "read_back"]
+           "read_back", "new_check"]
 
 MODES = ("none", "quick", "full")
 #: ``quick``: besides the first, the last and the largest, this many at random per medium
@@ -58,6 +63,18 @@ class Expected:
     sha256: str                     # of the stored bytes, hashed as they were written
     content_key: bytes | None = field(default=None, repr=False)   # Secure DICOM Files
     plain_sha256: str | None = None  # of the plaintext, where the plan holds it (DICOMDIR)
+    #: ``new_check()`` of the stored bytes, computed as the writer made them: when given,
+    #: the re-read bytes are compared with it instead of with ``sha256``
+    check: str | None = None
+
+
+def new_check():
+    """The read-back's checksum of stored bytes: XXH3-128 (30 GB/s on one core here, against
+    1.5 GB/s for SHA-256). It guards against I/O faults and our own bugs (a misplaced
+    extent, bytes overwritten by the metadata), not against an adversary: the medium being
+    checked is an anonymous file or a staging folder of this process, and its manifest's
+    SHA-256 lines are those computed from the very bytes the checksum covers."""
+    return xxhash.xxh3_128()
 
 
 @dataclass
@@ -120,9 +137,9 @@ class _Counted:
     """The chunks of one stored file, hashed and counted as they pass (one read serves the
     digest and the decryption)."""
 
-    def __init__(self, chunks: Iterable):
+    def __init__(self, chunks: Iterable, h=None):
         self._it = iter(chunks)
-        self.h = hashlib.sha256()
+        self.h = hashlib.sha256() if h is None else h
         self.n = 0
 
     def __iter__(self) -> Iterator:
@@ -155,7 +172,7 @@ def _check_file(source, f: Expected, handle, decrypt: bool, label: str
     """Read one stored file once: its size and SHA-256 against what the writer made and,
     for a sampled Secure DICOM File, its decryption and digest or signatures. Returns
     (bytes read, SHA-256, the bytes of the manifest or None, whether it was decrypted)."""
-    stream = _Counted(source.open(handle))
+    stream = _Counted(source.open(handle), None if f.check is None else new_check())
     data = None
     if f.role == "manifest":
         data = b"".join(bytes(c) for c in stream)
@@ -178,10 +195,13 @@ def _check_file(source, f: Expected, handle, decrypt: bool, label: str
     got = stream.h.hexdigest()
     if stream.n != f.size:
         raise _mismatch(f.name, label, f"{stream.n} bytes read back, {f.size} written")
-    if f.role != "manifest" and got != f.sha256:
+    if f.role != "manifest" and got != (f.sha256 if f.check is None else f.check):
+        kind = "SHA-256" if f.check is None else "XXH3-128"
+        want = f.sha256 if f.check is None else f.check
         raise _mismatch(f.name, label, "the stored bytes differ from the bytes written "
-                        f"(SHA-256 {got[:16]}..., written {f.sha256[:16]}...)")
-    return stream.n, got, data, decrypt
+                        f"({kind} {got[:16]}..., written {want[:16]}...)")
+    # the stored bytes are those written: their SHA-256 is the one computed then
+    return stream.n, got if f.check is None else f.sha256, data, decrypt
 
 
 def read_back(source, expected: list[Expected], *, mode: str, label: str,
