@@ -215,10 +215,10 @@ def spread(monkeypatch):
     seen = []
     orig_map = discs._ReadBack.map_files
 
-    def map_files(self, check, items, sizes):
+    def map_files(self, check, items, sizes, workers=None):
         def where(i):   # runs in the worker (inherited at fork, like ``check``)
             return (*check(i), os.getpid())
-        for *r, pid in orig_map(self, where, items, sizes):
+        for *r, pid in orig_map(self, where, items, sizes, workers):
             seen.append(pid)
             yield tuple(r)
 

@@ -36,20 +36,21 @@ class _ReadBack:
     (``EnvironmentFailure`` naming the output), and ``map_files``: the files checked by
     worker processes."""
 
-    def __init__(self, source, target: str, workers: int | None = None):
+    def __init__(self, source, target: str):
         self._source = source
         self._target = target
-        self._workers = default_workers() if workers is None else workers
 
-    def map_files(self, check: Callable[[int], Any], items: list[int], sizes: list[int]):
-        """``check(i)`` for every item, in any order, over the job's worker processes:
+    def map_files(self, check: Callable[[int], Any], items: list[int], sizes: list[int],
+                  workers: int | None = None):
+        """``check(i)`` for every item, in any order, over ``workers`` processes:
         largest files first, small ones in batches (``io.engine.batches``), so both cores
         stay busy to the end. ``check`` (with the content keys it holds) is inherited at
         fork, never pickled; the results come back pickled (digests, counts)."""
-        if self._workers < 2 or len(items) < 2 or sum(sizes) < READBACK_SPREAD_MIN:
+        n = default_workers() if workers is None else workers
+        if n < 2 or len(items) < 2 or sum(sizes) < READBACK_SPREAD_MIN:
             yield from map(check, items)
             return
-        with Pool(self._workers, max_inflight=2 * self._workers, setup=_keep,
+        with Pool(n, max_inflight=2 * n, setup=_keep,
                   args=(check, os.getpid())) as pool:
             for out in pool.run_unordered(_map_batch, batches(sizes, items)):
                 yield from out
@@ -68,11 +69,6 @@ def _progress(files: list[DiscFile], on_bytes: Callable[[int, str], None] | None
     if on_bytes is None:
         return None
     return lambda i: on_bytes(files[i].producer.size, files[i].name)
-
-
-def _split(made: list) -> tuple[list, list]:
-    """The engine's (SHA-256, checksum) per file -> the list of each (None: not made)."""
-    return ([m[0] if m else None for m in made], [m[1] if m else None for m in made])
 
 
 def _manifest_of(files: list[DiscFile], digests: list, manifest) -> dict[int, bytes]:
@@ -117,12 +113,11 @@ class IsoDiscWriter:
         skip = [i for i, f in enumerate(files) if f.role == "manifest"]
         try:
             os.ftruncate(fd, self.size)   # the image's final size, before any extent
-            made = write_image_files(
+            digests = write_image_files(
                 fd, [f.producer for f in files], self.image.offsets,
                 [f.name for f in files], image=self.out.target, skip=skip,
                 workers=self.workers, on_file=_progress(files, self.on_bytes),
                 meanwhile=lambda: self.image.write_metadata(fp))
-            digests, self.checks = _split(made)
             for i, data in _manifest_of(files, digests, manifest).items():
                 os.pwrite(fd, data + bytes(-len(data) % SECTOR), self.image.offsets[i])
                 digests[i] = hashlib.sha256(data).hexdigest()
@@ -134,6 +129,7 @@ class IsoDiscWriter:
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         self.digests = digests
+        self.checks = digests.checks
         return size
 
     @contextlib.contextmanager
@@ -147,7 +143,7 @@ class IsoDiscWriter:
                                  path=self.out.target, code="READBACK_MISMATCH") from exc
         with src:
             src.label = self.out.target
-            yield _ReadBack(src, self.out.target, self.workers)
+            yield _ReadBack(src, self.out.target)
 
     def commit(self) -> None:
         self.out.commit()
@@ -184,7 +180,7 @@ class FolderDiscWriter:
         paths = [None if i in skip else self.sink.place(f.components,
                                                         content=f.role == "content")
                  for i, f in enumerate(files)]
-        made = write_folder_files([f.producer for f in files], paths,
+        digests = write_folder_files([f.producer for f in files], paths,
                                      [f.name for f in files], skip=skip,
                                      targets=[os.path.join(self.sink.target, *f.components)
                                               for f in files],
@@ -192,7 +188,6 @@ class FolderDiscWriter:
                                      close_in_workers=tuple(
                                          fd for fd in (self.sink.lock_fd,) if fd is not None),
                                      on_file=_progress(files, self.on_bytes))
-        digests, self.checks = _split(made)
         for i, data in _manifest_of(files, digests, manifest).items():
             with self.sink.open_file(files[i].components, len(data), content=True) as out:
                 out.write(data)
@@ -200,12 +195,13 @@ class FolderDiscWriter:
             if self.on_bytes is not None:
                 self.on_bytes(len(data), files[i].name)
         self.digests = digests
+        self.checks = digests.checks
         return sum(f.producer.size for f in files)
 
     @contextlib.contextmanager
     def source(self):
         """The folder as written, in its staging place."""
-        yield _ReadBack(FolderSource(self.sink.root), self.sink.target, self.workers)
+        yield _ReadBack(FolderSource(self.sink.root), self.sink.target)
 
     def commit(self) -> None:
         self.sink.commit()

@@ -44,7 +44,7 @@ from mediasec.io.fs import env_error
 from mediasec.io.workers import Pool, default_workers
 from mediasec.media.readback import new_check
 
-__all__ = ["write_image_files", "write_folder_files", "start_writeback", "sync_filesystem",
+__all__ = ["Digests", "write_image_files", "write_folder_files", "start_writeback", "sync_filesystem",
            "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "SECTOR"]
 
 SECTOR = 2048
@@ -310,11 +310,20 @@ def _make(shared: _Shared, batch: list[int]) -> list[tuple[int, tuple[str, str]]
 
 # -- in this process -----------------------------------------------------------------------
 
+class Digests(list):
+    """Each file's SHA-256 (None: not made), and in ``checks`` its read-back checksum
+    (``media.readback.new_check``) of the same bytes."""
+
+    def __init__(self, n: int):
+        super().__init__([None] * n)
+        self.checks: list[str | None] = [None] * n
+
+
 def _run(shared: _Shared, todo: list[int], workers: int | None,
          on_file: Callable[[int], None] | None, meanwhile: Callable[[], None] | None
-         ) -> list[tuple[str, str] | None]:
+         ) -> Digests:
     sizes = [p.size for p in shared.producers]
-    digests: list[tuple[str, str] | None] = [None] * len(sizes)
+    digests = Digests(len(sizes))
     n = default_workers() if workers is None else workers
     with Pool(n, max_inflight=2 * n, setup=_setup, args=(shared,)) as pool:
         # forked already: threads of ours are safe now
@@ -332,8 +341,9 @@ def _run(shared: _Shared, todo: list[int], workers: int | None,
         ok = False
         try:
             for done in results:
-                for i, digest in done:
+                for i, (digest, check) in done:
                     digests[i] = digest
+                    digests.checks[i] = check
                     if writeback is not None:
                         writeback.put((shared.paths[i], 0, 0) if shared.fd is None else
                                       (shared.fd, shared.offsets[i], sizes[i]))
@@ -375,12 +385,12 @@ def write_image_files(fd: int, producers: list, offsets: list, names: list[str],
                       image: str | None = None, skip: Sequence[int] = (),
                       workers: int | None = None,
                       on_file: Callable[[int], None] | None = None,
-                      meanwhile: Callable[[], None] | None = None) -> list:
+                      meanwhile: Callable[[], None] | None = None) -> Digests:
     """Make every file (but ``skip``) into the image open at ``fd``: file ``i`` at byte
     ``offsets[i]``, padded with zeros to a whole sector. ``meanwhile()`` runs in this
-    process while the workers write (the image's metadata). Returns, for each file made,
-    (SHA-256, read-back checksum: ``media.readback.new_check``) of its bytes (None for
-    those skipped). An I/O error names ``image``."""
+    process while the workers write (the image's metadata). Returns the SHA-256 of each
+    file made (None for those skipped), their read-back checksums in ``.checks``
+    (``Digests``). An I/O error names ``image``."""
     skip = set(skip)
     shared = _Shared(producers, names, fd=fd, offsets=offsets, pad=True, where=image)
     return _run(shared, [i for i in range(len(producers)) if i not in skip], workers,
@@ -390,10 +400,10 @@ def write_image_files(fd: int, producers: list, offsets: list, names: list[str],
 def write_folder_files(producers: list, paths: list[str], names: list[str], *,
                        targets: list[str] | None = None, skip: Sequence[int] = (),
                        workers: int | None = None, close_in_workers: tuple[int, ...] = (),
-                       on_file: Callable[[int], None] | None = None) -> list:
+                       on_file: Callable[[int], None] | None = None) -> Digests:
     """Make every file (but ``skip``) as the new file ``paths[i]`` (its folder exists).
-    Returns (SHA-256, read-back checksum) of each file made (None for those skipped).
-    An I/O error names
+    Returns the SHA-256 of each file made (None for those skipped; ``Digests``: their
+    read-back checksums in ``.checks``). An I/O error names
     ``targets[i]`` (the file's final path); ``close_in_workers``: descriptors of this
     process a worker must not keep (the staging folder's lock)."""
     skip = set(skip)

@@ -417,7 +417,8 @@ def _read_back(req: BuildRequest, writer, disc: _Disc, digests: list, manifest: 
             if data is not None and f.role == "dicomdir" else None,
             check=check if f.role != "manifest" else None))
     with writer.source() as source:
-        return read_back(source, expected, mode=req.verify, label=name, manifest=manifest)
+        return read_back(source, expected, mode=req.verify, label=name, manifest=manifest,
+                         workers=req.workers)
 
 
 def _result(req, profile, scan, whole, discs, names, written, digests,

@@ -206,9 +206,10 @@ def _check_file(source, f: Expected, handle, decrypt: bool, label: str
 
 def read_back(source, expected: list[Expected], *, mode: str, label: str,
               manifest: bytes | None = None, rng: random.Random | None = None,
-              clock=time.perf_counter) -> ReadbackCost:
+              clock=time.perf_counter, workers: int | None = None) -> ReadbackCost:
     """Check the medium ``source`` against ``expected`` (see the module docstring);
-    ``label`` names the medium in messages. Returns the cost; raises ``IntegrityError``."""
+    ``label`` names the medium in messages; ``workers``: how many processes the source may
+    spread the files over (None: its default). Returns the cost; raises ``IntegrityError``."""
     cost = ReadbackCost(mode)
     if mode == "none":
         return cost
@@ -240,8 +241,8 @@ def read_back(source, expected: list[Expected], *, mode: str, label: str,
     # the indices and the digests cross a pipe); else one by one here
     spread = getattr(source, "map_files", None)
     order = range(len(expected))
-    results = (spread(check, list(order), [f.size for f in expected]) if spread is not None
-               else map(check, order))
+    results = (spread(check, list(order), [f.size for f in expected], workers)
+               if spread is not None else map(check, order))
     digests: dict[str, str] = {}
     manifest_seen: bytes | None = None
     for i, n, got, data, opened in results:
