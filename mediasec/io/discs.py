@@ -103,8 +103,6 @@ class IsoDiscWriter:
                               name=self.out.target)
         self.size = self.image.size
         self.digests: list[str | None] = []
-        #: each file's read-back checksum as written (``media.readback.new_check``)
-        self.checks: list[str | None] = []
 
     def write(self, manifest: Callable[[list], bytes] | None) -> int:
         files = self.files
@@ -129,7 +127,7 @@ class IsoDiscWriter:
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         self.digests = digests
-        self.checks = digests.checks
+        self.checks = digests.checks   # read-back checksums (io.engine.Digests)
         return size
 
     @contextlib.contextmanager
@@ -171,8 +169,6 @@ class FolderDiscWriter:
         self.sink.__enter__()
         self._open = True
         self.digests: list[str | None] = []
-        #: each file's read-back checksum as written (``media.readback.new_check``)
-        self.checks: list[str | None] = []
 
     def write(self, manifest: Callable[[list], bytes] | None) -> int:
         files = self.files
@@ -195,7 +191,7 @@ class FolderDiscWriter:
             if self.on_bytes is not None:
                 self.on_bytes(len(data), files[i].name)
         self.digests = digests
-        self.checks = digests.checks
+        self.checks = digests.checks   # read-back checksums (io.engine.Digests)
         return sum(f.producer.size for f in files)
 
     @contextlib.contextmanager
