@@ -44,8 +44,8 @@ from mediasec.io.fs import env_error
 from mediasec.io.workers import Pool, default_workers
 from mediasec.media.readback import new_check
 
-__all__ = ["Digests", "write_image_files", "write_folder_files", "start_writeback", "sync_filesystem",
-           "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "SECTOR"]
+__all__ = ["Digests", "write_image_files", "write_folder_files", "start_writeback",
+           "sync_filesystem", "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "SECTOR"]
 
 SECTOR = 2048
 #: small files go to a worker in batches of about this many bytes ...

@@ -169,9 +169,10 @@ def _parse_manifest(data: bytes, name: str, label: str) -> dict[str, str]:
 
 def _check_file(source, f: Expected, handle, decrypt: bool, label: str
                 ) -> tuple[int, str, bytes | None, bool]:
-    """Read one stored file once: its size and SHA-256 against what the writer made and,
-    for a sampled Secure DICOM File, its decryption and digest or signatures. Returns
-    (bytes read, SHA-256, the bytes of the manifest or None, whether it was decrypted)."""
+    """Read one stored file once: its size and checksum (``f.check``, else its SHA-256)
+    against what the writer made and, for a sampled Secure DICOM File, its decryption and
+    digest or signatures. Returns (bytes read, its SHA-256, the bytes of the manifest or
+    None, whether it was decrypted)."""
     stream = _Counted(source.open(handle), None if f.check is None else new_check())
     data = None
     if f.role == "manifest":
