@@ -26,9 +26,16 @@ shared machine wall times follow the load; the CPU ratios (ours against the pipe
 against the floor at one core's ``openssl speed`` rates, which openssl measures in CPU
 time) do not. ``openssl speed -multi N`` is wall-clock bound and drops with the load too.
 
+``--scaling`` runs only ours and the compute floor, on ``mixed-256m`` and ``ct-4g`` (or
+the shapes given with ``--shapes``), and prints per shape the time per GiB of input and
+the ratio to the floor, both without the fixed start-up cost (the interpreter and our
+imports: ``python -m mediasec build --help``, timed apart), and the peak RSS; scaling is
+linear when those ratios agree (issue 15: within 15 %).
+
     python benchmarks/build.py                       # mixed-256m
     python benchmarks/build.py --shape mixed-1g
     python benchmarks/build.py --shape ct-4g --workdir /var/tmp
+    python benchmarks/build.py --scaling --workdir /var/tmp
 """
 
 from __future__ import annotations
@@ -100,6 +107,93 @@ def floor_seconds(rates: dict, plain: int, cipher: int, files: int) -> float:
             + files / rates["sign"] + files / rates["verify"])
 
 
+def measure_floor(cores: int, seconds: int) -> dict:
+    rates = {}
+    for label, multi in (("1 core", 1), (f"-multi {cores}", cores)):
+        sg, vf = rsa_rates(multi, seconds)
+        rates[label] = {"aes": byte_rate("aes-256-cbc", multi, seconds),
+                        "sha": byte_rate("sha256", multi, seconds), "sign": sg, "verify": vf}
+    return rates
+
+
+def run_ours(pile: pathlib.Path, work: pathlib.Path, workers: int) -> dict:
+    """One secure build of ``pile`` (see the module docstring): wall, CPU, RSS, result."""
+    ours = work / "ours.iso"
+    result = work / "ours.json"
+    sign = ["--sign-key", PKI / "signer.key.pem", "--sign-cert", PKI / "signer.pem",
+            "--sign-chain", PKI / "chain.pem"]
+    t, rss, cpu = timed([sys.executable, "-m", "mediasec", "build", pile, "-o", ours,
+                         "--profile", "STD-GEN-SEC-DVD-JPEG", "--encrypt-to",
+                         PKI / "recipient-2048.pem", *sign, "--workers", str(workers),
+                         "--verify", "quick", "--json", result])
+    doc = json.loads(result.read_text())
+    size = ours.stat().st_size
+    ours.unlink()
+    result.unlink()
+    return {"wall": t, "rss": rss, "cpu": cpu, "doc": doc, "iso_size": size,
+            "cipher_bytes": sum(f["size"] for i in doc["images"] for f in i["files"])}
+
+
+def startup_seconds(runs: int = 3) -> float:
+    """The fixed cost of every run: the interpreter and our imports (the least of a few)."""
+    best = float("inf")
+    for _ in range(runs):
+        t, _rss, _cpu = timed([sys.executable, "-m", "mediasec", "build", "--help"])
+        best = min(best, t)
+    return best
+
+
+def scaling(args, base: str | None) -> int:
+    cores = os.cpu_count() or 1
+    shapes = args.shapes.split(",")
+    print(f"== machine: nproc {cores}, load {os.getloadavg()[0]:.1f}, "
+          f"{subprocess.run(['openssl', 'version'], capture_output=True, text=True).stdout.strip()}")
+    rows = []
+    for shape in shapes:
+        work = pathlib.Path(tempfile.mkdtemp(prefix="mediasec-build-scaling-",
+                                             dir=base or tempfile.gettempdir()))
+        try:
+            t = time.perf_counter()
+            info = make_pile(work / "pile", shape, seed=args.seed)
+            gen = time.perf_counter() - t
+            start = startup_seconds()
+            load = os.getloadavg()[0]
+            r = run_ours(work / "pile", work, args.workers)
+            rates = measure_floor(cores, args.speed_seconds)
+            f_multi = floor_seconds(rates[f"-multi {cores}"], info["bytes"], r["cipher_bytes"],
+                                    info["files"])
+            f_one = floor_seconds(rates["1 core"], info["bytes"], r["cipher_bytes"],
+                                  info["files"]) / cores
+            rows.append((shape, info, gen, start, load, r, f_multi, f_one))
+            print(f"== {shape}: {info['files']} files, {info['bytes'] / 2**20:.0f} MiB "
+                  f"(generated in {gen:.0f} s, not timed); load {load:.1f} before ours")
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(f"{'shape':12} {'files':>6} {'GiB':>6} {'wall s':>7} {'start s':>7} {'s/GiB':>6} "
+          f"{'floor s':>7} {'ratio':>6} {'ratio-st':>8} {'1c-ratio':>8} {'CPU s':>7} "
+          f"{'read-back s':>11} {'RSS MB':>7}")
+    per = []
+    for shape, info, gen, start, load, r, f_multi, f_one in rows:
+        gib = info["bytes"] / 2**30
+        net = r["wall"] - start
+        per.append((net / gib, net / f_multi))
+        print(f"{shape:12} {info['files']:6d} {gib:6.2f} {r['wall']:7.2f} {start:7.2f} "
+              f"{net / gib:6.2f} {f_multi:7.2f} {r['wall'] / f_multi:6.2f} "
+              f"{net / f_multi:8.2f} {r['wall'] / f_one:8.2f} {r['cpu']:7.2f} "
+              f"{r['doc']['readback']['seconds']:11.2f} {r['rss'] / 1024:7.0f}")
+    print()
+    print("ratio: wall / compute floor (openssl speed -multi); ratio-st: the same without the "
+          "fixed start-up; 1c-ratio: wall / (1-core floor / cores)")
+    if len(per) > 1:
+        a, b = per[0], per[-1]
+        print(f"scaling {rows[0][0]} -> {rows[-1][0]}: time per GiB x{b[0] / a[0]:.2f}, "
+              f"ratio to the floor x{b[1] / a[1]:.2f} (linear within 15 %: "
+              f"{'yes' if abs(b[1] / a[1] - 1) <= 0.15 else 'no'}, by the floor ratio)")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="mixed-256m", choices=sorted(SHAPES))
@@ -108,11 +202,16 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--speed-seconds", type=int, default=2)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--scaling", action="store_true",
+                    help="ours and the floor only, on --shapes; per-GiB and floor ratios")
+    ap.add_argument("--shapes", default="mixed-256m,ct-4g")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     for tool in ("openssl", "dcmmkdir", "genisoimage", "xargs", "/usr/bin/time"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
+    if args.scaling:
+        return scaling(args, args.workdir)
     base = args.workdir
     if base is None:
         shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
@@ -132,22 +231,12 @@ def main() -> int:
         print(f"== pile {args.shape}: {files} files ({kinds}), {plain_bytes / 2**20:.0f} MiB, "
               f"largest {max(p.stat().st_size for p in pile.rglob('*') if p.is_file()) / 2**20:.0f} MiB; "
               f"generated in {time.perf_counter() - t:.1f} s (not timed)")
-        mediasec = [sys.executable, "-m", "mediasec"]
-        sign = ["--sign-key", PKI / "signer.key.pem", "--sign-cert", PKI / "signer.pem",
-                "--sign-chain", PKI / "chain.pem"]
-
-        # 1. ours
-        ours = work / "ours.iso"
-        result = work / "ours.json"
-        t_ours, rss_ours, c_ours = timed([*mediasec, "build", pile, "-o", ours, "--profile",
-                                     "STD-GEN-SEC-DVD-JPEG", "--encrypt-to",
-                                     PKI / "recipient-2048.pem", *sign, "--workers",
-                                     str(args.workers), "--verify", "quick", "--json", result])
-        doc = json.loads(result.read_text())
+        # 1. ours (and the fixed start-up cost, timed apart)
+        start = startup_seconds()
+        r = run_ours(pile, work, args.workers)
+        t_ours, rss_ours, c_ours, doc = r["wall"], r["rss"], r["cpu"], r["doc"]
         rb = doc["readback"]
-        iso_size = ours.stat().st_size
-        cipher_bytes = sum(f["size"] for i in doc["images"] for f in i["files"])
-        ours.unlink()
+        iso_size, cipher_bytes = r["iso_size"], r["cipher_bytes"]
 
         # 3. genisoimage, no security
         plain_iso = work / "plain.iso"
@@ -181,12 +270,7 @@ def main() -> int:
         shutil.rmtree(enc)
 
         # 4. the compute floor, measured now
-        s = args.speed_seconds
-        rates = {}
-        for label, multi in (("1 core", 1), (f"-multi {cores}", cores)):
-            sg, vf = rsa_rates(multi, s)
-            rates[label] = {"aes": byte_rate("aes-256-cbc", multi, s),
-                            "sha": byte_rate("sha256", multi, s), "sign": sg, "verify": vf}
+        rates = measure_floor(cores, args.speed_seconds)
         f_multi = floor_seconds(rates[f"-multi {cores}"], plain_bytes, cipher_bytes, files)
         f_one = floor_seconds(rates["1 core"], plain_bytes, cipher_bytes, files) / cores
 
@@ -195,7 +279,8 @@ def main() -> int:
         print(f"{'step':58} {'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12}")
         rows = [("ours: mediasec build (secure DVD, signed, quick read-back)", t_ours, c_ours,
                  rss_ours),
-                (f"  of which read-back ({rb['files_hashed']} files re-hashed, "
+                ("  of which the fixed start-up (interpreter, imports)", start, nan, None),
+                (f"  of which read-back ({rb['files_hashed']} files re-read, "
                  f"{rb['files_decrypted']} decrypted)", rb["seconds"], nan, None),
                 ("pipeline: dcmmkdir", t_dir, c_dir, rss_dir),
                 ("pipeline: openssl cms -sign | -encrypt per file (-P 2)", t_ossl, c_ossl,
@@ -222,8 +307,9 @@ def main() -> int:
         print(f"ratio ours / plain genisoimage:    {t_ours / t_geniso:6.2f} wall  "
               f"{c_ours / c_geniso:6.2f} CPU")
         print(f"ratio ours / compute floor:        {t_ours / f_multi:6.2f} wall (-multi "
-              f"{cores}; without the read-back {(t_ours - rb['seconds']) / f_multi:.2f})  "
-              f"{c_ours / (f_one * cores):6.2f} CPU (1-core rates)")
+              f"{cores}; without the read-back {(t_ours - rb['seconds']) / f_multi:.2f}; "
+              f"without the start-up {(t_ours - start) / f_multi:.2f}; 1-core rates "
+              f"{t_ours / f_one:.2f})  {c_ours / (f_one * cores):6.2f} CPU (1-core rates)")
         print(f"peak RSS of ours:                  {rss_ours / 1024:6.0f} MB")
         return 0
     finally:

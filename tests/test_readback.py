@@ -203,3 +203,114 @@ def test_an_image_whose_directory_is_damaged_after_writing_fails(tmp_path, pile,
     res = run_cli("build", pile, "-o", out)
     assert_one_line_error(res, 1, "read-back", "cannot be read", "nothing was written")
     assert os.listdir(tmp_path) == []
+
+
+# -- the read-back spread over worker processes (``discs._ReadBack.map_files``) ------------
+
+@pytest.fixture
+def spread(monkeypatch):
+    """Every read-back runs in two worker processes, however small the medium; the workers
+    report which files they checked (so a test can see they did)."""
+    monkeypatch.setattr(discs, "READBACK_SPREAD_MIN", 0)
+    seen = []
+    orig_map = discs._ReadBack.map_files
+
+    def map_files(self, check, items, sizes, workers=None):
+        def where(i):   # runs in the worker (inherited at fork, like ``check``)
+            return (*check(i), os.getpid())
+        for *r, pid in orig_map(self, where, items, sizes, workers):
+            seen.append(pid)
+            yield tuple(r)
+
+    monkeypatch.setattr(discs._ReadBack, "map_files", map_files)
+    return seen
+
+
+@pytest.mark.parametrize("name,args", [
+    ("disc.iso", ["--profile", "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN]),
+    ("stick", ["--profile", "STD-GEN-SEC-USB-JPEG", *RECIP]),
+])
+def test_read_back_in_worker_processes_checks_every_file_and_finds_a_flip(
+        tmp_path, pile, monkeypatch, spread, name, args):
+    res = run_cli("build", pile, "-o", tmp_path / ("ok-" + name), *args, "--verify", "full",
+                  "--workers", "2", "--json", "-")
+    assert res.code == 0, res
+    doc = json.loads(res.stdout)
+    rb, img = doc["readback"], doc["images"][0]
+    assert rb["files_hashed"] == len(img["files"]) + 1 == len(spread)
+    assert rb["files_decrypted"] == doc["counts"]["instances"] + 1
+    assert os.getpid() not in spread   # in the workers, not here
+    hit = _flip_after_write(monkeypatch)
+    res = run_cli("build", pile, "-o", tmp_path / name, *args, "--verify", "quick",
+                  "--workers", "2")
+    assert_one_line_error(res, 1, hit[-1], "read-back", "nothing was written")
+    assert not (tmp_path / name).exists()
+
+
+def test_read_back_in_worker_processes_decrypts_and_finds_a_bad_signature(
+        tmp_path, pile, monkeypatch, spread):
+    orig = stages._Protect.run
+
+    def run(self, upstream):
+        done = False
+        for c in orig(self, upstream):
+            if self.size > 1 << 20 and len(c) >= 1 << 19 and not done:   # ciphertext
+                c = bytearray(c)
+                c[len(c) // 2] ^= 0x40
+                done = True
+            yield c
+
+    monkeypatch.setattr(stages._Protect, "run", run)
+    res = run_cli("build", pile, "-o", tmp_path / "quick.iso", "--profile",
+                  "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN, "--verify", "quick", "--workers", "2")
+    assert_one_line_error(res, 1, "read-back", "nothing was written", "messageDigest")
+    assert not (tmp_path / "quick.iso").exists()
+
+
+class _Mem:
+    """A medium in memory: name -> bytes."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def entries(self):
+        from mediasec.media.source import MediumEntry
+        return [MediumEntry(n, len(d), n, "file") for n, d in self.files.items()]
+
+    def open(self, handle):
+        data = self.files[handle]
+        for i in range(0, len(data), 7):
+            yield memoryview(data)[i:i + 7]
+
+
+def test_read_back_compares_the_writers_checksum_else_sha256():
+    import hashlib
+
+    from mediasec.errors import IntegrityError
+    from mediasec.media.readback import new_check, read_back
+
+    data = b"stored bytes of one file" * 3
+    sha = hashlib.sha256(data).hexdigest()
+    chk = new_check()
+    chk.update(data)
+    check = chk.hexdigest()
+    manifest = f"{sha}  A\n".encode()
+    medium = _Mem({"A": data, "MANIFEST.SHA": manifest})
+
+    def exp(**kw):
+        a = dict(name="A", role="content", size=len(data), sha256=sha)
+        a.update(kw)
+        return [Expected(**a), Expected("MANIFEST.SHA", "manifest", len(manifest),
+                                        hashlib.sha256(manifest).hexdigest())]
+
+    for kw in ({}, {"check": check}):   # SHA-256 re-read, or the writer's XXH3-128
+        cost = read_back(medium, exp(**kw), mode="quick", label="m", manifest=manifest)
+        assert cost.files_hashed == 2 and cost.bytes_read == len(data) + len(manifest)
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        read_back(medium, exp(sha256="0" * 64), mode="quick", label="m", manifest=manifest)
+    with pytest.raises(IntegrityError, match="XXH3-128"):
+        read_back(medium, exp(check="0" * 32), mode="quick", label="m", manifest=manifest)
+    # the bytes are those written (XXH3) but the writer's SHA-256 is not the manifest's line
+    with pytest.raises(IntegrityError, match="MANIFEST.SHA line"):
+        read_back(medium, exp(check=check, sha256="1" * 64), mode="quick", label="m",
+                  manifest=manifest)

@@ -42,18 +42,35 @@ def write_json(target: str | None, schema: str, body: dict, *, private: bool = F
     if not target:
         return
     doc = {"schema": schema, "version": __version__, **body}
-    text = json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
     if target == "-":
-        sys.stdout.write(text)
+        for part in json_parts(doc):
+            sys.stdout.write(part)
         sys.stdout.flush()
         return
     out = AtomicOutput(target, mode=0o600 if private else 0o644)
     with out as f:
         try:
-            f.write(text.encode())
+            for part in json_parts(doc):
+                f.write(part.encode())
         except OSError as exc:
             raise env_error(exc, target) from exc
         out.commit()
+
+
+def json_parts(doc: dict, size: int = 1 << 16):
+    """``json.dumps(doc, indent=2, default=str) + "\\n"`` in pieces of about ``size``
+    characters: the indenting encoder makes one small string per token, and joining them
+    all at once held a build's 8,000-file result several times over (tens of MB)."""
+    parts: list[str] = []
+    n = 0
+    for token in json.JSONEncoder(indent=2, default=str).iterencode(doc):
+        parts.append(token)
+        n += len(token)
+        if n >= size:
+            yield "".join(parts)
+            parts, n = [], 0
+    parts.append("\n")
+    yield "".join(parts)
 
 
 def check_side_outputs(*targets: str | None, inputs=(), outputs=()) -> None:

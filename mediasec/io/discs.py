@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from mediasec._job import collector_paused
 from mediasec.errors import InputError, IntegrityError, InternalError, MediasecError
-from mediasec.io.engine import write_folder_files, write_image_files
+from mediasec.io.engine import batches, write_folder_files, write_image_files
 from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
 from mediasec.io.iso import SECTOR, IsoFile, IsoImage, IsoSource
@@ -28,13 +28,33 @@ from mediasec.media.jobs import DiscFile, DiscLayout
 __all__ = ["FileSystemPorts", "DeidentifyingPorts", "IsoDiscWriter", "FolderDiscWriter"]
 
 
+#: a read-back of fewer bytes than this runs in this process (forking costs more)
+READBACK_SPREAD_MIN = 16 << 20
+
+
 class _ReadBack:
-    """A written medium for the read-back: its listing, and reads whose OS errors are ours
-    (``EnvironmentFailure`` naming the output)."""
+    """A written medium for the read-back: its listing, reads whose OS errors are ours
+    (``EnvironmentFailure`` naming the output), and ``map_files``: the files checked by
+    worker processes."""
 
     def __init__(self, source, target: str):
         self._source = source
         self._target = target
+
+    def map_files(self, check: Callable[[int], Any], items: list[int], sizes: list[int],
+                  workers: int | None = None):
+        """``check(i)`` for every item, in any order, over ``workers`` processes:
+        largest files first, small ones in batches (``io.engine.batches``), so both cores
+        stay busy to the end. ``check`` (with the content keys it holds) is inherited at
+        fork, never pickled; the results come back pickled (digests, counts)."""
+        n = default_workers() if workers is None else workers
+        if n < 2 or len(items) < 2 or sum(sizes) < READBACK_SPREAD_MIN:
+            yield from map(check, items)
+            return
+        with Pool(n, max_inflight=2 * n, setup=_keep,
+                  args=(check, os.getpid())) as pool:
+            for out in pool.run_unordered(_map_batch, batches(sizes, items)):
+                yield from out
 
     def entries(self):
         return self._source.entries()
@@ -152,6 +172,7 @@ class IsoDiscWriter:
         if size != self.size:
             raise InternalError(f"laid out {self.size} bytes, wrote {size}")
         self.digests = digests
+        self.checks = digests.checks   # read-back checksums (io.engine.Digests)
         return size
 
     @contextlib.contextmanager
@@ -238,6 +259,7 @@ class FolderDiscWriter:
             if self.on_bytes is not None:
                 self.on_bytes(len(data), files[i].name)
         self.digests = digests
+        self.checks = digests.checks   # read-back checksums (io.engine.Digests)
         return sum(f.producer.size for f in files)
 
     @contextlib.contextmanager

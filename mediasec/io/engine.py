@@ -42,9 +42,10 @@ from typing import Callable, Sequence
 from mediasec.errors import InternalError
 from mediasec.io.fs import env_error
 from mediasec.io.workers import Pool, default_workers
+from mediasec.media.readback import new_check
 
-__all__ = ["write_image_files", "write_folder_files", "start_writeback", "sync_filesystem",
-           "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "SECTOR"]
+__all__ = ["Digests", "write_image_files", "write_folder_files", "start_writeback",
+           "sync_filesystem", "batches", "BATCH_BYTES", "BATCH_FILES", "GATHER", "SECTOR"]
 
 SECTOR = 2048
 #: small files go to a worker in batches of about this many bytes ...
@@ -275,6 +276,7 @@ def _make_one(shared: _Shared, index: int) -> str:
     # a file pipeline hashes its own output (the manifest's hash stage): no second pass
     hashes_itself = getattr(producer, "computes_sha256", False)
     h = None if hashes_itself else hashlib.sha256()
+    check = new_check()   # the read-back's checksum of the same bytes (media.readback)
     try:
         out = _Writer(fd, base, shared.buffer)
         try:
@@ -284,6 +286,7 @@ def _make_one(shared: _Shared, index: int) -> str:
                                         f"{size} bytes")
                 if h is not None:
                     h.update(c)
+                check.update(c)
                 out.write(c)
             if out.pos - base != size:
                 raise InternalError(f"{shared.names[index]}: made {out.pos - base} bytes, "
@@ -298,20 +301,29 @@ def _make_one(shared: _Shared, index: int) -> str:
     finally:
         if own_fd:
             os.close(fd)
-    return producer.sha256 if hashes_itself else h.hexdigest()
+    return producer.sha256 if hashes_itself else h.hexdigest(), check.hexdigest()
 
 
-def _make(shared: _Shared, batch: list[int]) -> list[tuple[int, str]]:
+def _make(shared: _Shared, batch: list[int]) -> list[tuple[int, tuple[str, str]]]:
     return [(i, _make_one(shared, i)) for i in batch]
 
 
 # -- in this process -----------------------------------------------------------------------
 
+class Digests(list):
+    """Each file's SHA-256 (None: not made), and in ``checks`` its read-back checksum
+    (``media.readback.new_check``) of the same bytes."""
+
+    def __init__(self, n: int):
+        super().__init__([None] * n)
+        self.checks: list[str | None] = [None] * n
+
+
 def _run(shared: _Shared, todo: list[int], workers: int | None,
          on_file: Callable[[int], None] | None, meanwhile: Callable[[], None] | None
-         ) -> list[str | None]:
+         ) -> Digests:
     sizes = [p.size for p in shared.producers]
-    digests: list[str | None] = [None] * len(sizes)
+    digests = Digests(len(sizes))
     n = default_workers() if workers is None else workers
     with Pool(n, max_inflight=2 * n, setup=_setup, args=(shared,)) as pool:
         # forked already: threads of ours are safe now
@@ -329,8 +341,9 @@ def _run(shared: _Shared, todo: list[int], workers: int | None,
         ok = False
         try:
             for done in results:
-                for i, digest in done:
+                for i, (digest, check) in done:
                     digests[i] = digest
+                    digests.checks[i] = check
                     if writeback is not None:
                         writeback.put((shared.paths[i], 0, 0) if shared.fd is None else
                                       (shared.fd, shared.offsets[i], sizes[i]))
@@ -372,11 +385,12 @@ def write_image_files(fd: int, producers: list, offsets: list, names: list[str],
                       image: str | None = None, skip: Sequence[int] = (),
                       workers: int | None = None,
                       on_file: Callable[[int], None] | None = None,
-                      meanwhile: Callable[[], None] | None = None) -> list[str | None]:
+                      meanwhile: Callable[[], None] | None = None) -> Digests:
     """Make every file (but ``skip``) into the image open at ``fd``: file ``i`` at byte
     ``offsets[i]``, padded with zeros to a whole sector. ``meanwhile()`` runs in this
     process while the workers write (the image's metadata). Returns the SHA-256 of each
-    file made (None for those skipped). An I/O error names ``image``."""
+    file made (None for those skipped), their read-back checksums in ``.checks``
+    (``Digests``). An I/O error names ``image``."""
     skip = set(skip)
     shared = _Shared(producers, names, fd=fd, offsets=offsets, pad=True, where=image)
     return _run(shared, [i for i in range(len(producers)) if i not in skip], workers,
@@ -386,9 +400,10 @@ def write_image_files(fd: int, producers: list, offsets: list, names: list[str],
 def write_folder_files(producers: list, paths: list[str], names: list[str], *,
                        targets: list[str] | None = None, skip: Sequence[int] = (),
                        workers: int | None = None, close_in_workers: tuple[int, ...] = (),
-                       on_file: Callable[[int], None] | None = None) -> list[str | None]:
+                       on_file: Callable[[int], None] | None = None) -> Digests:
     """Make every file (but ``skip``) as the new file ``paths[i]`` (its folder exists).
-    Returns the SHA-256 of each file made (None for those skipped). An I/O error names
+    Returns the SHA-256 of each file made (None for those skipped; ``Digests``: their
+    read-back checksums in ``.checks``). An I/O error names
     ``targets[i]`` (the file's final path); ``close_in_workers``: descriptors of this
     process a worker must not keep (the staging folder's lock)."""
     skip = set(skip)

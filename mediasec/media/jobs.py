@@ -406,7 +406,8 @@ def _read_back(req: BuildRequest, writer, disc: _Disc, digests: list, manifest: 
     if req.verify == "none":
         return ReadbackCost("none")
     expected = []
-    for f, digest in zip(disc.files, digests):
+    checks = list(getattr(writer, "checks", None) or [None] * len(digests))
+    for f, digest, check in zip(disc.files, digests, checks):
         if f.role == "manifest":
             sha = hashlib.sha256(manifest or b"").hexdigest()
         else:
@@ -416,9 +417,11 @@ def _read_back(req: BuildRequest, writer, disc: _Disc, digests: list, manifest: 
             f.name, f.role, f.producer.size, sha,
             content_key=getattr(f.producer, "content_key", None),
             plain_sha256=hashlib.sha256(data).hexdigest()
-            if data is not None and f.role == "dicomdir" else None))
+            if data is not None and f.role == "dicomdir" else None,
+            check=check if f.role != "manifest" else None))
     with writer.source() as source:
-        return read_back(source, expected, mode=req.verify, label=name, manifest=manifest)
+        return read_back(source, expected, mode=req.verify, label=name, manifest=manifest,
+                         workers=req.workers)
 
 
 def _result(req, profile, scan, whole, discs, names, written, digests,

@@ -6,13 +6,16 @@ edge (``mediasec.io.discs``: an image through its still-unnamed file, ``/proc/se
 parsed again by pycdlib; a folder through its staging folder): a ``MediumSource``
 (``entries()``, ``open(handle)`` -> chunks). Nothing is written anywhere.
 
-Checks, in one read of each file:
+Checks, in one read of each file (spread over the job's worker processes when the edge
+offers ``map_files``):
 
 1. the listing holds exactly the planned files, with their planned sizes;
-2. every stored file's SHA-256 equals the one computed as the writer made it
+2. every stored file's checksum equals the one computed as the writer made it: XXH3-128
+   (``Expected.check``, ``new_check``) where the writer computed one, else SHA-256
    (``Expected.sha256``);
 3. ``MANIFEST.SHA`` as stored equals the manifest the job made, and each of its lines
-   matches the digest just re-read (what ``sha256sum -c`` checks);
+   matches the SHA-256 of the bytes just re-read (what ``sha256sum -c`` checks: the
+   SHA-256 computed when those very bytes were written, where 2. compared XXH3-128);
 4. secure media: the DICOMDIR and a sample of the Secure DICOM Files (``quick``: the first,
    the last, the largest and three at random per medium; ``full``: all) are decrypted with
    the content key the job drew for each at plan time (``KnownKeyDecrypter``: the key is
@@ -34,13 +37,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+import xxhash
+
 from mediasec.cms.keys import Decrypter, Unwrapped
 from mediasec.cms.secure import open_secure_file
 from mediasec.errors import IntegrityError, MediasecError
 from mediasec.report import Outcome
 
 __all__ = ["MODES", "Expected", "ReadbackCost", "KnownKeyDecrypter", "choose_sample",
-           "read_back"]
+           "read_back", "new_check"]
 
 MODES = ("none", "quick", "full")
 #: ``quick``: besides the first, the last and the largest, this many at random per medium
@@ -58,6 +63,18 @@ class Expected:
     sha256: str                     # of the stored bytes, hashed as they were written
     content_key: bytes | None = field(default=None, repr=False)   # Secure DICOM Files
     plain_sha256: str | None = None  # of the plaintext, where the plan holds it (DICOMDIR)
+    #: ``new_check()`` of the stored bytes, computed as the writer made them: when given,
+    #: the re-read bytes are compared with it instead of with ``sha256``
+    check: str | None = None
+
+
+def new_check():
+    """The read-back's checksum of stored bytes: XXH3-128 (30 GB/s on one core here, against
+    1.5 GB/s for SHA-256). It guards against I/O faults and our own bugs (a misplaced
+    extent, bytes overwritten by the metadata), not against an adversary: the medium being
+    checked is an anonymous file or a staging folder of this process, and its manifest's
+    SHA-256 lines are those computed from the very bytes the checksum covers."""
+    return xxhash.xxh3_128()
 
 
 @dataclass
@@ -120,9 +137,9 @@ class _Counted:
     """The chunks of one stored file, hashed and counted as they pass (one read serves the
     digest and the decryption)."""
 
-    def __init__(self, chunks: Iterable):
+    def __init__(self, chunks: Iterable, h=None):
         self._it = iter(chunks)
-        self.h = hashlib.sha256()
+        self.h = hashlib.sha256() if h is None else h
         self.n = 0
 
     def __iter__(self) -> Iterator:
@@ -150,11 +167,50 @@ def _parse_manifest(data: bytes, name: str, label: str) -> dict[str, str]:
     return out
 
 
+def _check_file(source, f: Expected, handle, decrypt: bool, label: str
+                ) -> tuple[int, str, bytes | None, bool]:
+    """Read one stored file once: its size and checksum (``f.check``, else its SHA-256)
+    against what the writer made and, for a sampled Secure DICOM File, its decryption and
+    digest or signatures. Returns (bytes read, its SHA-256, the bytes of the manifest or
+    None, whether it was decrypted)."""
+    stream = _Counted(source.open(handle), None if f.check is None else new_check())
+    data = None
+    if f.role == "manifest":
+        data = b"".join(bytes(c) for c in stream)
+    elif decrypt:
+        plain = hashlib.sha256()
+        try:
+            report = open_secure_file(stream, decrypters=[KnownKeyDecrypter(f.content_key)],
+                                      sink=plain.update)
+        except MediasecError as exc:
+            raise _mismatch(f.name, label, f"cannot be decrypted ({exc.message})") from exc
+        stream.drain()
+        bad = [x for x in report.findings if x.outcome is Outcome.FAILED]
+        if bad:
+            raise _mismatch(f.name, label, f"{bad[0].code}: {bad[0].message}")
+        if f.plain_sha256 is not None and plain.hexdigest() != f.plain_sha256:
+            raise _mismatch(f.name, label, "the decrypted content differs from the "
+                            "planned content")
+    else:
+        stream.drain()
+    got = stream.h.hexdigest()
+    if stream.n != f.size:
+        raise _mismatch(f.name, label, f"{stream.n} bytes read back, {f.size} written")
+    if f.role != "manifest" and got != (f.sha256 if f.check is None else f.check):
+        kind = "SHA-256" if f.check is None else "XXH3-128"
+        want = f.sha256 if f.check is None else f.check
+        raise _mismatch(f.name, label, "the stored bytes differ from the bytes written "
+                        f"({kind} {got[:16]}..., written {want[:16]}...)")
+    # the stored bytes are those written: their SHA-256 is the one computed then
+    return stream.n, got if f.check is None else f.sha256, data, decrypt
+
+
 def read_back(source, expected: list[Expected], *, mode: str, label: str,
               manifest: bytes | None = None, rng: random.Random | None = None,
-              clock=time.perf_counter) -> ReadbackCost:
+              clock=time.perf_counter, workers: int | None = None) -> ReadbackCost:
     """Check the medium ``source`` against ``expected`` (see the module docstring);
-    ``label`` names the medium in messages. Returns the cost; raises ``IntegrityError``."""
+    ``label`` names the medium in messages; ``workers``: how many processes the source may
+    spread the files over (None: its default). Returns the cost; raises ``IntegrityError``."""
     cost = ReadbackCost(mode)
     if mode == "none":
         return cost
@@ -174,42 +230,30 @@ def read_back(source, expected: list[Expected], *, mode: str, label: str,
         raise _mismatch(extra, label, "a file on the written medium was never planned")
     entries = {e.path: e for e in source.entries()}
     sample = choose_sample(expected, mode, rng)
+    handles = [entries[f.name].handle for f in expected]
+
+    def check(i: int) -> tuple[int, int, str, bytes | None, bool]:
+        f = expected[i]
+        n, got, data, opened = _check_file(source, f, handles[i], f.name in sample, label)
+        return i, n, got, data, opened
+
+    # the source may spread the files over worker processes (``map_files``, from the edge:
+    # ``check`` and what it holds, the content keys included, are inherited at fork, only
+    # the indices and the digests cross a pipe); else one by one here
+    spread = getattr(source, "map_files", None)
+    order = range(len(expected))
+    results = (spread(check, list(order), [f.size for f in expected], workers)
+               if spread is not None else map(check, order))
     digests: dict[str, str] = {}
     manifest_seen: bytes | None = None
-    for f in expected:
-        handle = entries[f.name].handle
-        stream = _Counted(source.open(handle))
-        if f.role == "manifest":
-            parts = []
-            for c in stream:
-                parts.append(bytes(c))
-            manifest_seen = b"".join(parts)
-        elif f.name in sample:
-            plain = hashlib.sha256()
-            try:
-                report = open_secure_file(stream, decrypters=[KnownKeyDecrypter(f.content_key)],
-                                          sink=plain.update)
-            except MediasecError as exc:
-                raise _mismatch(f.name, label, f"cannot be decrypted ({exc.message})") from exc
-            stream.drain()
-            bad = [x for x in report.findings if x.outcome is Outcome.FAILED]
-            if bad:
-                raise _mismatch(f.name, label, f"{bad[0].code}: {bad[0].message}")
-            if f.plain_sha256 is not None and plain.hexdigest() != f.plain_sha256:
-                raise _mismatch(f.name, label, "the decrypted content differs from the "
-                                "planned content")
-            cost.files_decrypted += 1
-        else:
-            stream.drain()
-        cost.bytes_read += stream.n
+    for i, n, got, data, opened in results:
+        f = expected[i]
+        cost.bytes_read += n
         cost.files_hashed += 1
-        got = stream.h.hexdigest()
-        if stream.n != f.size:
-            raise _mismatch(f.name, label, f"{stream.n} bytes read back, {f.size} written")
-        if f.role != "manifest" and got != f.sha256:
-            raise _mismatch(f.name, label, "the stored bytes differ from the bytes written "
-                            f"(SHA-256 {got[:16]}..., written {f.sha256[:16]}...)")
+        cost.files_decrypted += opened
         digests[f.name] = got
+        if f.role == "manifest":
+            manifest_seen = data
     if manifest is not None:
         mf = next(f for f in expected if f.role == "manifest")
         if manifest_seen != manifest:
