@@ -94,6 +94,9 @@ def test_structures_changed_after_the_early_parse_are_parsed_again(tmp_path, pil
     assert len(hit) == 1, res
     assert len(made) == 2          # the early parse, then the image as it is now
     assert "/DICOMDIX.;1" in seen and "/DICOMDIR.;1" not in seen, (res, seen)
+    # and the read-back refuses it: a reader without UDF would not find the DICOMDIR
+    assert res.code == 1 and "ISO 9660 name" in res.stderr, res
+    assert not out.exists()
     # the fault is real: the image parses, with the new name
     res = run_cli("build", pile, "-o", tmp_path / "e.iso", "--profile", "STD-GEN-DVD-JPEG",
                   "--verify", "none")

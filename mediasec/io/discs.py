@@ -40,6 +40,8 @@ class _ReadBack:
     def __init__(self, source, target: str):
         self._source = source
         self._target = target
+        #: which names the listing shows (an ISO image's; a folder has none)
+        self.namespace = getattr(source, "namespace", None)
 
     def map_files(self, check: Callable[[int], Any], items: list[int], sizes: list[int],
                   workers: int | None = None):

@@ -205,6 +205,16 @@ def _check_file(source, f: Expected, handle, decrypt: bool, label: str
     return stream.n, got if f.check is None else f.sha256, data, decrypt
 
 
+def _check_iso9660_name(name: str, iso9660: str | None, label: str) -> None:
+    """The file's ISO 9660 name is the planned one (``NAME.;1`` or ``NAME.EXT;1``)."""
+    if iso9660 is None:
+        raise _mismatch(name, label, "the file has no ISO 9660 name on the written medium")
+    shown = "/".join(c.split(";")[0].rstrip(".") for c in iso9660.strip("/").split("/"))
+    if shown != name:
+        raise _mismatch(name, label, f"its ISO 9660 name on the written medium is "
+                        f"{iso9660!r}")
+
+
 def read_back(source, expected: list[Expected], *, mode: str, label: str,
               manifest: bytes | None = None, rng: random.Random | None = None,
               clock=time.perf_counter, workers: int | None = None) -> ReadbackCost:
@@ -219,12 +229,17 @@ def read_back(source, expected: list[Expected], *, mode: str, label: str,
     t0 = clock()
     rng = rng or random.Random(secrets.randbits(64))
     by_name = {e.path: e for e in source.entries()}
+    # an image listed by its UDF (or Joliet) names also has ISO 9660 names, which readers
+    # without UDF use: each file's ISO 9660 name (at the same extent) is checked too
+    iso_too = getattr(source, "namespace", None) in ("udf_path", "joliet_path", "rr_path")
     for f in expected:
         e = by_name.pop(f.name, None)
         if e is None or e.kind != "file":
             raise _mismatch(f.name, label, "the file is missing from the written medium")
         if e.size != f.size:
             raise _mismatch(f.name, label, f"{e.size} bytes stored, {f.size} written")
+        if iso_too:
+            _check_iso9660_name(f.name, e.iso9660, label)
     if by_name:
         extra = sorted(by_name)[0]
         raise _mismatch(extra, label, "a file on the written medium was never planned")
