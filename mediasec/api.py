@@ -38,7 +38,7 @@ from mediasec.dicom.scan import scan_file
 from mediasec.errors import (EnvironmentFailure, InputError, InternalError, MediasecError,
                              NotCMSError, NotDicomError, UsageError, VerificationError)
 from mediasec.io.fs import (AnonymousUnsupported, AtomicOutput, StagingDir, check_new_output,
-                            env_error, open_regular)
+                            env_error, file_ids, open_regular)
 from mediasec.io.keys import file_chunks
 from mediasec.io.rewrite import list_inputs, rewrite_files
 from mediasec.io.medium import medium_spec, open_medium
@@ -688,10 +688,11 @@ def sign_outputs(inputs: Sequence[str], output: str | None, *, in_place: bool = 
                          code="USAGE")
     else:
         pairs = [(files[0], out)]
+    ids = file_ids(files)      # once: checking each output against every input was O(n^2)
     for src, dst in pairs:
         if os.path.abspath(src) == os.path.abspath(dst):
             raise UsageError("output is the input; use --in-place", path=dst, code="USAGE")
-        check_new_output(dst, force=force, inputs=files)
+        check_new_output(dst, force=force, input_ids=ids)
     return pairs
 
 

@@ -147,3 +147,29 @@ def test_outputs_have_no_name_until_commit_and_many_stay_fast(tmp_path):
     assert scans == []
     assert [(tmp_path / f"f{i}.dcm").read_bytes() for i in range(50)] == \
         [b"x" * i for i in range(50)]
+
+
+def test_many_outputs_checked_against_the_inputs_once(tmp_path, monkeypatch):
+    """`sign FILES -o DIR` checks each output against every input without comparing each
+    pair (that was O(n^2) stat calls: 5 s of 5.2 for 300 files); an output that *is* an
+    input (a hard link to it) is still refused before anything is written."""
+    import os
+    from mediasec.io import fs
+    files = [tmp_path / f"in{i}" for i in range(200)]
+    for f in files:
+        f.write_bytes(b"x")
+    ids = fs.file_ids(files)
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = []
+    real = os.stat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for i in range(200):
+        fs.check_new_output(out / f"o{i}", input_ids=ids)
+    assert len(calls) <= 400
+    monkeypatch.setattr(os, "stat", real)
+    os.link(files[7], out / "same")
+    with pytest.raises(fs.UsageError, match="output is the input"):
+        fs.check_new_output(out / "same", force=True, input_ids=ids)
+    with pytest.raises(fs.UsageError, match="output is the input"):
+        fs.check_new_output(out / "same", force=True, inputs=tuple(map(str, files)))

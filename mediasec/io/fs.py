@@ -32,7 +32,7 @@ import sys
 from mediasec.errors import EnvironmentFailure, InputError, MediasecError, UsageError
 
 __all__ = ["AtomicOutput", "AnonymousUnsupported", "StagingDir", "fsync_dir", "env_error",
-           "open_regular", "check_new_output", "clean_stale"]
+           "open_regular", "check_new_output", "clean_stale", "file_ids"]
 
 
 class AnonymousUnsupported(EnvironmentFailure):
@@ -151,18 +151,35 @@ def _check_target(target: str) -> None:
                          code="USAGE_NO_OUTPUT_DIR")
 
 
-def check_new_output(target: str | os.PathLike, *, force: bool = False,
-                     inputs: tuple = ()) -> None:
-    """Refuse an output that exists (unless ``force``, and then only a regular file that is
-    not one of ``inputs``: never in place) or whose parent folder does not exist."""
-    target = os.path.abspath(os.fspath(target))
-    for src in inputs:
+def file_ids(paths) -> frozenset:
+    """The (device, inode) of each of ``paths`` that exists (for ``check_new_output``)."""
+    ids = set()
+    for p in paths:
         try:
-            if os.path.samefile(src, target):
-                raise UsageError("output is the input; write to a new path", path=target,
-                                 code="USAGE_OUTPUT_IS_INPUT")
+            st = os.stat(p)
         except OSError:
-            pass
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return frozenset(ids)
+
+
+def check_new_output(target: str | os.PathLike, *, force: bool = False,
+                     inputs: tuple = (), input_ids: frozenset | None = None) -> None:
+    """Refuse an output that exists (unless ``force``, and then only a regular file that is
+    not one of ``inputs``: never in place) or whose parent folder does not exist.
+    ``input_ids`` (``file_ids(inputs)``, made once for a job of many outputs) stands for
+    ``inputs``: a target that does not exist is no input, and one that does is looked up,
+    not compared with every input in turn."""
+    target = os.path.abspath(os.fspath(target))
+    try:
+        st = os.stat(target)
+    except OSError:
+        st = None
+    if st is not None:
+        ids = input_ids if input_ids is not None else file_ids(inputs)
+        if (st.st_dev, st.st_ino) in ids:
+            raise UsageError("output is the input; write to a new path", path=target,
+                             code="USAGE_OUTPUT_IS_INPUT")
     if os.path.lexists(target):
         if not force:
             raise UsageError("output already exists; choose a new path (or --force to "
