@@ -209,3 +209,34 @@ def test_held_objects_are_judged_as_streamed_ones(tmp_path):
 
 def held_p_codes(data):
     return _run(data, buffer=len(data))[1]
+
+
+def test_held_search_skips_the_pixel_data_value_only_when_its_header_checks_out(tmp_path):
+    """Given where the pixel data element starts (the header scan's offset, else the
+    probe's own walk of the first 64 KiB), the held object's search skips that value - bytes that look like a signature header inside pixel
+    data no longer cost a full check - but a real signature after it is still found, and an
+    offset that is not a pixel data header is ignored (the whole object is searched)."""
+    from mediasec.sign import open_part10
+    data = bytearray(write_instance(tmp_path / "u.dcm", rows=64, cols=64).read_bytes())
+    el = open_part10(bytes(data)).dataset.get(0x7FE00010)
+    data[el.val + 100:el.val + 108] = b"\xfa\xff\xfa\xffSQ\x00\x00"   # a chance look-alike
+    data = bytes(data)
+    checked = []
+
+    def run(blob, at):
+        p = DatasetSignatureProbe(buffer=len(blob))
+        p.feed(blob)
+        import mediasec.media.dsig_check as dc
+        real = dc.signature_findings
+        dc.signature_findings = lambda *a: checked.append(1) or real(*a)
+        try:
+            return [f.code for f in p.findings(trust(), pixel_header=at)]
+        finally:
+            dc.signature_findings = real
+
+    assert run(data, el.hdr) == [] and checked == []
+    assert run(data, None) == [] and checked == []            # found by the probe's own walk
+    assert run(data, el.hdr + 2) == [] and checked == [1]     # not a header: searched whole
+    signed = signed_bytes(write_instance(tmp_path / "s.dcm", rows=64, cols=64))
+    sel = open_part10(signed).dataset.get(0x7FE00010)
+    assert "SIG_VALID" in run(signed, sel.hdr)

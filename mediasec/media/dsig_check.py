@@ -35,6 +35,7 @@ from typing import Callable
 
 from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, TEXT_VRS, \
     UNDEFINED, implicit_vr
+from mediasec.dicom.scan import _fast_explicit_le
 from mediasec.dicom.tags import PIXEL_REPRESENTATION
 from mediasec.errors import MediasecError
 from mediasec.pki.certs import Memo
@@ -186,22 +187,70 @@ class DatasetSignatureProbe:
 
     @property
     def seen(self) -> bool:
+        return self._seen()
+
+    def _seen(self, pixel_header: int | None = None) -> bool:
         if self._stream is not None:
             return self._stream.seen
         buf, n = self._buf, self.count
         form = _form(bytes(buf[:min(n, 4096)]))
-        if form == "explicit":
-            return buf.find(_EXPLICIT[0], 0, n) >= 0
-        if form == "big":
-            return buf.find(_EXPLICIT[1], 0, n) >= 0
-        return has_signature_sequence(bytes(buf[:n]))
+        if form not in ("explicit", "big"):
+            return has_signature_sequence(bytes(buf[:n]))
+        needle = _EXPLICIT[0] if form == "explicit" else _EXPLICIT[1]
+        if pixel_header is None and form == "explicit":
+            pixel_header = _find_pixel_header(buf, n)
+        value = _bulk_value(buf, n, pixel_header, form == "explicit")
+        if value is not None:
+            # the bytes of a top-level value (the pixel data) are values, never element
+            # headers: search before and after it
+            start, end = value
+            return buf.find(needle, 0, start) >= 0 or buf.find(needle, end, n) >= 0
+        return buf.find(needle, 0, n) >= 0
 
-    def findings(self, trust: TrustContext | None) -> list[Finding]:
+    def findings(self, trust: TrustContext | None, *,
+                 pixel_header: int | None = None) -> list[Finding]:
+        """``pixel_header``: where the top-level pixel data element's header starts, as
+        the header scan found it (optional: a held object's search then skips its value,
+        once the header there is checked to be one)."""
         if self._stream is not None:
             return self._stream.findings(trust)
-        if not self.seen:
+        if not self._seen(pixel_header):
             return []
         return signature_findings(bytes(self._buf[:self.count]), trust)
+
+
+_PIXEL_TAGS = frozenset({0x7FE00010})
+
+
+def _find_pixel_header(buf, n: int) -> int | None:
+    """Where the top-level pixel data element of an explicit VR little endian object
+    starts, by the header scan's fast walk over its first 64 KiB (None when the File Meta
+    Information has no group length or the walk stops before: the whole object is then
+    searched)."""
+    if n < 144 or buf[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    meta_end = 144 + int.from_bytes(buf[140:144], "little")
+    head = bytes(buf[:min(n, 1 << 16)])
+    if meta_end >= len(head):
+        return None
+    _pos, done, at, _length = _fast_explicit_le(head, meta_end, _PIXEL_TAGS, 0x7FE00010, {})
+    return at if done else None
+
+
+def _bulk_value(buf, n: int, at: int | None, little: bool) -> tuple[int, int] | None:
+    """(start, end) of the value of the explicit VR element whose header is at ``at``, if
+    that header is a pixel data one - group 7FE0, a long VR, reserved bytes zero, a defined
+    length ending inside the object - else None."""
+    if at is None or at < 0 or at + 12 > n:
+        return None
+    h = bytes(buf[at:at + 12])
+    group = h[0:2] if little else h[1::-1]
+    if group != b"\xe0\x7f" or h[4:6] not in _LONG or h[6:8] != b"\0\0":
+        return None
+    length = int.from_bytes(h[8:12], "little" if little else "big")
+    if length == UNDEFINED or at + 12 + length > n:
+        return None
+    return at + 12, at + 12 + length
 
 
 class _StreamingProbe:
