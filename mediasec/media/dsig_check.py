@@ -36,7 +36,7 @@ from typing import Callable
 from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, TEXT_VRS, \
     UNDEFINED, implicit_vr
 from mediasec.dicom.scan import _fast_explicit_le
-from mediasec.dicom.tags import PIXEL_REPRESENTATION
+from mediasec.dicom.tags import PIXEL_DATA, PIXEL_REPRESENTATION
 from mediasec.errors import MediasecError
 from mediasec.pki.certs import Memo
 from mediasec.policy import TrustContext
@@ -219,7 +219,7 @@ class DatasetSignatureProbe:
         return signature_findings(bytes(self._buf[:self.count]), trust)
 
 
-_PIXEL_TAGS = frozenset({0x7FE00010})
+_PIXEL_TAGS = frozenset({PIXEL_DATA})
 
 
 def _find_pixel_header(buf, n: int) -> int | None:
@@ -233,7 +233,7 @@ def _find_pixel_header(buf, n: int) -> int | None:
     head = bytes(buf[:min(n, 1 << 16)])
     if meta_end >= len(head):
         return None
-    _pos, done, at, _length = _fast_explicit_le(head, meta_end, _PIXEL_TAGS, 0x7FE00010, {})
+    _pos, done, at, _length = _fast_explicit_le(head, meta_end, _PIXEL_TAGS, PIXEL_DATA, {})
     return at if done else None
 
 
