@@ -38,6 +38,9 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PKI = ROOT / "fixtures" / "pki"
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from corpus import warm  # noqa: E402
 
 MiB = 1 << 20
 
@@ -135,13 +138,6 @@ def timed(cmd: list, *, env=None) -> dict:
     user, sys_, rss = float(line[0]), float(line[1]), int(line[2])
     return {"wall": wall, "cpu": user + sys_, "rss": rss / 1024, "out": proc.stdout}
 
-
-def warm(pile: pathlib.Path) -> None:
-    for p in pile.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                while f.read(1 << 22):
-                    pass
 
 
 def parse_size(s: str) -> int:

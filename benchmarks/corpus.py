@@ -97,6 +97,15 @@ def make_pile(dest, shape: str, seed: int = 0) -> dict:
     return {"shape": shape, "seed": seed, "files": files, "bytes": total, "kinds": kinds}
 
 
+def warm(pile: pathlib.Path) -> None:
+    """Read every file of ``pile`` once (a warm page cache, as the issue's figures assume)."""
+    for p in pile.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                while f.read(1 << 22):
+                    pass
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Write a benchmark pile of DICOM instances.")
     ap.add_argument("shape", choices=sorted(SHAPES))

@@ -47,7 +47,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from corpus import SHAPES, make_pile  # noqa: E402
+from corpus import SHAPES, make_pile, warm  # noqa: E402
 
 MiB = 1 << 20
 
@@ -103,13 +103,6 @@ def timed(cmd, *, env=None, cwd=None) -> dict:
             "rss": int(last[2]) * 1024 / 1e6, "stderr": proc.stderr}
 
 
-def warm(pile: pathlib.Path) -> None:
-    for p in pile.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                while f.read(1 << 22):
-                    pass
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,7 +124,7 @@ def main() -> int:
         else:
             pile = work / "pile"
             t = time.perf_counter()
-            info = make_pile(pile, args.shape, seed=args.seed)
+            make_pile(pile, args.shape, seed=args.seed)
             print(f"== pile {args.shape}: made in {time.perf_counter() - t:.1f} s (untimed)")
         sizes = [p.stat().st_size for p in pile.rglob("*") if p.is_file()]
         total = sum(sizes)

@@ -730,7 +730,7 @@ def _sign_one(src: str, dst: str, request: SignFilesRequest) -> SignedFileResult
             signed = finish(part, [facts], dropped)
             # anonymous (O_TMPFILE where the file system has it): no scan of the folder
             # for stale partial files before each of thousands of outputs
-            target = AtomicOutput(dst, anonymous=True)
+            target = AtomicOutput(dst)
             with target as out:
                 signed.write_to(_writer(out, dst))
                 target.commit()
@@ -886,8 +886,26 @@ class SendRequest:
     max_pdu: int = 0                                # largest PDU we accept (0: no limit)
 
 
+class _TransferDocument:
+    """What ``send`` and ``receive`` results share: their JSON document's counts and
+    instances."""
+
+    document: dict
+
+    @property
+    def counts(self) -> dict:
+        return self.document["counts"]
+
+    @property
+    def instances(self) -> list:
+        return self.document["instances"]
+
+    def to_dict(self) -> dict:
+        return dict(self.document)
+
+
 @dataclass(frozen=True)
-class SendResult:
+class SendResult(_TransferDocument):
     """``mediasec.send/1``: one entry per file in ``instances`` (``status`` sent,
     already-sent, failed, not-sent or skipped, with reasons)."""
 
@@ -900,17 +918,6 @@ class SendResult:
     @property
     def failed(self) -> bool:
         return self.outcome == "failed"
-
-    @property
-    def counts(self) -> dict:
-        return self.document["counts"]
-
-    @property
-    def instances(self) -> list:
-        return self.document["instances"]
-
-    def to_dict(self) -> dict:
-        return dict(self.document)
 
 
 def _send_items(source, decrypters, trust, label: str):
@@ -1011,24 +1018,13 @@ class ReceiveRequest:
 
 
 @dataclass(frozen=True)
-class ReceiveResult:
+class ReceiveResult(_TransferDocument):
     """``mediasec.receive/1``: counts, one entry per instance received, association and
     refusal events, and (``fileset``) the DICOMDIR written. ``error``: why the DICOMDIR
     could not be written (every acknowledged instance is stored all the same)."""
 
     document: dict
     error: MediasecError | None = None
-
-    @property
-    def counts(self) -> dict:
-        return self.document["counts"]
-
-    @property
-    def instances(self) -> list:
-        return self.document["instances"]
-
-    def to_dict(self) -> dict:
-        return dict(self.document)
 
 
 class Receiver:

@@ -95,7 +95,7 @@ class IsoDiscWriter:
     def __init__(self, path: str, files: list[DiscFile], layout: DiscLayout,
                  on_bytes: Callable[[int, str], None] | None = None,
                  workers: int | None = None):
-        self.out = AtomicOutput(path, anonymous=True)
+        self.out = AtomicOutput(path)
         self.files = files
         self.on_bytes = on_bytes
         self.workers = workers

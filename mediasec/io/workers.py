@@ -35,6 +35,7 @@ otherwise they inherit it (copy-on-write pages still count in their RSS).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -205,6 +206,20 @@ class Pool:
             ahead.close()
 
 
+@contextlib.contextmanager
+def _closed_on_failure(results):
+    """Awaiting a worker's result: any failure closes ``results`` (what was not started is
+    cancelled); a dead worker is our ``InternalError``."""
+    try:
+        yield
+    except BrokenProcessPool as exc:
+        results.close()
+        raise InternalError("a worker process died (killed or crashed)") from exc
+    except BaseException:
+        results.close()
+        raise
+
+
 class _Ahead:
     """Ordered results of ``fn(item)`` with at most ``limit`` submitted and not yet read;
     the first ``limit`` are submitted when this is made."""
@@ -232,14 +247,8 @@ class _Ahead:
             raise StopIteration
         fut = self._pending.popleft()
         self._fill()   # keep ``limit`` in flight while this one is awaited
-        try:
+        with _closed_on_failure(self):
             return fut.result()
-        except BrokenProcessPool as exc:
-            self.close()
-            raise InternalError("a worker process died (killed or crashed)") from exc
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         for fut in self._pending:
@@ -407,7 +416,7 @@ class _Reordered:
     def __next__(self):
         if self._next >= len(self._items):
             raise StopIteration
-        try:
+        with _closed_on_failure(self):
             while True:
                 fut = self._futures.get(self._next)
                 if fut is not None and fut.done():
@@ -419,12 +428,6 @@ class _Reordered:
             del self._futures[self._next]
             self._next += 1
             return fut.result()
-        except BrokenProcessPool as exc:
-            self.close()
-            raise InternalError("a worker process died (killed or crashed)") from exc
-        except BaseException:
-            self.close()
-            raise
 
     def close(self) -> None:
         for fut in self._futures.values():

@@ -209,9 +209,9 @@ class DatasetSignatureProbe:
 
     def findings(self, trust: TrustContext | None, *,
                  pixel_header: int | None = None) -> list[Finding]:
-        """``pixel_header``: where the top-level pixel data element's header starts, as
-        the header scan found it (optional: a held object's search then skips its value,
-        once the header there is checked to be one)."""
+        """``pixel_header`` (optional, for a caller that already knows it): where the
+        top-level pixel data element's header starts; else the probe finds it itself. A
+        held object's search skips that value once the header there is checked to be one."""
         if self._stream is not None:
             return self._stream.findings(trust)
         if not self._seen(pixel_header):

@@ -169,28 +169,26 @@ def _exec_magic(first: bytes) -> str | None:
 
 
 def _parse_header(head: bytes, content_length: int, path: str
-                  ) -> tuple[HeaderFacts | None, list[Finding], tuple[int, int] | None]:
-    """The header's facts, findings, and where the top-level pixel data element's header
-    starts if the scan reached it (for the signature probe, which checks that header)."""
+                  ) -> tuple[HeaderFacts | None, list[Finding]]:
     try:
         s = scan_file(io.BytesIO(head), content_length, source=path, tags=HEADER_TAGS,
                       need_explicit_length=False)
     except NotDicomError as exc:
-        return None, [Finding("PAYLOAD_NOT_DICOM", Outcome.FAILED, exc.message)], None
+        return None, [Finding("PAYLOAD_NOT_DICOM", Outcome.FAILED, exc.message)]
     except InputError as exc:
         if content_length > len(head):
             return None, [Finding("DICOM_HEADER_TOO_LONG", Outcome.INDETERMINATE,
                                   f"the DICOM header does not end within the first "
-                                  f"{HEADER_BOUND // 1024} KiB; record keys not checked")], None
+                                  f"{HEADER_BOUND // 1024} KiB; record keys not checked")]
         return None, [Finding(exc.code if exc.code.startswith("DICOM_") else "DICOM_DAMAGED",
-                              Outcome.FAILED, f"damaged DICOM header: {exc.message}")], None
+                              Outcome.FAILED, f"damaged DICOM header: {exc.message}")]
     keys = {}
     for tag, name in _KEY_NAMES.items():
         v = s.text(tag)
         if v is not None:
             keys[name] = v
     return HeaderFacts(s.media_sop_class_uid, s.media_sop_instance_uid, s.transfer_syntax,
-                       s.sop_class_uid, s.sop_instance_uid, keys), [], s.pixel_data_offset
+                       s.sop_class_uid, s.sop_instance_uid, keys), []
 
 
 def _envelope_summary(env: dict) -> dict:
@@ -229,10 +227,10 @@ def examine_file(chunks: Iterable[bytes], *, path: str, size: int, decrypters=()
                     probe.feed(chunk)
                 if header_only and tee.count >= HEADER_BOUND:
                     break
-            header, hf, pixel_at = _parse_header(bytes(tee.head), tee.count
-                                                 if not header_only else size, path)
+            header, hf = _parse_header(bytes(tee.head), tee.count if not header_only
+                                       else size, path)
             if probe is not None and header is not None:
-                hf = [*hf, *probe.findings(trust, pixel_header=pixel_at)]
+                hf = [*hf, *probe.findings(trust)]
             return FileFacts(path, size, "plain", _hex(tee), tuple(hf), header,
                              decrypted=not header_only, content_length=size)
         if not header_only:
@@ -306,12 +304,12 @@ def _examine_secure(tee: _Tee, path, size, decrypters, trust, sink, header_only)
         content_length = rep.inner.content_length if rep.inner is not None else None
         not_dicom = any(f.code == "PAYLOAD_NOT_DICOM" for f in rep.findings)
         if not not_dicom and plain_head:
-            header, hf, pixel_at = _parse_header(bytes(plain_head),
-                                                 content_length or len(plain_head), path)
+            header, hf = _parse_header(bytes(plain_head), content_length or len(plain_head),
+                                       path)
             findings += hf
             if probe is not None and decrypted and header is not None:
-                findings += probe.findings(trust, pixel_header=pixel_at)
+                findings += probe.findings(trust)
     elif header_only and plain_head:
-        header, _, _ = _parse_header(bytes(plain_head), size, path)
+        header, _ = _parse_header(bytes(plain_head), size, path)
     return FileFacts(path, size, "secure", _hex(tee), tuple(findings), header, envelope,
                      signers, decrypted, None, content_length)

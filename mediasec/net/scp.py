@@ -204,7 +204,7 @@ class _Spool(io.BytesIO):
             self.error = MediasecError("the C-STORE request's UIDs do not make a File Meta "
                                        "Information header", code="STORE_BAD_UID")
             return True
-        out = AtomicOutput(os.path.join(self._scp.out, "incoming.dcm"), anonymous=True,
+        out = AtomicOutput(os.path.join(self._scp.out, "incoming.dcm"),
                            mode=0o640)
         try:
             out.open()
@@ -341,7 +341,7 @@ class StorageSCP:
                 data = event.encoded_dataset(include_meta=True)
                 spool = _Spool(self, None, None)
                 spool.out = AtomicOutput(os.path.join(self.out, "incoming.dcm"),
-                                         anonymous=True, mode=0o640)
+                                         mode=0o640)
                 try:
                     spool.out.open()
                 except MediasecError as exc:
@@ -497,7 +497,7 @@ class StorageSCP:
 
     def _quarantine(self, uid: str, fd: int, size: int) -> None:
         target = os.path.join(self.opts.quarantine, f"{uid}.dcm")
-        out = AtomicOutput(target, anonymous=True, mode=0o640)
+        out = AtomicOutput(target, mode=0o640)
         f = out.open()
         try:
             for chunk in read_fd_chunks(fd, size):

@@ -189,7 +189,26 @@ def _peer_dict(peer: Peer) -> dict:
 
 # -- in-memory files ---------------------------------------------------------------------------
 
-class _MemOutput:
+class _HeldFile:
+    """A file we hold a descriptor of, sent through ``/proc/self/fd/N`` (the same inode
+    whatever happens to a name); nothing to undo on abort."""
+
+    fd: int
+
+    def abort(self) -> None:
+        pass
+
+    @property
+    def path(self) -> str:
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _MemOutput(_HeldFile):
     """``extract_file``'s output: an anonymous in-memory file (never on disk)."""
 
     def __init__(self):
@@ -207,26 +226,14 @@ class _MemOutput:
     def commit(self) -> None:
         self.committed = True
 
-    def abort(self) -> None:
-        pass
-
     def hexdigest(self) -> str:
         return self.sha.hexdigest()
 
     def changed(self) -> bool:
         return False
 
-    @property
-    def path(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
 
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class _LocalFile:
+class _LocalFile(_HeldFile):
     """A plain file on this machine, sent from where it is (no copy): checked through the
     descriptor we hold, sent through ``/proc/self/fd/N`` (the same inode, even if the name
     is replaced meanwhile) and compared after sending (``changed``: written to meanwhile)."""
@@ -250,9 +257,6 @@ class _LocalFile:
     def commit(self) -> None:
         pass
 
-    def abort(self) -> None:
-        pass
-
     def hexdigest(self) -> str:
         return self.sha
 
@@ -261,15 +265,6 @@ class _LocalFile:
             return self._key() != self._stat
         except OSError:
             return True
-
-    @property
-    def path(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
 
 
 def _memfd_from(data: bytes) -> _MemOutput:
