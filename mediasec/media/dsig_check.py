@@ -1,10 +1,13 @@
 """Dataset signatures of the files a reader passes over (``verify``, ``extract``).
 
 ``DatasetSignatureProbe`` is fed the plaintext chunks as they stream past (header-only reads
-never see (FFFA,FFFA), which follows the pixel data, so it needs the whole file). It walks
+never see (FFFA,FFFA), which follows the pixel data, so it needs the whole file). An object
+of up to ``BUFFER`` bytes is held in one reused in-memory buffer and searched once for the
+signature sequence's header (skipping the pixel data's value); only an object with one is
+checked. A larger object goes to ``_StreamingProbe``, which walks
 the element structure as the bytes go by (any transfer syntax but deflate; sequences and
 items of defined or undefined length; encapsulated pixel data) and keeps only the element
-headers and the values of at most ``limit`` bytes - never a plaintext copy of the file.
+headers and the values of at most ``limit`` bytes - no plaintext copy of the file.
 Larger values (pixel data) are not kept: while they pass, they are hashed into the MAC
 streams that will need them:
 
