@@ -27,6 +27,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.io.fs import env_error
+from mediasec.io.isoread import Decline, read_listing
 from mediasec.media.source import MediumEntry
 
 #: what pycdlib raises on a damaged image besides its own exception: it decodes names,
@@ -303,13 +304,57 @@ def _device_size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)   # a block device (a disc in a drive)
 
 
+def _entries(namespace: str, iso_files, files) -> list[MediumEntry]:
+    """The listing from (path, extents) pairs in walk order, from either reader:
+    ``iso_files`` in the ISO 9660 tree (for each file's ISO 9660 name, matched by its first
+    extent), ``files`` in the shown namespace (extents None: a link, listed, never opened)."""
+    iso9660_by_extent: dict[int, str] = {}
+    for full, ext in iso_files:
+        if ext:
+            iso9660_by_extent.setdefault(ext[0][0], full)
+    out = []
+    for full, ext in files:
+        shown = "/".join(_display(c) if namespace in ("iso_path", "joliet_path")
+                         else c for c in full.strip("/").split("/"))
+        if ext is None:
+            out.append(MediumEntry(shown, 0, None, "link"))
+            continue
+        size = sum(n for _, n in ext)
+        iso_name = (iso9660_by_extent.get(ext[0][0]) if ext else None)
+        if namespace == "iso_path":
+            iso_name = full
+        out.append(MediumEntry(shown, size, ext, "file", iso_name))
+    return out
+
+
 class IsoSource:
-    """An ISO 9660 image (with Joliet, Rock Ridge or UDF) read through pycdlib."""
+    """An ISO 9660 image (with Joliet, Rock Ridge or UDF): listed by the fast reader
+    (``mediasec.io.isoread``) when the image is in the subset it vouches for, else read
+    through pycdlib."""
+
+    _NAMES = {"rr_path": "Rock Ridge", "udf_path": "UDF", "joliet_path": "Joliet",
+              "iso_path": "ISO 9660"}
 
     def __init__(self, path: str):
         self.label = path
         self.path = os.path.abspath(path)
         self._raw = RawImage(self.path)
+        self._iso = None
+        try:
+            fast = read_listing(self._raw._fd, self._raw.size, max_depth=_MAX_DEPTH)
+        except Decline:
+            fast = None
+        except OSError as exc:
+            self._raw.close()
+            raise env_error(exc, path) from exc
+        #: which reader listed the image ("fast" or "pycdlib"), for tests and benchmarks
+        self.reader = "fast" if fast is not None else "pycdlib"
+        if fast is not None:
+            self.namespace = fast.namespace
+            self.volume_id = fast.volume_id
+            self.description = f"ISO 9660 image ({self._NAMES[self.namespace]} names)"
+            self._entries = _entries(self.namespace, fast.iso_files, fast.files)
+            return
         iso = pycdlib.PyCdlib()
         try:
             iso.open(self.path)
@@ -329,9 +374,7 @@ class IsoSource:
             self.namespace = "joliet_path"
         else:
             self.namespace = "iso_path"
-        names = {"rr_path": "Rock Ridge", "udf_path": "UDF", "joliet_path": "Joliet",
-                 "iso_path": "ISO 9660"}
-        self.description = f"ISO 9660 image ({names[self.namespace]} names)"
+        self.description = f"ISO 9660 image ({self._NAMES[self.namespace]} names)"
         pvd = getattr(iso, "pvd", None)
         vol = getattr(pvd, "volume_identifier", b"") if pvd is not None else b""
         self.volume_id = (vol.decode("latin-1") if isinstance(vol, bytes) else str(vol)).strip()
@@ -366,30 +409,19 @@ class IsoSource:
     def _extents(self, ns: str, full: str):
         return tuple(self._iso.get_file_byte_extents(**{ns: full}))
 
+    def _walk_extents(self, ns: str, *, skip_bad: bool):
+        """(path, extents) through pycdlib; a file whose extents pycdlib cannot give is
+        skipped (``skip_bad``) or given as None (a link)."""
+        for full in self._walk(ns):
+            try:
+                yield full, self._extents(ns, full)
+            except _ISO_DAMAGE:
+                if not skip_bad:
+                    yield full, None
+
     def _list(self) -> list[MediumEntry]:
-        iso9660_by_extent: dict[int, str] = {}
-        for full in self._walk("iso_path"):
-            try:
-                ext = self._extents("iso_path", full)
-            except _ISO_DAMAGE:
-                continue
-            if ext:
-                iso9660_by_extent.setdefault(ext[0][0], full)
-        out = []
-        for full in self._walk(self.namespace):
-            shown = "/".join(_display(c) if self.namespace in ("iso_path", "joliet_path")
-                             else c for c in full.strip("/").split("/"))
-            try:
-                ext = self._extents(self.namespace, full)
-            except _ISO_DAMAGE:
-                out.append(MediumEntry(shown, 0, None, "link"))
-                continue
-            size = sum(n for _, n in ext)
-            iso_name = (iso9660_by_extent.get(ext[0][0]) if ext else None)
-            if self.namespace == "iso_path":
-                iso_name = full
-            out.append(MediumEntry(shown, size, ext, "file", iso_name))
-        return out
+        return _entries(self.namespace, self._walk_extents("iso_path", skip_bad=True),
+                        self._walk_extents(self.namespace, skip_bad=False))
 
     def entries(self) -> list[MediumEntry]:
         return list(self._entries)
