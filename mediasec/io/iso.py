@@ -313,9 +313,10 @@ def _entries(namespace: str, iso_files, files) -> list[MediumEntry]:
         if ext:
             iso9660_by_extent.setdefault(ext[0][0], full)
     out = []
+    iso_like = namespace in ("iso_path", "joliet_path")
     for full, ext in files:
-        shown = "/".join(_display(c) if namespace in ("iso_path", "joliet_path")
-                         else c for c in full.strip("/").split("/"))
+        shown = ("/".join(_display(c) for c in full.strip("/").split("/")) if iso_like
+                 else full.strip("/"))
         if ext is None:
             out.append(MediumEntry(shown, 0, None, "link"))
             continue

@@ -40,6 +40,18 @@ _TAG = struct.Struct("<HHBBHHHI")
 #: a directory record up to its File Identifier (ECMA-119 9.1)
 _DR = struct.Struct("<BBII" "II" "7sBBBHHB")
 _DR_BE = struct.Struct(">6xI4xI")
+#: a File Identifier Descriptor after its tag, up to its implementation use (ECMA-167 4/14.4)
+_FID = struct.Struct("<HBBIIH6sH")
+#: a (Extended) File Entry: ICB strategy, parameter, file type, flags; record format,
+#: display attributes, record length; information length (ECMA-167 4/14.6, 4/14.9)
+_FE = struct.Struct("<20xHH3xB6xH14xBBIQ")
+_ICB = struct.Struct("<IIH")
+_L_EA_AD = struct.Struct("<II")
+
+
+_FE_TAGS = (261, 266)
+_FID_TAGS = (257,)
+_ZERO16 = bytes(16)
 
 
 class Decline(Exception):
@@ -335,7 +347,7 @@ def _tag(b: bytes, off: int, idents, location: int) -> int:
     if len(b) - off < 16:
         raise Decline("a truncated UDF descriptor")
     ident, ver, csum, res, _serial, crc, crclen, loc = _TAG.unpack_from(b, off)
-    if (sum(b[off:off + 16]) - b[off + 4]) & 0xFF != csum:
+    if (sum(b[off:off + 16]) - csum) & 0xFF != csum:
         raise Decline("UDF tag checksum")
     if res != 0 or ver not in (2, 3):
         raise Decline("UDF tag version")
@@ -458,32 +470,31 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
         if icb_len <= 0 or icb_len > SECTOR:
             raise Decline("UDF ICB length")
         b = img.read(in_part(lbn, icb_len), icb_len)
-        ident = _tag(b, 0, (261, 266), lbn)
-        if _U16.unpack_from(b, 20)[0] != 4:
+        ident = _tag(b, 0, _FE_TAGS, lbn)
+        strategy, _param, ftype, icb_flags, rfmt, rdisp, rlen, info_len = _FE.unpack_from(b, 0)
+        if strategy != 4:
             raise Decline("a UDF ICB strategy other than 4")
-        ftype = b[27]
-        ad_type = _U16.unpack_from(b, 34)[0] & 7
+        ad_type = icb_flags & 7
         if ident == 261:
-            fixed, rec, ckpt = 176, 50, 108
+            fixed, ckpt = 176, 108
         else:
-            fixed, rec, ckpt = 216, 50, 128
-            if b[152:168] != bytes(16):
+            fixed, ckpt = 216, 128
+            if b[152:168] != _ZERO16:
                 raise Decline("UDF named streams")
-        info_len = struct.unpack_from("<Q", b, 56)[0]
-        if b[rec] or b[rec + 1] or _U32.unpack_from(b, rec + 2)[0]:
+        if rfmt or rdisp or rlen:
             raise Decline("UDF record format")
         if _U32.unpack_from(b, ckpt)[0] != 1:
             raise Decline("UDF checkpoint")
-        l_ea, l_ad = struct.unpack_from("<II", b, fixed - 8)
+        l_ea, l_ad = _L_EA_AD.unpack_from(b, fixed - 8)
         end = fixed + l_ea + l_ad
         if end > icb_len or _crclen(b, 0) != end - 16:
             raise Decline("UDF file entry lengths")
         if ftype not in (4, 5, 12):
             raise Decline(f"UDF file type {ftype}")
         if ad_type == 0:
-            step, fmt = 8, "<II"
+            step, fmt = 8, _L_EA_AD
         elif ad_type == 1:
-            step, fmt = 16, "<IIH"
+            step, fmt = 16, _ICB
         else:
             raise Decline("UDF extended or inline allocation descriptors")
         if l_ad % step:
@@ -492,7 +503,7 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
         total = 0
         ended = False
         for off in range(fixed + l_ea, end, step):
-            t = struct.unpack_from(fmt, b, off)
+            t = fmt.unpack_from(b, off)
             raw, pos = t[0], t[1]
             if raw >> 30:
                 raise Decline("an unrecorded or continued UDF extent")
@@ -530,10 +541,9 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
                 sector_lbn = at // SECTOR - part_start
                 if length - pos < 38:
                     raise Decline("a truncated UDF file identifier")
-                _tag(data, pos, (257,), sector_lbn)
-                ver, chars, l_fi = _U16.unpack_from(data, pos + 16)[0], data[pos + 18], data[pos + 19]
-                icb_len, icb_lbn, icb_ref = struct.unpack_from("<IIH", data, pos + 20)
-                l_iu = _U16.unpack_from(data, pos + 36)[0]
+                _tag(data, pos, _FID_TAGS, sector_lbn)
+                ver, chars, l_fi, icb_len, icb_lbn, icb_ref, _iu, l_iu = _FID.unpack_from(
+                    data, pos + 16)
                 d_len = 38 + l_iu + l_fi
                 padded = (d_len + 3) & ~3
                 crclen = _crclen(data, pos)
