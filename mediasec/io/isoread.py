@@ -116,7 +116,7 @@ def read_listing(fd: int, size: int, *, max_depth: int) -> Listing:
 
 def _read(img: _Image, max_depth: int) -> Listing:
     size = img.size
-    if size < (_VD_START + 2) * SECTOR:
+    if size < (_VD_START + 2) * SECTOR or size % SECTOR:
         raise Decline("too small for an ISO 9660 image")
     head = img.read(0, SECTOR)
     if head[510:512] == b"\x55\xaa":
@@ -413,8 +413,11 @@ def _vds(img: _Image, length: int, loc: int):
 def _udf_tree(img: _Image, space: int, max_depth: int):
     size = img.size
     last_phys = size // SECTOR - 1
-    anchors = [a for a in (_anchor(img, x) for x in sorted(
-        {256, space - 1 - 256, space - 1, last_phys, last_phys - 256})) if a is not None]
+    where = {256, space - 1 - 256, space - 1, last_phys, last_phys - 256}
+    if min(where) < 0 or max(where) > last_phys:
+        # pycdlib reads every candidate place of an anchor and fails past the end
+        raise Decline("a place for a UDF anchor lies outside the image")
+    anchors = [a for a in (_anchor(img, x) for x in sorted(where)) if a is not None]
     if len(anchors) < 2 or any(a != anchors[0] for a in anchors) or _anchor(img, 256) is None:
         raise Decline("UDF anchors missing or disagreeing")
     main_len, main_loc, res_len, res_loc = anchors[0]
