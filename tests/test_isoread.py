@@ -316,3 +316,68 @@ def test_read_listing_declines_rock_ridge_and_garbage(corpus, tmp_path):
         with pytest.raises(InputError) as exc:
             iso.IsoSource(str(junk))
         assert exc.value.code == "MEDIUM_NOT_ISO"
+
+
+def _retag(b: bytearray, off: int) -> None:
+    """Make the UDF descriptor tag at ``off`` right again (CRC, then checksum) after a
+    patch: the damage then reaches the reader's structural checks, not only the CRC."""
+    crclen = struct.unpack_from("<H", b, off + 10)[0]
+    import binascii
+    struct.pack_into("<H", b, off + 8, binascii.crc_hqx(bytes(b[off + 16:off + 16 + crclen]), 0))
+    b[off + 4] = (sum(b[off:off + 4]) + sum(b[off + 5:off + 16])) & 0xFF
+
+
+def _udf_root_fids(b: bytes):
+    """(offset of the root's parent FID, offset of its first subdirectory FID)."""
+    for n in range(257, len(b) // SECTOR):
+        off = n * SECTOR
+        if struct.unpack_from("<H", b, off)[0] == 257 and b[off + 18] & 8:
+            pos = off
+            while struct.unpack_from("<H", b, pos)[0] == 257:
+                l_fi, l_iu = b[pos + 19], struct.unpack_from("<H", b, pos + 36)[0]
+                if b[pos + 18] & 2 and not b[pos + 18] & 8:
+                    return off, pos
+                pos += (38 + l_iu + l_fi + 3) & ~3
+    raise AssertionError("no UDF subdirectory")
+
+
+@pytest.mark.parametrize("damage", ["loop", "huge-icb", "icb-past-partition", "deleted",
+                                    "bad-compression", "fe-strategy", "fe-huge-ad"])
+def test_udf_structural_damage_with_good_tags(corpus, tmp_path, damage):
+    """UDF damage behind a valid tag (CRC and checksum recomputed): a directory pointing
+    back at the root, ICB lengths and places out of range, a deleted entry, an unknown
+    name compression, an unsupported ICB strategy, an extent of almost 1 GiB in a File Entry."""
+    image = corpus["ours-dvd"]
+    b = bytearray(image.read_bytes())
+    parent, fid = _udf_root_fids(b)
+    root_lbn = struct.unpack_from("<I", b, parent + 24)[0]
+    sub_lbn = struct.unpack_from("<I", b, fid + 24)[0]
+    part_start = parent // SECTOR - struct.unpack_from("<I", b, parent + 12)[0]
+    fe = (part_start + sub_lbn) * SECTOR
+    if damage == "loop":
+        struct.pack_into("<I", b, fid + 24, root_lbn)
+    elif damage == "huge-icb":
+        struct.pack_into("<I", b, fid + 20, 0x3FFFFFFF)
+    elif damage == "icb-past-partition":
+        struct.pack_into("<I", b, fid + 24, 0x7FFFFFF0)
+    elif damage == "deleted":
+        b[fid + 18] |= 4
+    elif damage == "bad-compression":
+        b[fid + 38 + struct.unpack_from("<H", b, fid + 36)[0]] = 0xFE
+    elif damage == "fe-strategy":
+        struct.pack_into("<H", b, fe + 20, 4096)
+    elif damage == "fe-huge-ad":
+        l_ea = struct.unpack_from("<I", b, fe + 168)[0]
+        struct.pack_into("<I", b, fe + 176 + l_ea, 0x3FFFF800)
+    _retag(b, fe if damage.startswith("fe-") else fid)
+    path = tmp_path / "udf.iso"
+    path.write_bytes(bytes(b))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(Decline):
+            read_listing(fd, len(b), max_depth=iso._MAX_DEPTH)
+    finally:
+        os.close(fd)
+    got = _same_or_refused(path)
+    if damage == "loop":
+        assert got == "MEDIUM_NOT_ISO"
