@@ -33,6 +33,8 @@ _VD_START = 16
 _MAX_DIR_BYTES = 64 << 20
 #: at most this many entries in one image (a sane DVD holds tens of thousands)
 _MAX_ENTRIES = 4_000_000
+#: File Entries are read through a window of this many bytes
+_WINDOW = 64 << 10
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -81,6 +83,8 @@ class _Image:
         self.fd = fd
         self.size = size
         self.entries = 0
+        self._win = b""
+        self._wlo = 0
 
     def read(self, off: int, length: int) -> bytes:
         if off < 0 or length < 0 or off + length > self.size:
@@ -94,6 +98,20 @@ class _Image:
             out.append(b)
             got += len(b)
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def small(self, off: int, length: int) -> bytes:
+        """``read`` for a descriptor of at most a sector, served from a window of
+        ``_WINDOW`` bytes read ahead (File Entries lie one after another)."""
+        lo = self._wlo
+        if lo <= off and off + length <= lo + len(self._win):
+            return self._win[off - lo:off - lo + length]
+        if off < 0 or length < 0 or off + length > self.size:
+            raise Decline("a structure lies outside the image")
+        win = os.pread(self.fd, min(_WINDOW, self.size - off), off)
+        if len(win) < length:
+            raise Decline("the image ended early")
+        self._win, self._wlo = win, off
+        return win[:length]
 
     def sector(self, n: int) -> bytes:
         return self.read(n * SECTOR, SECTOR)
@@ -355,7 +373,8 @@ def _tag(b: bytes, off: int, idents, location: int) -> int:
         raise Decline(f"UDF descriptor {ident} where {sorted(idents)} was expected")
     if loc != location:
         raise Decline("UDF tag location")
-    if off + 16 + crclen > len(b) or binascii.crc_hqx(b[off + 16:off + 16 + crclen], 0) != crc:
+    end = off + 16 + crclen
+    if end > len(b) or binascii.crc_hqx(b[off + 16:end], 0) != crc:
         raise Decline("UDF descriptor CRC")
     return ident
 
@@ -472,7 +491,7 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
         """(file type, allocation descriptors as byte extents) of a (Extended) File Entry."""
         if icb_len <= 0 or icb_len > SECTOR:
             raise Decline("UDF ICB length")
-        b = img.read(in_part(lbn, icb_len), icb_len)
+        b = img.small(in_part(lbn, icb_len), icb_len)
         ident = _tag(b, 0, _FE_TAGS, lbn)
         strategy, _param, ftype, icb_flags, rfmt, rdisp, rlen, info_len = _FE.unpack_from(b, 0)
         if strategy != 4:
@@ -490,7 +509,7 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
             raise Decline("UDF checkpoint")
         l_ea, l_ad = _L_EA_AD.unpack_from(b, fixed - 8)
         end = fixed + l_ea + l_ad
-        if end > icb_len or _crclen(b, 0) != end - 16:
+        if end > icb_len or b[10] | b[11] << 8 != end - 16:
             raise Decline("UDF file entry lengths")
         if ftype not in (4, 5, 12):
             raise Decline(f"UDF file type {ftype}")
@@ -549,7 +568,7 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
                     data, pos + 16)
                 d_len = 38 + l_iu + l_fi
                 padded = (d_len + 3) & ~3
-                crclen = _crclen(data, pos)
+                crclen = data[pos + 10] | data[pos + 11] << 8
                 if ver != 1 or pos + padded > length or not d_len - 16 <= crclen <= padded - 16:
                     raise Decline("UDF file identifier lengths")
                 if chars & 0x04 or chars & ~0x0F:
