@@ -227,8 +227,11 @@ class IsoImage:
 
 # -- reading a received image: the MediumSource -----------------------------------------
 #
-# ``IsoSource``: pycdlib parses the volume descriptors and directory
-# records once, in the calling process; the listing uses the richest namespace present -
+# ``IsoSource``: the fast reader (``mediasec.io.isoread``) parses the volume descriptors and
+# directory records once, in the calling process, with ``pread``; an image outside the subset
+# it vouches for (Rock Ridge, El Torito, multi-extent files, unusual UDF, any damage) is
+# parsed by pycdlib instead, which lists it or refuses it. The listing (either reader, the
+# same entries: tests/test_isoread.py) uses the richest namespace present -
 # Rock Ridge (POSIX names), else UDF, else Joliet, else ISO 9660 (whose ``NAME.;1`` is shown
 # as ``NAME``) - and keeps each file's ISO 9660 name beside it for the ``ISO_NAME`` check.
 # A file's handle is its list of byte extents in the image (``get_file_byte_extents``, which
