@@ -145,8 +145,8 @@ def _read(img: _Image, max_depth: int) -> Listing:
     terminated = False
     n = _VD_START
     while True:
-        if (n + 1) * SECTOR > size:
-            raise Decline("the volume descriptor set runs past the image")
+        if (n + 1) * SECTOR > size or n > _VD_START + 64:
+            raise Decline("the volume descriptor set runs past the image or is too long")
         vd = img.sector(n)
         typ, ident = vd[0], vd[1:6]
         if typ not in (0, 1, 2, 255) or ident not in (b"CD001", b"CDW02", b"BEA01", b"NSR02",
@@ -195,6 +195,8 @@ def _read(img: _Image, max_depth: int) -> Listing:
     if pvd[883 + 141:883 + 149] == b"CD-XA001":
         raise Decline("CD-XA")
     volume_id = pvd[40:72].decode("latin-1").strip()
+    if joliet is not None and (_both16(joliet, 128) != SECTOR or _both32(joliet, 80) != space):
+        raise Decline("the Joliet descriptor disagrees with the primary one")
 
     iso_files = _iso_tree(img, pvd, _utf8, max_depth)
     joliet_files = _iso_tree(img, joliet, _utf16, max_depth) if joliet is not None else None
