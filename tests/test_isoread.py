@@ -270,6 +270,8 @@ def test_damaged_images_list_as_pycdlib_or_are_refused(corpus, tmp_path, name):
         "path-table-flip": (struct.unpack_from("<I", image.read_bytes(), 16 * SECTOR + 140)[0]
                             * SECTOR + 2, b"\x99"),
     }
+    root_dir = image.read_bytes()[root_loc * SECTOR:(root_loc + 1) * SECTOR]
+    cases["version-not-a-number"] = (root_loc * SECTOR + root_dir.index(b";1") + 1, b"q")
     for ident, n in _udf_sectors(image).items():
         cases[f"udf-tag-{ident}-crc"] = (n * SECTOR + 40, b"\x5a")
         cases[f"udf-tag-{ident}-checksum"] = (n * SECTOR + 4, b"\x00")
@@ -281,6 +283,7 @@ def test_damaged_images_list_as_pycdlib_or_are_refused(corpus, tmp_path, name):
         results[case] = _same_or_refused(p)
         p.unlink()
     assert results["dir-loop"] == "MEDIUM_NOT_ISO"
+    assert results["version-not-a-number"] == "MEDIUM_NOT_ISO"   # pycdlib's int(version)
     assert results["truncated-in-descriptors"] == "MEDIUM_NOT_ISO"
 
 

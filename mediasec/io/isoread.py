@@ -198,8 +198,9 @@ def _read(img: _Image, max_depth: int) -> Listing:
     if joliet is not None and (_both16(joliet, 128) != SECTOR or _both32(joliet, 80) != space):
         raise Decline("the Joliet descriptor disagrees with the primary one")
 
-    iso_files = _iso_tree(img, pvd, _utf8, max_depth)
-    joliet_files = _iso_tree(img, joliet, _utf16, max_depth) if joliet is not None else None
+    iso_files = _iso_tree(img, pvd, _utf8, max_depth, primary=True)
+    joliet_files = (_iso_tree(img, joliet, _utf16, max_depth, primary=False)
+                    if joliet is not None else None)
     if udf_marks:
         files = _udf_tree(img, space, max_depth)
         return Listing("udf_path", volume_id, iso_files, files)
@@ -305,7 +306,7 @@ def _dir_records(img: _Image, loc: int, length: int):
     return out
 
 
-def _iso_tree(img: _Image, vd: bytes, decode, max_depth: int):
+def _iso_tree(img: _Image, vd: bytes, decode, max_depth: int, *, primary: bool):
     root = vd[156:190]
     if root[0] != 34 or root[32] != 1 or root[33] != 0:
         raise Decline("root directory record")
@@ -347,6 +348,11 @@ def _iso_tree(img: _Image, vd: bytes, decode, max_depth: int):
                 seen.add(ext)
                 dirs.append((fi, name, ext, dlen))
             else:
+                if primary and b";" in fi:
+                    try:   # pycdlib reads the version number of every ISO 9660 file name
+                        int(fi.rpartition(b";")[2] or b"1")
+                    except ValueError:
+                        raise Decline("a version number that is not a number") from None
                 if dlen:
                     if ext * SECTOR + dlen > size:
                         raise Decline("a file extent outside the image")
