@@ -190,8 +190,12 @@ def _read(img: _Image, max_depth: int) -> Listing:
     _both16(pvd, 124)
     if _both16(pvd, 128) != SECTOR:
         raise Decline("a logical block size other than 2048")
-    if pvd[881] != 1:
-        raise Decline("file structure version")
+    if pvd[881] != 1 or pvd[7] != 0:
+        raise Decline("file structure version or flags")
+    for vd in (pvd, joliet):
+        # pycdlib refuses data in the unused fields
+        if vd is not None and (vd[72:80] != bytes(8) or vd[882] != 0):
+            raise Decline("data in an unused field of a volume descriptor")
     if pvd[883 + 141:883 + 149] == b"CD-XA001":
         raise Decline("CD-XA")
     volume_id = pvd[40:72].decode("latin-1").strip()
