@@ -74,10 +74,16 @@ _PTR = struct.Struct("<BBLH")
 _PTR_BE = struct.Struct(">BBLH")
 _TAG = struct.Struct("<HHBBHHHL")
 _SHORT_AD = struct.Struct("<LL")
-_LONG_AD = struct.Struct("<LLH6s")
+_LONG_AD = struct.Struct("<LLHHL")
 _FID = struct.Struct("<HBB16sH")
 _FE = struct.Struct("<20sLLLHBBLQQ12s12s12sL16s32sQLL")
 _ICB_TAG = struct.Struct("<LHHHBB6sH")
+
+
+#: ICB tags (ECMA-167 4/14.6): strategy 4, one entry, short ADs; directory and file
+_ICB_DIR = _ICB_TAG.pack(0, 4, 0, 1, 0, 4, bytes(6), 560)
+_ICB_FILE = _ICB_TAG.pack(0, 4, 0, 1, 0, 5, bytes(6), 560)
+_NO_AD = _LONG_AD.pack(0, 0, 0, 0, 0)
 
 
 class IsoFile:
@@ -158,22 +164,22 @@ _DOMAIN = _entity(b"*OSTA UDF Compliant", b"\x02\x01\x03")
 def _tagged(ident: int, location: int, body: bytes) -> bytes:
     """A UDF descriptor: its tag (ECMA-167 3/7.2: version 2, CRC of the body, checksum of
     the tag) then the body."""
-    tag = bytearray(_TAG.pack(ident, 2, 0, 0, 0, binascii.crc_hqx(body, 0), len(body),
-                              location))
-    tag[4] = (sum(tag) - tag[4]) & 0xFF
-    return bytes(tag) + body
+    crc = binascii.crc_hqx(body, 0)
+    checksum = sum(_TAG.pack(ident, 2, 0, 0, 0, crc, len(body), location)) & 0xFF
+    return _TAG.pack(ident, 2, checksum, 0, 0, crc, len(body), location) + body
 
 
-def _long_ad(length: int, block: int, unique: int | None = None) -> bytes:
-    return _LONG_AD.pack(length, block, 0,
-                         b"\x00\x00" + struct.pack("<L", unique) if unique is not None
-                         else bytes(6))
+def _long_ad(length: int, block: int, unique: int = 0) -> bytes:
+    """ECMA-167 4/14.14.2 long_ad; its implementation use holds the UDF unique ID (UDF
+    2.3.4.3) of the File Entry it points to (0: none given)."""
+    return _LONG_AD.pack(length, block, 0, 0, unique)
 
 
 # -- the tree ------------------------------------------------------------------------------
 
 class _Dir:
-    __slots__ = ("name", "ident", "parent", "entries", "iso", "blocks", "extent", "number",
+    is_dir = True
+    __slots__ = ("udf", "name", "ident", "parent", "entries", "iso", "blocks", "extent", "number",
                  "depth", "fids", "fid_len", "fe", "fid_block", "fid_blocks", "subdirs")
 
     def __init__(self, name: str, parent: "_Dir | None", depth: int):
@@ -186,7 +192,8 @@ class _Dir:
 
 
 class _File:
-    __slots__ = ("index", "name", "ident", "size", "extent", "fe", "parent")
+    is_dir = False
+    __slots__ = ("udf", "index", "name", "ident", "size", "extent", "fe", "parent")
 
     def __init__(self, index: int, name: str, ident: bytes, size: int, parent: _Dir):
         self.index = index
@@ -203,13 +210,6 @@ def _sort_key(ident: bytes) -> tuple:
     body = ident.split(b";", 1)[0]
     name, _, ext = body.partition(b".")
     return (name, ext, ident)
-
-
-def _fid_length(name_len: int) -> int:
-    """A File Identifier Descriptor's size: 38 bytes, the name (with its compression-id
-    byte), padded to a multiple of 4."""
-    n = 38 + (name_len + 1 if name_len else 0)
-    return n + (-n % 4)
 
 
 class IsoImage:
@@ -247,34 +247,25 @@ class IsoImage:
         seen: set[tuple] = set()
         for i, f in enumerate(self._files):
             comps = tuple(f.components)
-            if not comps or comps in seen or len(comps) > _MAX_LEVELS:
-                raise InternalError(f"image layout failed: {f.name}: "
-                                    + ("duplicate path" if comps in seen else
-                                       f"{len(comps)} path components"))
+            if not comps or comps in seen or len(comps) > _MAX_LEVELS or comps in dirs:
+                raise InternalError(f"image layout failed: {f.name}: " + (
+                    "duplicate path" if comps in seen else
+                    "a file and a directory share a name" if comps in dirs else
+                    f"{len(comps)} path components"))
             seen.add(comps)
-            parent = root
-            for depth in range(1, len(comps)):
-                key = comps[:depth]
-                d = dirs.get(key)
-                if d is None:
-                    if key in seen:
-                        raise InternalError(f"image layout failed: {f.name}: a file and a "
-                                            "directory share a name")
-                    self._check_dir(comps[depth - 1], f.name)
-                    d = dirs[key] = _Dir(comps[depth - 1], parent, depth + 1)
-                    parent.entries.append(d)
-                    parent.subdirs += 1
-                parent = d
-            if comps in dirs:
-                raise InternalError(f"image layout failed: {f.name}: a file and a directory "
-                                    "share a name")
+            parent = dirs.get(comps[:-1])
+            if parent is None:
+                parent = self._make_dirs(comps[:-1], dirs, seen, f.name)
             size = f.producer.size
             if size > 0xFFFFFFFF and level < 3:
                 raise InternalError(f"image layout failed: {f.name}: a file of 4 GiB or more "
                                     "needs interchange level 3")
-            ident = iso_name(comps).rsplit("/", 1)[1].encode("ascii", "replace")
-            self._check_file(ident, f.name)
-            fl = _File(i, comps[-1], ident, size, parent)
+            last = comps[-1]
+            ident = (last + (";1" if "." in last else ".;1")).encode("ascii", "replace")
+            if not self._file_ok(ident):
+                raise InternalError(f"image layout failed: {f.name}: {ident.decode()!r} is "
+                                    f"not an ISO 9660 file name at level {level}")
+            fl = _File(i, last, ident, size, parent)
             parent.entries.append(fl)
             files.append(fl)
         self._root = root
@@ -290,9 +281,9 @@ class IsoImage:
             d.number = len(order) + 1
             order.append(d)
             d.iso = sorted(d.entries, key=lambda e: _sort_key(e.ident))
-            ptr_size += sum(8 + len(e.ident) + (len(e.ident) & 1) for e in d.iso
-                            if isinstance(e, _Dir))
-            queue.extend(e for e in d.iso if isinstance(e, _Dir))
+            sub = [e for e in d.iso if e.is_dir]
+            ptr_size += sum(8 + len(e.ident) + (len(e.ident) & 1) for e in sub)
+            queue.extend(sub)
         self._dirs = order
         self._ptr_size = ptr_size
         self._ptr_blocks = -(-(-(-ptr_size // SECTOR)) // 2) * 2
@@ -303,7 +294,8 @@ class IsoImage:
             for e in d.iso:
                 n = 33 + len(e.ident)
                 n += n & 1
-                pieces = self._pieces(e) if isinstance(e, _File) else 1
+                pieces = 1 if e.is_dir or e.size <= _ISO_EXTENT_MAX else \
+                    -(-e.size // _ISO_EXTENT_MAX)
                 for _ in range(pieces):
                     if at + n > SECTOR:
                         blocks += 1
@@ -325,7 +317,7 @@ class IsoImage:
         self._data_order: list[_File] = []
         for d in order:
             for e in d.iso:
-                if isinstance(e, _File):
+                if not e.is_dir:
                     if e.size:
                         e.extent = extent
                         extent += -(-e.size // SECTOR)
@@ -339,23 +331,35 @@ class IsoImage:
         self.offsets: list[int | None] = [f.extent * SECTOR if f.size else None
                                           for f in files]
 
-    def _pieces(self, f: _File) -> int:
-        return max(1, -(-f.size // _ISO_EXTENT_MAX))
+    def _make_dirs(self, key: tuple, dirs: dict, seen: set, name: str) -> _Dir:
+        """The directory ``key`` and any of its parents not made yet (each added to its
+        parent's entries, in the order first met)."""
+        parent = dirs[()]
+        for depth in range(1, len(key) + 1):
+            d = dirs.get(key[:depth])
+            if d is None:
+                comp = key[depth - 1]
+                b = comp.encode("ascii", "replace")
+                if key[:depth] in seen:
+                    raise InternalError(f"image layout failed: {name}: a file and a "
+                                        "directory share a name")
+                if not b or len(b) > (8 if self._level == 1 else 207) or \
+                        not _D1.issuperset(b):
+                    raise InternalError(f"image layout failed: {name}: {comp!r} is not an "
+                                        f"ISO 9660 directory name at level {self._level}")
+                d = dirs[key[:depth]] = _Dir(comp, parent, depth + 1)
+                parent.entries.append(d)
+                parent.subdirs += 1
+            parent = d
+        return parent
 
-    def _check_dir(self, comp: str, name: str) -> None:
-        b = comp.encode("ascii", "replace")
-        if not b or len(b) > (8 if self._level == 1 else 207) or not _D1.issuperset(b):
-            raise InternalError(f"image layout failed: {name}: {comp!r} is not an ISO 9660 "
-                                f"directory name at level {self._level}")
-
-    def _check_file(self, ident: bytes, name: str) -> None:
+    def _file_ok(self, ident: bytes) -> bool:
+        """ECMA-119 7.5: d-characters, one dot, version 1; at level 1 an 8.3 name."""
         body = ident[:-2]
         stem, _, ext = body.rpartition(b".")
-        if (not ident.endswith(b";1") or not (stem or ext) or not _D1.issuperset(stem + ext)
-                or (self._level == 1 and (len(stem) > 8 or len(ext) > 3))
-                or len(body) > 207):
-            raise InternalError(f"image layout failed: {name}: {ident.decode()!r} is not an "
-                                f"ISO 9660 file name at level {self._level}")
+        return (ident.endswith(b";1") and bool(stem or ext) and _D1.issuperset(stem)
+                and _D1.issuperset(ext) and len(body) <= 207
+                and (self._level != 1 or (len(stem) <= 8 and len(ext) <= 3)))
 
     def _udf_layout(self) -> int:
         """Place the UDF side (ECMA-167 / UDF 2.60 bridge); return the next free sector."""
@@ -373,14 +377,19 @@ class IsoImage:
             extent += 1
             d.fid_block = extent
             fids = [(None, extent)]   # (entry, its FID's first sector): the parent's first
-            at = _fid_length(0)
+            at = 40   # the parent's File Identifier Descriptor: 38 bytes, padded to 4
+            total = at
             for e in d.entries:
                 if at >= SECTOR:
                     extent += 1
                     at -= SECTOR
                 fids.append((e, extent))
-                at += _fid_length(_udf_name_len(e.name))
-                if isinstance(e, _Dir):
+                e.udf = name = _udf_name(e.name)
+                n = 38 + len(name)
+                n += -n % 4
+                at += n
+                total += n
+                if e.is_dir:
                     queue.append(e)
                 else:
                     file_fes.append(e)
@@ -388,9 +397,8 @@ class IsoImage:
             if at > SECTOR:
                 extent += 1
             extent += 1
-            d.fid_len = sum(_fid_length(_udf_name_len(e.name)) for e in d.entries) + \
-                _fid_length(0)
-            d.fid_blocks = -(-d.fid_len // SECTOR)
+            d.fid_len = total
+            d.fid_blocks = -(-total // SECTOR)
         for f in file_fes:
             f.fe = extent
             extent += 1
@@ -549,7 +557,7 @@ class IsoImage:
             recs = [self._dr(b"\x00", d.extent, d.blocks * SECTOR, 2),
                     self._dr(b"\x01", parent.extent, parent.blocks * SECTOR, 2)]
             for e in d.iso:
-                if isinstance(e, _Dir):
+                if e.is_dir:
                     recs.append(self._dr(e.ident, e.extent, e.blocks * SECTOR, 2))
                     continue
                 left, at = e.size, e.extent
@@ -620,11 +628,11 @@ class IsoImage:
 
     def _fe(self, at: int, file_type: int, perms: int, links: int, length: int,
             blocks: int, ads: bytes, ut: bytes) -> bytes:
-        part = self._part_start
-        icb = _ICB_TAG.pack(0, 4, 0, 1, 0, file_type, bytes(6), 560)
-        return _tagged(261, at - part, _FE.pack(
-            icb, 0xFFFFFFFF, 0xFFFFFFFF, perms, links, 0, 0, 0, length, blocks, ut, ut, ut, 1,
-            _long_ad(0, 0), _IMPL, at, 0, len(ads)) + ads)
+        """ECMA-167 4/14.9 File Entry (short allocation descriptors); its unique ID is its
+        sector."""
+        return _tagged(261, at - self._part_start, _FE.pack(
+            _ICB_DIR if file_type == 4 else _ICB_FILE, 0xFFFFFFFF, 0xFFFFFFFF, perms, links,
+            0, 0, 0, length, blocks, ut, ut, ut, 1, _NO_AD, _IMPL, at, 0, len(ads)) + ads)
 
     def _udf_entries(self, ut: bytes):
         part = self._part_start
@@ -637,44 +645,49 @@ class IsoImage:
                            else _long_ad(SECTOR, p.fe - part, p.fe))
                     fids.append(_fid(block - part, 8 | 2, b"", icb))
                 else:
-                    fids.append(_fid(block - part, 2 if isinstance(e, _Dir) else 0,
-                                     e.name, _long_ad(SECTOR, e.fe - part, e.fe)))
+                    fids.append(_fid(block - part, 2 if e.is_dir else 0,
+                                     e.udf, _long_ad(SECTOR, e.fe - part, e.fe)))
             data = b"".join(fids)
             ads = _SHORT_AD.pack(len(data), d.fid_block - part)
             fe = self._fe(d.fe, 4, 5285, 1 + d.subdirs, len(data), -(-len(data) // SECTOR),
                           ads, ut)
             yield d.fe, fe.ljust(SECTOR, b"\x00") + data
-        for f in self._udf_file_fes:
-            ads = []
-            left, block = f.size, f.extent - part
-            while left > 0:
-                n = min(left, _UDF_AD_MAX)
-                ads.append(_SHORT_AD.pack(n, block))
-                block += -(-n // SECTOR)
-                left -= n
-            yield f.fe, self._fe(f.fe, 5, 4228, 1, f.size, -(-f.size // SECTOR),
-                                 b"".join(ads), ut)
+        # the files' File Entries: consecutive sectors, yielded in runs of 512
+        fes = self._udf_file_fes
+        for k in range(0, len(fes), 512):
+            batch = fes[k:k + 512]
+            run = bytearray(len(batch) * SECTOR)
+            pos = 0
+            for f in batch:
+                size = f.size
+                if size <= _UDF_AD_MAX:
+                    ads = _SHORT_AD.pack(size, f.extent - part) if size else b""
+                else:
+                    pieces = []
+                    left, block = size, f.extent - part
+                    while left > 0:
+                        n = min(left, _UDF_AD_MAX)
+                        pieces.append(_SHORT_AD.pack(n, block))
+                        block += -(-n // SECTOR)
+                        left -= n
+                    ads = b"".join(pieces)
+                fe = self._fe(f.fe, 5, 4228, 1, size, -(-size // SECTOR), ads, ut)
+                run[pos:pos + len(fe)] = fe
+                pos += SECTOR
+            yield batch[0].fe, run
 
 
-def _latin1(name: str) -> bool:
+def _udf_name(name: str) -> bytes:
+    """A File Identifier as OSTA compressed unicode: 8-bit if it fits, else 16-bit."""
     try:
-        name.encode("latin-1")
-        return True
+        return b"\x08" + name.encode("latin-1")
     except UnicodeEncodeError:
-        return False
+        return b"\x10" + name.encode("utf-16_be")
 
 
-def _udf_name_len(name: str) -> int:
-    return len(name) if _latin1(name) else 2 * len(name)
-
-
-def _fid(tag_block: int, characteristics: int, name: str, icb: bytes) -> bytes:
-    """ECMA-167 4/14.4 File Identifier Descriptor (no implementation use)."""
-    if name:
-        ident = (b"\x08" + name.encode("latin-1")) if _latin1(name) else \
-            (b"\x10" + name.encode("utf-16_be"))
-    else:
-        ident = b""
+def _fid(tag_block: int, characteristics: int, ident: bytes, icb: bytes) -> bytes:
+    """ECMA-167 4/14.4 File Identifier Descriptor (no implementation use); ``ident`` is
+    the OSTA compressed name (empty for the parent's)."""
     body = _FID.pack(1, characteristics, len(ident), icb, 0) + ident
     body += bytes(-(16 + len(body)) % 4)
     return _tagged(257, tag_block, body)
