@@ -140,7 +140,8 @@ def _metadata(image, path, files) -> bytes:
 def _same(a: bytes, b: bytes) -> None:
     if a != b:
         assert len(a) == len(b), (len(a), len(b))
-        sectors = [i // SECTOR for i in range(0, len(a), SECTOR) if a[i:i + SECTOR] != b[i:i + SECTOR]]
+        sectors = [i // SECTOR for i in range(0, len(a), SECTOR)
+                   if a[i:i + SECTOR] != b[i:i + SECTOR]]
         pytest.fail(f"the images differ in sectors {sectors[:10]} ({len(sectors)} in all)")
 
 

@@ -97,12 +97,6 @@ class IsoFile:
         self.name = name or "/".join(components)
 
 
-def iso_name(components: tuple[str, ...]) -> str:
-    """PS3.12 F: ``A/B/C`` -> ``/A/B/C.;1``; a name with an extension keeps it (``README.TXT;1``)."""
-    last = components[-1]
-    return "/" + "/".join(components[:-1] + (last + (";1" if "." in last else ".;1"),))
-
-
 # -- encodings -----------------------------------------------------------------------------
 
 def _dr_date(t: float) -> bytes:
@@ -180,13 +174,12 @@ def _long_ad(length: int, block: int, unique: int = 0) -> bytes:
 class _Dir:
     is_dir = True
     __slots__ = ("udf", "name", "ident", "parent", "entries", "iso", "blocks", "extent", "number",
-                 "depth", "fids", "fid_len", "fe", "fid_block", "fid_blocks", "subdirs")
+                 "fids", "fid_len", "fe", "fid_block", "fid_blocks", "subdirs")
 
-    def __init__(self, name: str, parent: "_Dir | None", depth: int):
+    def __init__(self, name: str, parent: "_Dir | None"):
         self.name = name
         self.ident = name.encode("ascii")
         self.parent = parent
-        self.depth = depth
         self.entries: list = []   # _Dir and _File, in the order first met (UDF order)
         self.subdirs = 0
 
@@ -241,7 +234,7 @@ class IsoImage:
 
     def _layout(self) -> None:
         level = self._level
-        root = _Dir("", None, 1)
+        root = _Dir("", None)
         dirs = {(): root}
         files: list[_File] = []
         seen: set[tuple] = set()
@@ -347,7 +340,7 @@ class IsoImage:
                         not _D1.issuperset(b):
                     raise InternalError(f"image layout failed: {name}: {comp!r} is not an "
                                         f"ISO 9660 directory name at level {self._level}")
-                d = dirs[key[:depth]] = _Dir(comp, parent, depth + 1)
+                d = dirs[key[:depth]] = _Dir(comp, parent)
                 parent.entries.append(d)
                 parent.subdirs += 1
             parent = d
