@@ -21,7 +21,9 @@
   ECMA-119 9.3 order of ``X.T;1`` before ``X.T1;1`` (pycdlib sorts bytewise).
 * **Peers:** isoinfo (``-d``, ``-f``, ``-x``), xorriso (``-find``, ``-osirrox`` extract),
   7z (``l`` shows UDF on the DVD image, ``x`` extracts) and pycdlib's parse each list every
-  file under its name and give back its bytes.
+  file under its name and give back its bytes; udfinfo (udftools) reads the UDF side's
+  identifiers and counts; every UDF descriptor tag (checksum, location, CRC) is checked by
+  a reader written here, walking the directories from the root.
 * Bad layouts are refused with one clear error; the size the image takes stays within the
   ``media.disc.Overhead`` estimate the planner uses.
 """
@@ -329,6 +331,68 @@ def test_7z_lists_udf_and_extracts(peer_images, tmp_path, udf):
     dest = tmp_path / "x"
     run_peer(["7z", "x", "-y", f"-o{dest}", img])
     _check_tree(dest)
+
+
+@pytest.mark.peer("udfinfo")
+def test_udfinfo_reads_the_udf_side(peer_images):
+    """udftools' reader: the identifiers, the integrity descriptor's counts, the extents."""
+    img = peer_images[True]
+    info = dict(ln.split("=", 1) for ln in
+                run_peer(["udfinfo", str(img)]).stdout.decode().splitlines() if "=" in ln
+                and not ln.startswith("start="))
+    assert info["label"] == info["lvid"] == info["vid"] == info["fsid"] == "PEERVOL"
+    assert info["impid"] == "*MEDIASEC" and info["integrity"] == "closed"
+    dirs = {"/".join(p.split("/")[:k]) for p in EXPECTED for k in range(1, p.count("/") + 1)}
+    assert int(info["numfiles"]) == len(EXPECTED) and int(info["numdirs"]) == len(dirs) + 1
+    assert int(info["blocks"]) * 2048 == os.path.getsize(img)
+
+
+def _tag_ok(buf: bytes, at: int, location: int) -> int:
+    """ECMA-167 3/7.2, read independently of the writer: the tag's checksum, its location
+    and the CRC of the body; returns the descriptor's tag identifier."""
+    import binascii
+    import struct
+    tag = buf[at:at + 16]
+    ident, version, checksum, _, _, crc, crc_len, loc = struct.unpack("<HHBBHHHL", tag)
+    assert version == 2 and loc == location, (at, ident, loc, location)
+    assert checksum == (sum(tag) - tag[4]) & 0xFF, (at, ident)
+    assert crc == binascii.crc_hqx(buf[at + 16:at + 16 + crc_len], 0), (at, ident)
+    return ident
+
+
+def test_every_udf_descriptor_tag_checks_out(peer_images):
+    """Every descriptor of the DVD image: checksum, location (partition-relative inside the
+    partition) and CRC, the File Identifier Descriptors walked through each directory."""
+    import struct
+    buf = peer_images[True].read_bytes()
+    part = 257
+    seen = {}
+    for sector in [32, 33, 34, 35, 36, 37, 48, 49, 50, 51, 52, 53, 64, 65, 256,
+                   len(buf) // SECTOR - 1]:
+        ident = _tag_ok(buf, sector * SECTOR, sector)
+        seen[ident] = seen.get(ident, 0) + 1
+    assert _tag_ok(buf, part * SECTOR, 0) == 256 and _tag_ok(buf, 258 * SECTOR, 1) == 8
+    queue, dirs, fes = [2], 0, 0
+    while queue:   # File Entries from the root (partition block 2), breadth first
+        block = queue.pop(0)
+        at = (part + block) * SECTOR
+        assert _tag_ok(buf, at, block) == 261
+        fes += 1
+        if buf[at + 16 + 11] != 4:   # the ICB tag's file type: not a directory
+            continue
+        dirs += 1
+        length, ad_block = struct.unpack_from("<LL", buf, at + 176)
+        pos, end = (part + ad_block) * SECTOR, (part + ad_block) * SECTOR + length
+        while pos < end:
+            assert _tag_ok(buf, pos, (pos // SECTOR) - part) == 257
+            chars, len_fi = buf[pos + 18], buf[pos + 19]
+            icb_block = struct.unpack_from("<L", buf, pos + 24)[0]
+            if not chars & 8:   # not the parent's
+                queue.append(icb_block)
+            pos += (38 + len_fi + 3) // 4 * 4
+        assert pos == end
+    assert seen == {1: 2, 4: 2, 5: 2, 6: 2, 7: 2, 8: 3, 9: 1, 2: 2}
+    assert fes == len(EXPECTED) + dirs
 
 
 @pytest.mark.parametrize("udf", [False, True], ids=["cd", "dvd"])
