@@ -15,7 +15,9 @@
   - a ``..`` directory record carries its parent's data length (pycdlib keeps the length
     the parent had when the subdirectory was added);
   - both UDF Primary Volume Descriptors carry one Volume Set Identifier (pycdlib draws its
-    random part twice; pinned here).
+    random part twice; pinned here);
+  - a UDF timestamp's time zone is in minutes (ECMA-167 1/7.3.1; pycdlib writes the ISO
+    9660 count of 15 minutes, which only shows outside UTC).
   Two cases pycdlib cannot make at all are checked by peers only: files at depth 8 (eight
   components, which ECMA-119 6.8.2.1 and PS3.12 allow and pycdlib refuses) and the
   ECMA-119 9.3 order of ``X.T;1`` before ``X.T1;1`` (pycdlib sorts bytewise).
@@ -30,6 +32,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -82,6 +85,12 @@ def pinned(monkeypatch):
         return orig(self, flags, b"*MEDIASEC" if identifier == b"*pycdlib" else identifier,
                     suffix)
     monkeypatch.setattr(udf.UDFEntityID, "new", ours)
+    stamp = udf.UDFTimestamp.new
+
+    def minutes(self, date_seconds):   # ECMA-167 1/7.3.1: the offset is in minutes
+        stamp(self, date_seconds)
+        self.tz *= 15
+    monkeypatch.setattr(udf.UDFTimestamp, "new", minutes)
 
 
 def _corrected(ref: PycdlibImage) -> PycdlibImage:
@@ -179,23 +188,29 @@ def test_image_equals_pycdlibs(tmp_path, pinned, tree, udf):
     _same(_written(ref, tmp_path / "ref.iso"), _written(ours, tmp_path / "ours.iso"))
 
 
-def test_metadata_equals_pycdlibs_in_another_time_zone(tmp_path, pinned):
+@contextlib.contextmanager
+def _time_zone(name: str):
     old = os.environ.get("TZ")
-    os.environ["TZ"] = "America/St_Johns"   # UTC-3:30: a non-zero GMT offset
+    os.environ["TZ"] = name
     time.tzset()
     try:
-        assert time.localtime(PINNED).tm_gmtoff == -12600
-        for udf in (False, True):
-            ref, ours = _both(TREES["dicom shaped"], udf)
-            files = _files(TREES["dicom shaped"])
-            _same(_metadata(ref, tmp_path / "ref", files),
-                  _metadata(ours, tmp_path / "ours", files))
+        yield
     finally:
         if old is None:
             del os.environ["TZ"]
         else:
             os.environ["TZ"] = old
         time.tzset()
+
+
+def test_metadata_equals_pycdlibs_in_another_time_zone(tmp_path, pinned):
+    with _time_zone("America/St_Johns"):   # UTC-3:30: a non-zero GMT offset
+        assert time.localtime(PINNED).tm_gmtoff == -12600
+        for udf in (False, True):
+            ref, ours = _both(TREES["dicom shaped"], udf)
+            files = _files(TREES["dicom shaped"])
+            _same(_metadata(ref, tmp_path / "ref", files),
+                  _metadata(ours, tmp_path / "ours", files))
 
 
 @pytest.mark.parametrize("sizes", [[(1 << 30) * 3 // 2], [(1 << 32) - 1, 5],
@@ -227,6 +242,16 @@ def test_write_metadata_leaves_the_files_extents_alone(tmp_path, pinned):
                     fp.write(f.producer.data)
             ours.write_metadata(fp)
         _same(path.read_bytes(), full)
+
+
+def test_udf_time_zone_in_minutes(tmp_path):
+    with _time_zone("America/St_Johns"):   # UTC-3:30
+        image = IsoImage(_files([("A", b"x")]), udf=True, interchange_level=3)
+        fsd = _written(image, tmp_path / "i.iso")[257 * SECTOR:258 * SECTOR]
+    type_and_zone = int.from_bytes(fsd[16:18], "little")
+    assert type_and_zone >> 12 == 1   # local time
+    zone = type_and_zone & 0xFFF
+    assert zone - (1 << 12 if zone & 0x800 else 0) == -210
 
 
 def test_volume_identifiers_and_dates(tmp_path, pinned):

@@ -39,6 +39,8 @@ except where pycdlib is wrong or names itself (see ``tests/test_isowrite.py``):
   when the subdirectory was added);
 * both UDF Primary Volume Descriptors carry the same Volume Set Identifier (pycdlib draws a
   random part twice);
+* a UDF timestamp's time zone is in minutes (pycdlib writes the ISO 9660 15-minute count;
+  the same in UTC);
 * directory records sort by ECMA-119 9.3 (pycdlib sorts whole identifiers bytewise, which
   differs only when an extension is a prefix of another followed by a digit);
 * a file may be at depth 8 (8 components: the root and seven directory levels, ECMA-119
@@ -115,10 +117,10 @@ def _vd_date(t: float) -> bytes:
 
 
 def _udf_time(t: float) -> bytes:
-    """ECMA-167 1/7.3 timestamp (type 1, local time). The time zone field carries the same
-    15-minute count as the ISO 9660 dates (pycdlib's encoding, 0 in UTC)."""
+    """ECMA-167 1/7.3 timestamp (type 1, local time; the offset from UTC in minutes, a
+    12-bit two's complement)."""
     lt = time.localtime(t)
-    tz = _gmtoffset(t, lt) & 0xFFFF
+    tz = (_gmtoffset(t, lt) * 15) & 0xFFFF
     return struct.pack("<BBHBBBBBBBB", tz & 0xFF, ((tz >> 8) & 0x0F) | (1 << 4), lt.tm_year,
                        lt.tm_mon, lt.tm_mday, lt.tm_hour, lt.tm_min, lt.tm_sec, 0, 0, 0)
 
