@@ -70,11 +70,12 @@ def wrap(obj, attr, label):
             rows.append((label, t - T0, time.perf_counter() - t))
     setattr(obj, attr, g)
 import mediasec.media.jobs as J, mediasec.io.iso as I, mediasec.io.discs as D
+import mediasec.io.isowrite as IW
 wrap(J, "scan_inputs", "scan (header of every file)")
 wrap(J, "_plan_discs", "plan (File IDs, DICOMDIR)")
-wrap(I.IsoImage, "__init__", "layout (ISO 9660 + UDF)")
+wrap(IW.IsoImage, "__init__", "layout (ISO 9660 + UDF)")
 wrap(D, "write_image_files", "write (workers; metadata beside)")
-wrap(I.IsoImage, "write_metadata", "  metadata (in a thread)")
+wrap(IW.IsoImage, "write_metadata", "  metadata (in a thread)")
 wrap(J, "_read_back", "read-back (parse + re-hash)")
 wrap(I.IsoSource, "__init__", "  read-back: image parse")
 rc = 0

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-peers=(openssl dcmdump dcmmkdir dcmgpdir dcmsign storescp dciodvfy gdcmanon gdcmgendir xorriso isoinfo genisoimage 7z)
+peers=(openssl dcmdump dcmmkdir dcmgpdir dcmsign storescp dciodvfy gdcmanon gdcmgendir xorriso isoinfo genisoimage 7z udfinfo)
 missing=()
 for t in "${peers[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -15,7 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends openssl dcmtk dicom3tools libgdcm-tools \
-      xorriso genisoimage p7zip-full >/dev/null
+      xorriso genisoimage p7zip-full udftools >/dev/null
   else
     echo "warning: peer tools missing (${missing[*]}) and not root: their tests will skip" >&2
   fi

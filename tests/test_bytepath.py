@@ -17,10 +17,11 @@ import io
 import random
 
 from hypothesis import HealthCheck, given, settings, strategies as st
+import pytest
 
 from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
 from mediasec.cms.secure import ProtectOptions, open_secure_file
-from mediasec.io.iso import IsoFile, IsoImage, LazyReader
+from mediasec.io.iso import IsoFile, IsoImage, LazyReader, PycdlibImage
 from mediasec.media.extract import ExtractTask, extract_file
 from mediasec.media.plan import BytesProducer, write_producer
 from mediasec.media.stages import ChunkReader, FileItem, ProtectStage
@@ -128,8 +129,10 @@ def test_write_producer(sizes):
     assert out.getvalue() == DATA
 
 
-def test_iso_image_from_poisoned_producers(tmp_path):
-    """The whole writer: pycdlib's reads through LazyReader, CD and DVD (UDF bridge)."""
+@pytest.mark.parametrize("writer", [IsoImage, PycdlibImage], ids=["ours", "pycdlib"])
+def test_iso_image_from_poisoned_producers(tmp_path, writer):
+    """The whole serial writer, CD and DVD (UDF bridge): ours (``io.isowrite``) and the
+    reference (pycdlib's reads through LazyReader)."""
     from mediasec.io.fs import AtomicOutput
     from mediasec.io.medium import IsoSource
 
@@ -138,7 +141,7 @@ def test_iso_image_from_poisoned_producers(tmp_path):
     for udf in (False, True):
         files = [IsoFile(c, PoisonProducer(BytesProducer(d), [65_537, 100, 1 << 20]))
                  for c, d in contents.items()]
-        image = IsoImage(files, volume_id="T", udf=udf)
+        image = writer(files, volume_id="T", udf=udf)
         target = tmp_path / f"t{int(udf)}.iso"
         out = AtomicOutput(target)
         image.write(out)

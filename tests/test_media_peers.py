@@ -3,7 +3,7 @@
 A pile generated here (tmp_path, never committed) holds files whose plaintext sizes sit
 just under, at and over each internal threshold of the byte path - the 1 MiB chunk of
 the CMS producer (``cms.secure.CHUNK``), of the Part 10 reader (``dicom.part10.CHUNK``),
-of pycdlib's ``write_fp`` blocks (``io.iso``) and of the medium reader (``io.medium``);
+of the ISO writer's serial blocks (``io.isowrite``) and of the medium reader (``io.medium``);
 the write engine's batches (``io.engine``, on the *stored* size) - and, in two cases, a multi-frame object of 100 MiB or more (streamed in this
 process, over ``cms._ber.MAX_SMALL_ELEMENT`` as a whole). Each case builds one output kind
 (CD image, DVD image with its UDF bridge, folder; ``--workers`` 1 or 2; signed or

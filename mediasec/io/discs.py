@@ -1,4 +1,4 @@
-"""The build job's edge: ``BuildPorts`` over the file system, pycdlib and the workers.
+"""The build job's edge: ``BuildPorts`` over the file system, our ISO writer and the workers.
 
 ``mediasec.media.jobs.run_build`` makes every decision; this module only does what needs
 the operating system: collecting and opening inputs, checking that outputs do not exist,
@@ -21,7 +21,8 @@ from mediasec.errors import InputError, IntegrityError, InternalError, MediasecE
 from mediasec.io.engine import batches, write_folder_files, write_image_files
 from mediasec.io.folder import FolderSink, FolderSource, WatchedInputs, resolve_file_id
 from mediasec.io.fs import AtomicOutput, check_new_output, env_error
-from mediasec.io.iso import SECTOR, IsoFile, IsoImage, IsoSource
+from mediasec.io.iso import IsoSource
+from mediasec.io.isowrite import SECTOR, IsoFile, IsoImage
 from mediasec.io.workers import Pool, default_workers
 from mediasec.media.jobs import DiscFile, DiscLayout
 

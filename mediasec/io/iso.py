@@ -1,16 +1,15 @@
-"""ISO 9660 images over pycdlib, laid out from planned sizes.
+"""ISO 9660 images: the reader (``IsoSource``: ``io.isoread``, else pycdlib) and pycdlib's
+writer, kept as the reference our own writer (``io.isowrite.IsoImage``, which the build
+uses) is checked against byte for byte (tests/test_isowrite.py).
 
-The layout (directories, extents) is made from the planned sizes, so each file's place
-in the image (``IsoImage.offsets``) and the image's exact ``size`` are known before any
-byte is made. The build writes an image with the write engine (``io.engine``): worker
-processes write every file's data at its extent, and ``write_metadata`` writes the rest
-(pycdlib's volume descriptors, path tables, directories, UDF side) without the files'
-data. ``write`` is the serial writer: pycdlib's ``write_fp`` pulls every file's bytes,
-in extent order, from its producer through a ``LazyReader`` (the reference the engine's
-image is compared with, byte for byte, in tests/test_build_engine.py). Names follow
-PS3.12: ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF
-bridge (2.60) with the same names for DVD and BD profiles. The Volume Identifier is the
-File-set ID; "disc n of m" is the volume set size and sequence number.
+``PycdlibImage`` lays an image out from the planned sizes with pycdlib, so each file's place
+(``offsets``) and the image's exact ``size`` are known before any byte is made;
+``write_metadata`` writes pycdlib's volume descriptors, path tables, directories and UDF
+side without the files' data; ``write`` is pycdlib's ``write_fp``, which pulls every file's
+bytes, in extent order, from its producer through a ``LazyReader``. Names follow PS3.12:
+ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF bridge (2.60)
+with the same names for DVD and BD profiles. The Volume Identifier is the File-set ID;
+"disc n of m" is the volume set size and sequence number.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.io.fs import env_error
 from mediasec.io.isoread import Decline, read_listing
+from mediasec.io.isowrite import IsoFile, IsoImage  # noqa: F401 (our writer, re-exported)
 from mediasec.media.source import MediumEntry
 
 #: what pycdlib raises on a damaged image besides its own exception: it decodes names,
@@ -35,7 +35,8 @@ from mediasec.media.source import MediumEntry
 _ISO_DAMAGE = (PyCdlibException, ValueError, struct.error, IndexError, KeyError, TypeError,
                AttributeError, ZeroDivisionError, OverflowError, RecursionError)
 
-__all__ = ["LazyReader", "IsoFile", "IsoImage", "SECTOR", "IsoSource", "RawImage", "CHUNK"]
+__all__ = ["LazyReader", "IsoFile", "IsoImage", "PycdlibImage", "SECTOR", "IsoSource",
+           "RawImage", "CHUNK"]
 
 SECTOR = 2048
 
@@ -100,17 +101,6 @@ class LazyReader:
         self._it = None
 
 
-class IsoFile:
-    """One file to put in the image: its path components and its producer."""
-
-    __slots__ = ("components", "producer", "name")
-
-    def __init__(self, components: tuple[str, ...], producer, name: str | None = None):
-        self.components = components
-        self.producer = producer
-        self.name = name or "/".join(components)
-
-
 def _iso_name(components: tuple[str, ...]) -> str:
     """PS3.12 F: ``A/B/C`` -> ``/A/B/C.;1``; a name with an extension keeps it (``README.TXT;1``)."""
     last = components[-1]
@@ -128,8 +118,9 @@ class _PyCdlib(pycdlib.PyCdlib):
         return super()._output_file_data(outfp, blocksize, ino)
 
 
-class IsoImage:
-    """An image laid out from planned sizes: ``size`` is exact before any byte is made."""
+class PycdlibImage:
+    """pycdlib's image of the same files (the reference for ``io.isowrite.IsoImage``, same
+    interface): ``size`` is exact before any byte is made."""
 
     def __init__(self, files: list[IsoFile], *, volume_id: str = "", udf: bool = False,
                  interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,

@@ -31,11 +31,12 @@ MANIFEST_NAME = "MANIFEST.SHA"
 
 @dataclass(frozen=True)
 class Overhead:
-    """A generous estimate of what an image adds to its files (measured on pycdlib's
-    layout): system area, volume descriptors and path tables (with UDF, its anchor at
-    sector 256 and descriptor sequences); a sector per directory and, with UDF, a File
-    Entry sector per file and per directory; per instance its DICOMDIR record and manifest
-    line. The exact size is checked after layout, before writing."""
+    """A generous estimate of what an image adds to its files (``io.isowrite``'s layout):
+    system area, volume descriptors and path tables (with UDF, its anchor at sector 256
+    and descriptor sequences); a sector per directory and, with UDF, a File Entry sector
+    per file and a File Entry and a File Identifier sector per directory; per instance its
+    DICOMDIR record and manifest line. The exact size is checked after layout, before
+    writing (tests/test_isowrite.py checks the estimate against the layout)."""
 
     udf: bool = False
 
@@ -45,7 +46,7 @@ class Overhead:
 
     @property
     def per_dir(self) -> int:
-        return 2 * SECTOR if self.udf else SECTOR
+        return 3 * SECTOR if self.udf else SECTOR
 
     @property
     def per_file(self) -> int:
