@@ -396,19 +396,18 @@ def _crclen(b: bytes, off: int) -> int:
 
 
 def _anchor(img: _Image, loc: int):
-    if loc < 0 or (loc + 1) * SECTOR > img.size:
-        return None
+    """The (main, reserve) extents of an anchor at ``loc``, None where pycdlib finds none;
+    Decline where pycdlib would fail or would silently fix a wrong tag location."""
     b = img.sector(loc)
-    if _U16.unpack_from(b, 0)[0] != 2:
+    ident, ver, csum, res, _serial, crc, crclen, tloc = _TAG.unpack_from(b, 0)
+    if res != 0 or (sum(b[:16]) - csum) & 0xFF != csum or ver not in (2, 3):
         return None
-    try:
-        _tag(b, 0, (2,), loc)
-    except Decline:
-        # pycdlib skips a damaged copy; one whose tag is right but location wrong it
-        # accepts: neither is ours to guess about
-        if (sum(b[:16]) - b[4]) & 0xFF == b[4] and _U32.unpack_from(b, 12)[0] != loc:
-            raise
+    if crclen > SECTOR - 16:
+        raise Decline("a UDF anchor place whose tag pycdlib cannot check")
+    if binascii.crc_hqx(b[16:16 + crclen], 0) != crc or ident != 2:
         return None
+    if tloc != loc:
+        raise Decline("UDF tag location")
     return struct.unpack_from("<IIII", b, 16)
 
 
