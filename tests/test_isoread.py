@@ -345,11 +345,13 @@ def _udf_root_fids(b: bytes):
 
 
 @pytest.mark.parametrize("damage", ["loop", "huge-icb", "icb-past-partition", "deleted",
-                                    "bad-compression", "fe-strategy", "fe-huge-ad"])
+                                    "bad-compression", "fe-strategy", "fe-huge-ad",
+                                    "fe-timestamp"])
 def test_udf_structural_damage_with_good_tags(corpus, tmp_path, damage):
     """UDF damage behind a valid tag (CRC and checksum recomputed): a directory pointing
     back at the root, ICB lengths and places out of range, a deleted entry, an unknown
-    name compression, an unsupported ICB strategy, an extent of almost 1 GiB in a File Entry."""
+    name compression, an unsupported ICB strategy, an extent of almost 1 GiB in a File
+    Entry, a timestamp pycdlib refuses."""
     image = corpus["ours-dvd"]
     b = bytearray(image.read_bytes())
     parent, fid = _udf_root_fids(b)
@@ -369,6 +371,8 @@ def test_udf_structural_damage_with_good_tags(corpus, tmp_path, damage):
         b[fid + 38 + struct.unpack_from("<H", b, fid + 36)[0]] = 0xFE
     elif damage == "fe-strategy":
         struct.pack_into("<H", b, fe + 20, 4096)
+    elif damage == "fe-timestamp":   # a month 13: pycdlib refuses the whole image
+        b[fe + (72 if struct.unpack_from("<H", b, fe)[0] == 261 else 80) + 4] = 13
     elif damage == "fe-huge-ad":
         l_ea = struct.unpack_from("<I", b, fe + 168)[0]
         struct.pack_into("<I", b, fe + 176 + l_ea, 0x3FFFF800)
@@ -382,5 +386,5 @@ def test_udf_structural_damage_with_good_tags(corpus, tmp_path, damage):
     finally:
         os.close(fd)
     got = _same_or_refused(path)
-    if damage == "loop":
+    if damage in ("loop", "fe-timestamp"):
         assert got == "MEDIUM_NOT_ISO"

@@ -395,6 +395,22 @@ def _crclen(b: bytes, off: int) -> int:
     return _U16.unpack_from(b, off + 10)[0]
 
 
+_TS = struct.Struct("<BBHBBBBB")
+
+
+def _timestamps(b: bytes, *offsets: int) -> None:
+    """UDF timestamps as pycdlib checks them (it refuses a volume with one out of range)."""
+    for off in offsets:
+        tz, ttype, year, month, day, hour, minute, second = _TS.unpack_from(b, off)
+        zone = ((ttype & 0xF) << 8) | tz
+        if zone & 0x800:
+            zone -= 0x1000
+        if ((not -1440 <= zone <= 1440 and zone != -2047) or not 1 <= year <= 9999
+                or not 1 <= month <= 12 or not 1 <= day <= 31 or hour > 23 or minute > 59
+                or second > 59):
+            raise Decline("a UDF timestamp pycdlib refuses")
+
+
 def _anchor(img: _Image, loc: int):
     """The (main, reserve) extents of an anchor at ``loc``, None where pycdlib finds none;
     Decline where pycdlib would fail or would silently fix a wrong tag location."""
@@ -425,13 +441,25 @@ def _vds(img: _Image, length: int, loc: int):
             break
         if ident == 1:
             pvd_nums.append(_U32.unpack_from(d, 20)[0])
+            seq, max_seq, level, _max_level, cs, max_cs = struct.unpack_from("<HHHHII", d, 56)
+            if (seq, max_seq, cs, max_cs) != (1, 1, 1, 1) or level not in (2, 3) \
+                    or _U16.unpack_from(d, 488)[0] > 1 or d[490:512] != bytes(22):
+                raise Decline("a UDF primary volume descriptor pycdlib refuses")
+            _timestamps(d, 376)
+        elif ident == 4:
+            if d[21:33] != b"*UDF LV Info":
+                raise Decline("a UDF implementation use descriptor pycdlib refuses")
         elif ident == 5:
             if _crclen(d, 0) < 512 - 16:
                 raise Decline("UDF partition descriptor CRC length")
+            if _U16.unpack_from(d, 20)[0] > 1 or _U32.unpack_from(d, 184)[0] > 0x1F:
+                raise Decline("a UDF partition descriptor pycdlib refuses")
             pds.append(d)
         elif ident == 6:
             if _crclen(d, 0) < 440 - 16 + _U32.unpack_from(d, 264)[0]:
                 raise Decline("UDF logical volume descriptor CRC length")
+            if d[217:236] != b"*OSTA UDF Compliant":
+                raise Decline("a UDF logical volume outside the OSTA domain")
             lvds.append(d)
     else:
         raise Decline("no terminating descriptor in the UDF volume descriptor sequence")
@@ -479,6 +507,9 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
             raise Decline("UDF integrity sequence length")
         lvid = img.read(int_loc * SECTOR, min(int_len, 2 * SECTOR) // SECTOR * SECTOR or SECTOR)
         _tag(lvid, 0, (9,), int_loc)
+        _timestamps(lvid, 16)
+        if _U32.unpack_from(lvid, 28)[0] > 1:
+            raise Decline("a UDF integrity type pycdlib refuses")
         if len(lvid) >= 2 * SECTOR:
             _tag(lvid, SECTOR, (8,), int_loc + 1)
 
@@ -492,6 +523,9 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
     _tag(fsd, 0, (256,), 0)
     if _crclen(fsd, 0) < 512 - 16:
         raise Decline("UDF file set descriptor CRC length")
+    _timestamps(fsd, 16)
+    if struct.unpack_from("<HHII", fsd, 28) != (3, 3, 1, 1) or _U32.unpack_from(fsd, 44)[0]:
+        raise Decline("a UDF file set descriptor pycdlib refuses")
     if _U16.unpack_from(fsd, SECTOR)[0] == 8:
         _tag(fsd, SECTOR, (8,), 1)
     root_len, root_lbn, root_ref = struct.unpack_from("<IIH", fsd, 400)
@@ -510,10 +544,12 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
         ad_type = icb_flags & 7
         if ident == 261:
             fixed, ckpt = 176, 108
+            _timestamps(b, 72, 84, 96)
         else:
             fixed, ckpt = 216, 128
             if b[152:168] != _ZERO16:
                 raise Decline("UDF named streams")
+            _timestamps(b, 80, 92, 104, 116)
         if rfmt or rdisp or rlen:
             raise Decline("UDF record format")
         if _U32.unpack_from(b, ckpt)[0] != 1:
