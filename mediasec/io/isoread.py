@@ -532,6 +532,8 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
     if root_ref != 0:
         raise Decline("the UDF root names another partition")
 
+    good_times: set[bytes] = set()   # File Entries' times already checked (often all alike)
+
     def entry(icb_len: int, lbn: int):
         """(file type, allocation descriptors as byte extents) of a (Extended) File Entry."""
         if icb_len <= 0 or icb_len > SECTOR:
@@ -544,12 +546,18 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
         ad_type = icb_flags & 7
         if ident == 261:
             fixed, ckpt = 176, 108
-            _timestamps(b, 72, 84, 96)
+            times = b[72:108]
+            if times not in good_times:
+                _timestamps(b, 72, 84, 96)
+                good_times.add(times)
         else:
             fixed, ckpt = 216, 128
             if b[152:168] != _ZERO16:
                 raise Decline("UDF named streams")
-            _timestamps(b, 80, 92, 104, 116)
+            times = b[80:128]
+            if times not in good_times:
+                _timestamps(b, 80, 92, 104, 116)
+                good_times.add(times)
         if rfmt or rdisp or rlen:
             raise Decline("UDF record format")
         if _U32.unpack_from(b, ckpt)[0] != 1:
