@@ -15,8 +15,10 @@ reads it or refuses it (Rock Ridge or any system use area, El Torito, isohybrid,
 multi-extent files, associated files, interleaving, extended attribute records,
 metadata/virtual/sparable partitions, strategy 4096, extended, inline or non-recorded
 allocation descriptors, deleted File Identifiers, a UDF path mixing 8- and 16-bit names,
-duplicate names, a damaged or inconsistent structure). A wrong listing is worse than a slow
-one: when in doubt, this module declines.
+duplicate names, a damaged or inconsistent structure). It also declines wherever pycdlib
+would refuse the image (data in unused descriptor fields, an unreadable ``;version``, UDF
+fields and timestamps out of its range), so no image pycdlib refuses gets a listing here.
+A wrong listing is worse than a slow one: when in doubt, this module declines.
 """
 
 from __future__ import annotations
@@ -49,8 +51,6 @@ _FID = struct.Struct("<HBBIIH6sH")
 _FE = struct.Struct("<20xHH3xB6xH14xBBIQ")
 _ICB = struct.Struct("<IIH")
 _L_EA_AD = struct.Struct("<II")
-
-
 _FE_TAGS = (261, 266)
 _FID_TAGS = (257,)
 _ZERO16 = bytes(16)
@@ -259,7 +259,8 @@ def _path_table(img: _Image, vd: bytes) -> set[int]:
         ln = lt[off]
         if ln == 0 or mt[off] != ln or off + 8 + ln > size:
             raise Decline("path table record")
-        xa, ext, parent = lt[off + 1], _U32.unpack_from(lt, off + 2)[0], _U16.unpack_from(lt, off + 6)[0]
+        xa = lt[off + 1]
+        ext, parent = _U32.unpack_from(lt, off + 2)[0], _U16.unpack_from(lt, off + 6)[0]
         if (mt[off + 1] != xa or struct.unpack_from(">I", mt, off + 2)[0] != ext
                 or struct.unpack_from(">H", mt, off + 6)[0] != parent
                 or lt[off + 8:off + 8 + ln] != mt[off + 8:off + 8 + ln]):
