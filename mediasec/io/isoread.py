@@ -44,11 +44,11 @@ _TAG = struct.Struct("<HHBBHHHI")
 #: a directory record up to its File Identifier (ECMA-119 9.1)
 _DR = struct.Struct("<BBII" "II" "7sBBBHHB")
 _DR_BE = struct.Struct(">6xI4xI")
-#: a File Identifier Descriptor after its tag, up to its implementation use (ECMA-167 4/14.4)
-_FID = struct.Struct("<HBBIIH6sH")
-#: a (Extended) File Entry: ICB strategy, parameter, file type, flags; record format,
-#: display attributes, record length; information length (ECMA-167 4/14.6, 4/14.9)
-_FE = struct.Struct("<20xHH3xB6xH14xBBIQ")
+#: a File Identifier Descriptor, its tag first, up to its implementation use (ECMA-167 4/14.4)
+_FID = struct.Struct("<HHBBHHHI" "HBBIIH6sH")
+#: a (Extended) File Entry: its tag; ICB strategy, parameter, file type, flags; record
+#: format, display attributes, record length; information length (ECMA-167 4/14.6, 4/14.9)
+_FE = struct.Struct("<HHBBHHHI" "4xHH3xB6xH14xBBIQ")
 _ICB = struct.Struct("<IIH")
 _L_EA_AD = struct.Struct("<II")
 _FE_TAGS = (261, 266)
@@ -540,8 +540,12 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
         if icb_len <= 0 or icb_len > SECTOR:
             raise Decline("UDF ICB length")
         b = img.small(in_part(lbn, icb_len), icb_len)
-        ident = _tag(b, 0, _FE_TAGS, lbn)
-        strategy, _param, ftype, icb_flags, rfmt, rdisp, rlen, info_len = _FE.unpack_from(b, 0)
+        (ident, ver, csum, res, _serial, crc, crclen, tloc, strategy, _param, ftype,
+         icb_flags, rfmt, rdisp, rlen, info_len) = _FE.unpack_from(b, 0)
+        if (ident not in _FE_TAGS or ver not in (2, 3) or res or tloc != lbn
+                or (sum(b[:16]) - csum) & 0xFF != csum):
+            _tag(b, 0, _FE_TAGS, lbn)   # says which
+            raise Decline("UDF file entry tag")
         if strategy != 4:
             raise Decline("a UDF ICB strategy other than 4")
         ad_type = icb_flags & 7
@@ -565,8 +569,10 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
             raise Decline("UDF checkpoint")
         l_ea, l_ad = _L_EA_AD.unpack_from(b, fixed - 8)
         end = fixed + l_ea + l_ad
-        if end > icb_len or b[10] | b[11] << 8 != end - 16:
+        if end > icb_len or crclen != end - 16:
             raise Decline("UDF file entry lengths")
+        if binascii.crc_hqx(b[16:end], 0) != crc:
+            raise Decline("UDF descriptor CRC")
         if ftype not in (4, 5, 12):
             raise Decline(f"UDF file type {ftype}")
         if ad_type == 0:
@@ -619,14 +625,18 @@ def _udf_tree(img: _Image, space: int, max_depth: int):
                 sector_lbn = at // SECTOR - part_start
                 if length - pos < 38:
                     raise Decline("a truncated UDF file identifier")
-                _tag(data, pos, _FID_TAGS, sector_lbn)
-                ver, chars, l_fi, icb_len, icb_lbn, icb_ref, _iu, l_iu = _FID.unpack_from(
-                    data, pos + 16)
+                (ident, tver, csum, res, _serial, crc, crclen, tloc, ver, chars, l_fi,
+                 icb_len, icb_lbn, icb_ref, _iu, l_iu) = _FID.unpack_from(data, pos)
+                if (ident != 257 or tver not in (2, 3) or res or tloc != sector_lbn
+                        or (sum(data[pos:pos + 16]) - csum) & 0xFF != csum):
+                    _tag(data, pos, _FID_TAGS, sector_lbn)   # says which
+                    raise Decline("UDF file identifier tag")
                 d_len = 38 + l_iu + l_fi
                 padded = (d_len + 3) & ~3
-                crclen = data[pos + 10] | data[pos + 11] << 8
                 if ver != 1 or pos + padded > length or not d_len - 16 <= crclen <= padded - 16:
                     raise Decline("UDF file identifier lengths")
+                if binascii.crc_hqx(data[pos + 16:pos + 16 + crclen], 0) != crc:
+                    raise Decline("UDF descriptor CRC")
                 if chars & 0x04 or chars & ~0x0F:
                     raise Decline("a deleted UDF file identifier")
                 if chars & 0x08:
