@@ -1,6 +1,6 @@
-"""ISO 9660 images: the reader (``IsoSource``, over pycdlib) and pycdlib's writer, kept as
-the reference our own writer (``io.isowrite.IsoImage``, which the build uses) is checked
-against byte for byte (tests/test_isowrite.py).
+"""ISO 9660 images: the reader (``IsoSource``: ``io.isoread``, else pycdlib) and pycdlib's
+writer, kept as the reference our own writer (``io.isowrite.IsoImage``, which the build
+uses) is checked against byte for byte (tests/test_isowrite.py).
 
 ``PycdlibImage`` lays an image out from the planned sizes with pycdlib, so each file's place
 (``offsets``) and the image's exact ``size`` are known before any byte is made;
@@ -26,6 +26,7 @@ from pycdlib.pycdlibexception import PyCdlibException
 
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.io.fs import env_error
+from mediasec.io.isoread import Decline, read_listing
 from mediasec.io.isowrite import IsoFile, IsoImage  # noqa: F401 (our writer, re-exported)
 from mediasec.media.source import MediumEntry
 
@@ -217,8 +218,11 @@ class PycdlibImage:
 
 # -- reading a received image: the MediumSource -----------------------------------------
 #
-# ``IsoSource``: pycdlib parses the volume descriptors and directory
-# records once, in the calling process; the listing uses the richest namespace present -
+# ``IsoSource``: the fast reader (``mediasec.io.isoread``) parses the volume descriptors and
+# directory records once, in the calling process, with ``pread``; an image outside the subset
+# it vouches for (Rock Ridge, El Torito, multi-extent files, unusual UDF, any damage) is
+# parsed by pycdlib instead, which lists it or refuses it. The listing (either reader, the
+# same entries: tests/test_isoread.py) uses the richest namespace present -
 # Rock Ridge (POSIX names), else UDF, else Joliet, else ISO 9660 (whose ``NAME.;1`` is shown
 # as ``NAME``) - and keeps each file's ISO 9660 name beside it for the ``ISO_NAME`` check.
 # A file's handle is its list of byte extents in the image (``get_file_byte_extents``, which
@@ -294,13 +298,58 @@ def _device_size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)   # a block device (a disc in a drive)
 
 
+def _entries(namespace: str, iso_files, files) -> list[MediumEntry]:
+    """The listing from (path, extents) pairs in walk order, from either reader:
+    ``iso_files`` in the ISO 9660 tree (for each file's ISO 9660 name, matched by its first
+    extent), ``files`` in the shown namespace (extents None: a link, listed, never opened)."""
+    iso9660_by_extent: dict[int, str] = {}
+    for full, ext in iso_files:
+        if ext:
+            iso9660_by_extent.setdefault(ext[0][0], full)
+    out = []
+    iso_like = namespace in ("iso_path", "joliet_path")
+    for full, ext in files:
+        shown = ("/".join(_display(c) for c in full.strip("/").split("/")) if iso_like
+                 else full.strip("/"))
+        if ext is None:
+            out.append(MediumEntry(shown, 0, None, "link"))
+            continue
+        size = sum(n for _, n in ext)
+        iso_name = (iso9660_by_extent.get(ext[0][0]) if ext else None)
+        if namespace == "iso_path":
+            iso_name = full
+        out.append(MediumEntry(shown, size, ext, "file", iso_name))
+    return out
+
+
 class IsoSource:
-    """An ISO 9660 image (with Joliet, Rock Ridge or UDF) read through pycdlib."""
+    """An ISO 9660 image (with Joliet, Rock Ridge or UDF): listed by the fast reader
+    (``mediasec.io.isoread``) when the image is in the subset it vouches for, else read
+    through pycdlib."""
+
+    _NAMES = {"rr_path": "Rock Ridge", "udf_path": "UDF", "joliet_path": "Joliet",
+              "iso_path": "ISO 9660"}
 
     def __init__(self, path: str):
         self.label = path
         self.path = os.path.abspath(path)
         self._raw = RawImage(self.path)
+        self._iso = None
+        try:
+            fast = read_listing(self._raw._fd, self._raw.size, max_depth=_MAX_DEPTH)
+        except Decline:
+            fast = None
+        except OSError as exc:
+            self._raw.close()
+            raise env_error(exc, path) from exc
+        #: which reader listed the image ("fast" or "pycdlib"), for tests and benchmarks
+        self.reader = "fast" if fast is not None else "pycdlib"
+        if fast is not None:
+            self.namespace = fast.namespace
+            self.volume_id = fast.volume_id
+            self.description = f"ISO 9660 image ({self._NAMES[self.namespace]} names)"
+            self._entries = _entries(self.namespace, fast.iso_files, fast.files)
+            return
         iso = pycdlib.PyCdlib()
         try:
             iso.open(self.path)
@@ -320,9 +369,7 @@ class IsoSource:
             self.namespace = "joliet_path"
         else:
             self.namespace = "iso_path"
-        names = {"rr_path": "Rock Ridge", "udf_path": "UDF", "joliet_path": "Joliet",
-                 "iso_path": "ISO 9660"}
-        self.description = f"ISO 9660 image ({names[self.namespace]} names)"
+        self.description = f"ISO 9660 image ({self._NAMES[self.namespace]} names)"
         pvd = getattr(iso, "pvd", None)
         vol = getattr(pvd, "volume_identifier", b"") if pvd is not None else b""
         self.volume_id = (vol.decode("latin-1") if isinstance(vol, bytes) else str(vol)).strip()
@@ -357,30 +404,19 @@ class IsoSource:
     def _extents(self, ns: str, full: str):
         return tuple(self._iso.get_file_byte_extents(**{ns: full}))
 
+    def _walk_extents(self, ns: str, *, skip_bad: bool):
+        """(path, extents) through pycdlib; a file whose extents pycdlib cannot give is
+        skipped (``skip_bad``) or given as None (a link)."""
+        for full in self._walk(ns):
+            try:
+                yield full, self._extents(ns, full)
+            except _ISO_DAMAGE:
+                if not skip_bad:
+                    yield full, None
+
     def _list(self) -> list[MediumEntry]:
-        iso9660_by_extent: dict[int, str] = {}
-        for full in self._walk("iso_path"):
-            try:
-                ext = self._extents("iso_path", full)
-            except _ISO_DAMAGE:
-                continue
-            if ext:
-                iso9660_by_extent.setdefault(ext[0][0], full)
-        out = []
-        for full in self._walk(self.namespace):
-            shown = "/".join(_display(c) if self.namespace in ("iso_path", "joliet_path")
-                             else c for c in full.strip("/").split("/"))
-            try:
-                ext = self._extents(self.namespace, full)
-            except _ISO_DAMAGE:
-                out.append(MediumEntry(shown, 0, None, "link"))
-                continue
-            size = sum(n for _, n in ext)
-            iso_name = (iso9660_by_extent.get(ext[0][0]) if ext else None)
-            if self.namespace == "iso_path":
-                iso_name = full
-            out.append(MediumEntry(shown, size, ext, "file", iso_name))
-        return out
+        return _entries(self.namespace, self._walk_extents("iso_path", skip_bad=True),
+                        self._walk_extents(self.namespace, skip_bad=False))
 
     def entries(self) -> list[MediumEntry]:
         return list(self._entries)
