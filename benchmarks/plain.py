@@ -6,7 +6,7 @@ Generates (untimed) a pile with ``benchmarks/corpus.py`` (``--shape``), reads it
 page cache), then runs, ``--repeat`` times interleaved (best wall time of each kept):
 
 1. ``mediasec build PILE -o ours.iso --profile STD-GEN-DVD-JPEG``: ISO 9660 (level 3) with
-   a UDF 2.60 bridge, volume "DICOM", files renamed to File IDs, a DICOMDIR made from a
+   a UDF 1.02 bridge, volume "DICOM", files renamed to File IDs, a DICOMDIR made from a
    header scan of every file, each file's SHA-256 computed as it is written, the default
    read-back (``--verify quick``: the image re-parsed, every file re-read and re-hashed),
    and an ``fsync`` at commit;

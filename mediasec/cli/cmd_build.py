@@ -1,6 +1,6 @@
 """``mediasec build SRC... -o OUT``: a pile of DICOM files -> a File-set folder or disc image.
 
-* ``-o NAME.iso``: an ISO 9660 image (Level 1 names; a UDF 2.60 bridge for DVD and BD
+* ``-o NAME.iso``: an ISO 9660 image (Level 1 names; a UDF 1.02 bridge for DVD and BD
   profiles), written in one pass: the layout comes from the planned (protected) sizes and
   every file is encrypted straight into the image.
 * ``-o DIR``: a folder (a USB stick's content), built beside the target, renamed at the end.

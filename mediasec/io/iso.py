@@ -7,8 +7,8 @@ uses) is checked against byte for byte (tests/test_isowrite.py).
 ``write_metadata`` writes pycdlib's volume descriptors, path tables, directories and UDF
 side without the files' data; ``write`` is pycdlib's ``write_fp``, which pulls every file's
 bytes, in extent order, from its producer through a ``LazyReader``. Names follow PS3.12:
-ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF bridge (2.60)
-with the same names for DVD and BD profiles. The Volume Identifier is the File-set ID;
+ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF bridge
+(UDF 1.02 structures; pycdlib calls it "2.60") with the same names for DVD and BD profiles. The Volume Identifier is the File-set ID;
 "disc n of m" is the volume set size and sequence number.
 """
 

@@ -357,7 +357,7 @@ class IsoImage:
                 and (self._level != 1 or (len(stem) <= 8 and len(ext) <= 3)))
 
     def _udf_layout(self) -> int:
-        """Place the UDF side (ECMA-167 / UDF 2.60 bridge); return the next free sector."""
+        """Place the UDF side (ECMA-167 / UDF 1.02 structures, NSR02); return the next free sector."""
         self._part_start = 257
         extent = 259   # 257 File Set Descriptor, 258 its terminator
         # directories breadth first (in the order first met): the File Entry, then its File
