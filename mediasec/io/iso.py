@@ -8,8 +8,9 @@ uses) is checked against byte for byte (tests/test_isowrite.py).
 side without the files' data; ``write`` is pycdlib's ``write_fp``, which pulls every file's
 bytes, in extent order, from its producer through a ``LazyReader``. Names follow PS3.12:
 ISO 9660 Level 1 ``NAME.;1`` for a File ID component, ``/DICOMDIR.;1``; a UDF bridge
-(UDF 1.02 structures; pycdlib calls it "2.60") with the same names for DVD and BD profiles. The Volume Identifier is the File-set ID;
-"disc n of m" is the volume set size and sequence number.
+(UDF 1.02 structures; pycdlib calls it "2.60") with the same names for DVD and BD
+profiles. The Volume Identifier is the File-set ID; "disc n of m" is the volume set size
+and sequence number.
 """
 
 from __future__ import annotations
