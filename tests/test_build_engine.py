@@ -290,3 +290,66 @@ def test_parallel_scan_is_the_serial_scan(tmp_path, monkeypatch):
                            mapper=discs.FileSystemPorts.mapper(2))
     assert len(serial.scans) == 39 and len(serial.skipped) == 2
     assert parallel == serial
+
+
+class _Chunks:
+    """A producer yielding the given chunks (its planned ``size`` may differ, to test the
+    checks)."""
+
+    def __init__(self, chunks, size=None):
+        self._chunks = chunks
+        self.size = sum(map(len, chunks)) if size is None else size
+
+    def chunks(self):
+        yield from self._chunks
+
+
+@pytest.mark.parametrize("shape", [
+    [70000],                         # one chunk past GATHER, padded: one pwritev
+    [100, 200, 70000],               # gathered bytes, then a long last chunk with padding
+    [2048 * 40],                     # a whole number of sectors: no padding
+    [70000, 5],                      # a long chunk, then a short last one (gathered)
+    [3000],                          # short: gathered with its padding
+    [70000, b""],                    # the last bytes, then an empty chunk
+    [],                              # an empty file
+])
+def test_a_file_and_its_sector_padding_go_out_in_as_few_writes(tmp_path, shape, monkeypatch):
+    from mediasec.io import engine
+    rnd = random.Random(len(shape))
+    chunks = [c if isinstance(c, bytes) else rnd.randbytes(c) for c in shape]
+    data = b"".join(chunks)
+    calls = []
+    real = os.pwritev
+    monkeypatch.setattr(engine.os, "pwritev", lambda fd, parts, at: calls.append(at)
+                        or real(fd, parts, at))
+    path = tmp_path / "img"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"\xee" * (3 * 2048 + len(data) + 4096))   # no zeros already there
+        shared = engine._Shared([_Chunks(chunks)], ["f"], fd=fd, offsets=[3 * 2048],
+                                pad=True)
+        digest, _check = engine._make_one(shared, 0)
+    finally:
+        os.close(fd)
+    img = path.read_bytes()
+    padded = data + bytes(-len(data) % 2048)
+    assert img[:3 * 2048] == b"\xee" * (3 * 2048)
+    assert img[3 * 2048:3 * 2048 + len(padded)] == padded
+    assert img[3 * 2048 + len(padded):] == b"\xee" * (len(img) - 3 * 2048 - len(padded))
+    assert digest == hashlib.sha256(data).hexdigest()
+    if shape in ([70000], [100, 200, 70000], [3000]):
+        assert len(calls) == 1
+
+
+@pytest.mark.parametrize("chunks, size, what", [([b"a" * 70000, b"b" * 2], 70000, "more than"),
+                                                ([b"a" * 70000], 70002, "made 70000 bytes")])
+def test_a_file_off_its_planned_size_is_an_internal_error(tmp_path, chunks, size, what):
+    from mediasec.errors import InternalError
+    from mediasec.io import engine
+    fd = os.open(tmp_path / "img", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        shared = engine._Shared([_Chunks(chunks, size)], ["f"], fd=fd, offsets=[0], pad=True)
+        with pytest.raises(InternalError, match=what):
+            engine._make_one(shared, 0)
+    finally:
+        os.close(fd)

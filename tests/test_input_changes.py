@@ -62,3 +62,17 @@ def test_changed_while_open(tmp_path):
     # and a later open of the same path is refused too
     with pytest.raises(InputError):
         watched.open(str(path))
+
+
+def test_changed_between_collect_and_first_open(tmp_path):
+    """The identity pinned at collection (the stat the size came from) is what the first
+    open compares against: a rewrite in between is caught, not taken as the baseline."""
+    path = tmp_path / "a.dcm"
+    g.write_instance(path, "ct")
+    watched = WatchedInputs()
+    [(p, size)] = watched.collect([tmp_path])
+    assert p == str(path) and size == os.path.getsize(path)
+    _sneaky_rewrite(path)
+    with pytest.raises(InputError) as err:
+        watched.open(p)
+    assert err.value.code == "INPUT_CHANGED" and err.value.path == p

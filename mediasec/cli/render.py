@@ -60,10 +60,14 @@ def write_json(target: str | None, schema: str, body: dict, *, private: bool = F
 def json_parts(doc: dict, size: int = 1 << 16):
     """``json.dumps(doc, indent=2, default=str) + "\\n"`` in pieces of about ``size``
     characters: the indenting encoder makes one small string per token, and joining them
-    all at once held a build's 8,000-file result several times over (tens of MB)."""
+    all at once held a build's 8,000-file result several times over (tens of MB).
+
+    The text is made by ``_indented`` (the standard library's indenting encoder is pure
+    Python, one generator step per token: a third of a many-file build's parent CPU);
+    ``tests/test_json_parts.py`` holds it to ``json.dumps`` byte for byte."""
     parts: list[str] = []
     n = 0
-    for token in json.JSONEncoder(indent=2, default=str).iterencode(doc):
+    for token in _indented(doc, "\n"):
         parts.append(token)
         n += len(token)
         if n >= size:
@@ -71,6 +75,101 @@ def json_parts(doc: dict, size: int = 1 << 16):
             parts, n = [], 0
     parts.append("\n")
     yield "".join(parts)
+
+
+_esc = json.encoder.encode_basestring_ascii   # the C version where there is one
+_INF = float("inf")
+
+
+def _float(o: float) -> str:
+    if o != o:
+        return "NaN"
+    if o == _INF:
+        return "Infinity"
+    if o == -_INF:
+        return "-Infinity"
+    return float.__repr__(o)
+
+
+def _scalar(o):
+    """The JSON text of a scalar as ``json.dumps`` makes it, or None for a container (or
+    a value ``default=str`` turns into text: the caller gives ``str(o)``)."""
+    if isinstance(o, str):
+        return _esc(o)
+    if o is None:
+        return "null"
+    if o is True:
+        return "true"
+    if o is False:
+        return "false"
+    if isinstance(o, int):
+        return int.__repr__(o)
+    if isinstance(o, float):
+        return _float(o)
+    return None
+
+
+def _key(k) -> str:
+    if isinstance(k, str):
+        return _esc(k)
+    if isinstance(k, float):
+        return _esc(_float(k))
+    if k is True:
+        return '"true"'
+    if k is False:
+        return '"false"'
+    if k is None:
+        return '"null"'
+    if isinstance(k, int):
+        return _esc(int.__repr__(k))
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+
+
+def _indented(o, nl: str, _flush: int = 64):
+    """The indented JSON text of ``o`` (at the indentation ``nl`` starts a line with), in
+    pieces: scalars are joined in place, one generator step per container (and per
+    ``_flush`` scalars, so no piece grows with a long list)."""
+    s = _scalar(o)
+    if s is not None:
+        yield s
+        return
+    if isinstance(o, (list, tuple)):
+        if not o:
+            yield "[]"
+            return
+        items = ((None, v) for v in o)
+        open_, close = "[", "]"
+    elif isinstance(o, dict):
+        if not o:
+            yield "{}"
+            return
+        items = o.items()
+        open_, close = "{", "}"
+    else:
+        yield from _indented(str(o), nl)
+        return
+    inner = nl + "  "
+    buf = [open_]
+    first = True
+    for k, v in items:
+        buf.append(inner if first else "," + inner)
+        first = False
+        if k is not None or close == "}":
+            buf.append(_key(k) + ": ")
+        s = _scalar(v)
+        if s is None and not isinstance(v, (list, tuple, dict)):
+            s = _scalar(str(v))
+        if s is not None:
+            buf.append(s)
+            if len(buf) >= _flush:
+                yield "".join(buf)
+                buf = []
+        else:
+            yield "".join(buf)
+            buf = []
+            yield from _indented(v, inner)
+    buf.append(nl + close)
+    yield "".join(buf)
 
 
 def check_side_outputs(*targets: str | None, inputs=(), outputs=()) -> None:

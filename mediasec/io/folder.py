@@ -27,8 +27,10 @@ __all__ = ["collect_inputs", "open_input", "resolve_file_id", "FolderSink", "Fol
            "WatchedInputs", "identity"]
 
 
-def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
-    """All regular files under ``paths`` as ``(absolute path, size)``, sorted per folder."""
+def collect_inputs(paths: Iterable[str | os.PathLike],
+                   stats: dict[str, os.stat_result] | None = None) -> list[tuple[str, int]]:
+    """All regular files under ``paths`` as ``(absolute path, size)``, sorted per folder;
+    ``stats`` (if given) gets each file's ``stat`` (the one its size comes from)."""
     out: list[tuple[str, int]] = []
     seen: set[tuple[int, int]] = set()
 
@@ -37,6 +39,8 @@ def collect_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
         if key not in seen:
             seen.add(key)
             out.append((path, st.st_size))
+            if stats is not None:
+                stats[path] = st
 
     def walk(folder: str) -> None:
         try:
@@ -94,12 +98,10 @@ class WatchedInputs:
         self.seen: dict[str, tuple] = {}
 
     def collect(self, paths: Iterable[str | os.PathLike]) -> list[tuple[str, int]]:
-        out = collect_inputs(paths)
+        stats: dict[str, os.stat_result] = {}
+        out = collect_inputs(paths, stats)   # one stat per file: its size and its identity
         for path, _size in out:
-            try:
-                self.seen.setdefault(path, identity(os.stat(path)))
-            except OSError as exc:
-                raise env_error(exc, path) from exc
+            self.seen.setdefault(path, identity(stats[path]))
         return out
 
     def open(self, path: str) -> BinaryIO:

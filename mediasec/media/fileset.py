@@ -210,12 +210,18 @@ class _Missing:
         raise err
 
 
-def _uid_or_made(s: ScannedFile, tag: int, kind: str, made: dict, key: tuple) -> str:
-    """The file's UID at ``tag``, or one made up from ``key`` (the same for the same key)."""
+def _uid_or_made(s: ScannedFile, tag: int, kind: str, made: dict,
+                 key: Callable[[], tuple]) -> str:
+    """The file's UID at ``tag``, or one made up from ``key()`` (the same for the same key;
+    asked only when the UID is missing: once per file otherwise, for nothing)."""
     uid = s.text(tag)
     if uid:
         return uid
-    uid, files = made.setdefault(key, (_hash_uid(kind, *key), []))
+    key = key()
+    hit = made.get(key)
+    if hit is None:
+        hit = made[key] = (_hash_uid(kind, *key), [])
+    uid, files = hit
     files.append(s.source)
     return uid
 
@@ -284,12 +290,13 @@ def index_fileset(scans: Iterable[ScannedFile], *, profile: MediaProfile,
     for pid, members in patients.items():
         for s, rtype in members:
             st_uid = _uid_or_made(s, STUDY_UID, "study", made_study,
-                                  (pid, s.text(STUDY_ID) or "", s.text(STUDY_DATE) or "",
-                                   s.text(0x00080050) or ""))
+                                  lambda: (pid, s.text(STUDY_ID) or "",
+                                           s.text(STUDY_DATE) or "", s.text(0x00080050) or ""))
             _claim(study_of, st_uid, pid, s, warnings, "FILESET_STUDY_TWO_PATIENTS",
                    f"study {st_uid} also appears under another patient")
             se_uid = _uid_or_made(s, SERIES_UID, "series", made_series,
-                                  (st_uid, s.text(MODALITY) or "", s.text(SERIES_NUMBER) or ""))
+                                  lambda: (st_uid, s.text(MODALITY) or "",
+                                           s.text(SERIES_NUMBER) or ""))
             _claim(series_of, se_uid, st_uid, s, warnings, "FILESET_SERIES_TWO_STUDIES",
                    f"series {se_uid} also appears in another study")
             if se_uid not in series:
@@ -343,7 +350,8 @@ def index_fileset(scans: Iterable[ScannedFile], *, profile: MediaProfile,
         for k in keys:
             tag = k.tag
             hit = values.get(tag)
-            if hit is not None and s.present(tag):
+            if hit is not None and (hit[1].strip(b"\0 ") if hit[0] != "SQ"
+                                    else s.present(tag)):   # s.present(tag), inlined
                 out.append((tag, hit[0], hit[1]))
             elif k.type == "1":
                 value = fills.get(tag) or _fill_for(k)
