@@ -324,6 +324,12 @@ class Item:
             self._index = {e.tag: e for e in self.elements}
         return self._index.get(tag)
 
+    def index(self) -> dict:
+        """Tag -> element (built once; read only)."""
+        if self._index is None:
+            self._index = {e.tag: e for e in self.elements}
+        return self._index
+
     def content_end(self) -> int:
         """Where a new last element goes (before the item delimiter, if any)."""
         return self.end - 8 if self.undefined and self.hdr is not None else self.end
