@@ -86,7 +86,13 @@ def new_hash(mac: str, *, force_fallback: bool = False):
     name = MAC_ALGORITHMS[mac][0]
     if name == "ripemd160" and (force_fallback or not _HASHLIB_RIPEMD):
         return _PyRIPEMD160()
-    return hashlib.new(name)
+    make = _CONSTRUCTORS.get(name)
+    return make() if make is not None else hashlib.new(name)
+
+
+#: hashlib's named constructors (faster than ``hashlib.new(name)``)
+_CONSTRUCTORS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
+                 "sha512": hashlib.sha512, "md5": hashlib.md5}
 
 
 def hash_oid(mac: str) -> str:

@@ -758,16 +758,26 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
             r.status, r.message = "not_signable", f"listed element ({tag_str(t)}) is not signable"
             return
         present_els.append(el)
+    # T (a few small values) and the facts judged once the crypto holds are made before
+    # S is hashed: the Python that follows a pass over the pixel data runs on cold caches
+    tail: list = []
+    _feed_tail(sig_item, tail.append, src)
+    profiles = profiles_satisfied(
+        rsa=is_rsa, mac_ok=True, ts_ok=True,
+        top_level=not level.path, signed=listed.tag_set, present=frozenset(index),
+        sop_class=sop_class, purpose=(r.purpose or {}).get("code"), verified=verified)
+    when = _parse_dt(r.datetime)
     pre = digests(level, mac, tags) if digests is not None else None
     if pre is not None:
         h = pre
     else:
         macs.StreamBuilder(src, h.update).elements(present_els)
-    _feed_tail(sig_item, h.update, src)
+    for piece in tail:
+        h.update(piece)
     digest = h.digest()
-    if isinstance(pub, rsa.RSAPublicKey):
+    if is_rsa:
         try:
-            recovered = pub.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+            recovered = pub.recover_data_from_signature(signature, _PKCS1, None)
         except (InvalidSignature, ValueError, TypeError):
             recovered = None
         if recovered is not None and recovered == macs.digest_info_prefix(mac) + digest:
@@ -811,11 +821,7 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
                 r.message += f"; listed elements now missing: {', '.join(r.missing_elements)}"
             return
     # the crypto holds: the certificate
-    r.profiles = profiles_satisfied(
-        rsa=is_rsa, mac_ok=True, ts_ok=True,
-        top_level=not level.path, signed=listed.tag_set, present=frozenset(index),
-        sop_class=sop_class, purpose=(r.purpose or {}).get("code"), verified=verified)
-    when = _parse_dt(r.datetime)
+    r.profiles = profiles
     if when is None:
         r.status, r.message = "malformed", f"Digital Signature DateTime {r.datetime!r} is invalid"
         return
@@ -851,6 +857,9 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     r.status = "valid"
     r.message = f"valid signature by {r.signer}"
+
+
+_PKCS1 = padding.PKCS1v15()
 
 
 def _old_format_digest_or_none(src, item: Item, tags, sig_item: Item, mac: str):
