@@ -407,9 +407,10 @@ class _Parser:
         append = elements.append
         explicit = coding.explicit
         vr_info = _VR_INFO
+        stop = end if end is not None else 1 << 62
         while True:
-            if end is not None and off >= end:
-                if off > end:
+            if off >= stop:
+                if off > stop:
                     raise Malformed("an element runs past the end of its item")
                 return off
             if off + 8 > size:
@@ -520,7 +521,6 @@ def parse_part10(src: Source) -> Part10:
         raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)")
     p = _Parser(src)
     off = 132
-    meta = Item(None, 132, 0, 0, EXPLICIT_LE)
     ts = None
     while off + 8 <= src.size:
         if src.read(off, 2) != b"\x02\x00":
@@ -530,7 +530,6 @@ def parse_part10(src: Source) -> Part10:
             raise Malformed("bad file meta information")
         if tag == 0x00020010:
             ts = src.read(val, length).rstrip(b"\0 ").decode("ascii", "replace")
-        meta.elements.append(Element(tag, vr, off, val, length, val + length, EXPLICIT_LE))
         off = val + length
     if ts is None:
         raise NotDicomError("no Transfer Syntax UID in the file meta information")
