@@ -22,8 +22,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, UNDEFINED, \
-    implicit_vr
+from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, TEXT_VRS, \
+    UNDEFINED, implicit_vr
 from mediasec.errors import InputError, NotDicomError
 from mediasec.dicom.tags import PIXEL_REPRESENTATION
 
@@ -580,7 +580,6 @@ def swap_value(vr: str, value: bytes) -> bytes:
 def pad(vr: str, value: bytes) -> bytes:
     if len(value) % 2 == 0:
         return value
-    from mediasec.dicom._elements import TEXT_VRS
     return value + (b" " if vr in TEXT_VRS else b"\0")
 
 

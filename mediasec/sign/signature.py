@@ -320,7 +320,7 @@ def _next_mac_id(item: Item, src) -> int:
 
 def _choose_tags(level: Level, profile, req: SignRequest, src) -> list[int]:
     item = level.item
-    present = {el.tag: el for el in item.elements}
+    present = item.index()
     if req.tags is None:
         # every signable element (each judged once)
         is_signable = macs.is_signable
@@ -485,9 +485,21 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
     return plan_signature(part, signer.certificate, req, policy=policy).execute(signer)
 
 
-@functools.lru_cache(maxsize=16)
 def _der_of(cert) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
+    """The certificate's DER, remembered by identity (a certificate object hashes its whole
+    DER on every lookup; the entry holds the object, so its id is not reused meanwhile)."""
+    hit = _DER_BY_ID.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if len(_DER_BY_ID) >= 16:
+        _DER_BY_ID.clear()
+    _DER_BY_ID[id(cert)] = (cert, der)
+    return der
+
+
+#: id(certificate) -> (certificate, DER): derived data of immutable objects only
+_DER_BY_ID: dict = {}
 
 
 def _parse_items(elements) -> Item:
