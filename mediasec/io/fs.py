@@ -11,8 +11,10 @@ result or nothing at all:
 * other outputs the same by default (``anonymous=False`` or a file system without
   ``O_TMPFILE``: a named temp file ``.NAME.partial-XXXX`` beside the target).
 
-``commit()`` fsyncs, renames over the target (``os.replace``) and fsyncs the folder;
-leaving the ``with`` block without ``commit()`` (an error) removes everything.
+``commit()`` fsyncs, names the file (an anonymous one whose target does not exist is
+linked straight to it; otherwise it is renamed over the target with ``os.replace``) and
+fsyncs the folder; leaving the ``with`` block without ``commit()`` (an error) removes
+everything.
 """
 
 from __future__ import annotations
@@ -282,6 +284,23 @@ class AtomicOutput:
             self.committed = True
             self._close()
             return
+        if self.anonymous:
+            # a new target (the usual case): linked straight to its name, complete and
+            # durable, in one step (no hidden name, no rename); one that exists is
+            # replaced the way below
+            try:
+                os.fsync(self._fd)
+                os.fchmod(self._fd, self.mode)
+                _link_fd(self._fd, self.target)
+                fsync_dir(parent)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise env_error(exc, self.target) from exc
+            else:
+                self.committed = True
+                self._close()
+                return
         try:
             os.fsync(self._fd)
             if self.anonymous:

@@ -22,8 +22,8 @@ from array import array
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
-from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, UNDEFINED, \
-    implicit_vr
+from mediasec.dicom._elements import ITEM, ITEM_DELIM, LONG_VRS, SEQ_DELIM, TEXT_VRS, \
+    UNDEFINED, implicit_vr
 from mediasec.errors import InputError, NotDicomError
 from mediasec.dicom.tags import PIXEL_REPRESENTATION
 
@@ -50,6 +50,8 @@ SWAP = {"US": 2, "SS": 2, "OW": 2, "AT": 2, "UL": 4, "SL": 4, "FL": 4, "OF": 4, 
         "FD": 8, "OD": 8, "SV": 8, "UV": 8, "OV": 8}
 _ARRAY = {2: "H", 4: "I", 8: "Q"}
 _VR_OF = {v.encode(): v for v in _VRS}
+#: VR bytes -> (VR, has a 4-byte length)
+_VR_INFO = {v.encode(): (v, v in LONG_VRS) for v in _VRS}
 
 
 class Malformed(InputError):
@@ -322,6 +324,12 @@ class Item:
             self._index = {e.tag: e for e in self.elements}
         return self._index.get(tag)
 
+    def index(self) -> dict:
+        """Tag -> element (built once; read only)."""
+        if self._index is None:
+            self._index = {e.tag: e for e in self.elements}
+        return self._index
+
     def content_end(self) -> int:
         """Where a new last element goes (before the item delimiter, if any)."""
         return self.end - 8 if self.undefined and self.hdr is not None else self.end
@@ -349,6 +357,7 @@ _LE_HH = struct.Struct("<HH").unpack_from
 _BE_HH = struct.Struct(">HH").unpack_from
 _LE_I = struct.Struct("<I").unpack_from
 _LE_H = struct.Struct("<H").unpack_from
+_LE_HDR = struct.Struct("<HH2sH").unpack_from
 
 
 def _tag(b: bytes, little: bool) -> int:
@@ -390,63 +399,71 @@ class _Parser:
             raise Malformed("sequences nested too deep")
         elements = item.elements
         last = -1
-        data = getattr(self.src, "data", None)
+        src = self.src
+        data = getattr(src, "data", None)
         fast = data is not None and coding.explicit and coding.little
-        size = self.src.size
+        size = src.size
         small = self.small
         append = elements.append
+        explicit = coding.explicit
+        vr_info = _VR_INFO
+        stop = end if end is not None else 1 << 62
         while True:
-            if end is not None and off >= end:
-                if off > end:
+            if off >= stop:
+                if off > stop:
                     raise Malformed("an element runs past the end of its item")
                 return off
             if off + 8 > size:
                 raise Malformed("file ends inside a data element", code="DICOM_TRUNCATED")
             if fast:
-                # explicit VR little endian in memory: the common case, inlined
-                g, e = _LE_HH(data, off)
+                # explicit VR little endian in memory: the common case, inlined (one unpack
+                # of tag, VR and short length)
+                g, e, vrb, length = _LE_HDR(data, off)
                 tag = (g << 16) | e
                 if g == 0xFFFE:
                     vr, length, val = None, _LE_I(data, off + 4)[0], off + 8
                 else:
-                    vr = _VR_OF.get(data[off + 4:off + 6])
-                    if vr is None:
+                    info = vr_info.get(vrb)
+                    if info is None:
                         raise Malformed(f"({g:04X},{e:04X}) has an unknown VR")
-                    if vr in LONG_VRS:
+                    vr, long = info
+                    if long:
                         if off + 12 > size:
                             raise Malformed("file ends inside a data element",
                                             code="DICOM_TRUNCATED")
                         length, val = _LE_I(data, off + 8)[0], off + 12
                     else:
-                        length, val = _LE_H(data, off + 6)[0], off + 8
+                        val = off + 8
             else:
                 tag, vr, length, val = self.header(off, coding)
-            if tag == ITEM_DELIM:
-                if end is not None:
-                    raise Malformed("item delimiter in a defined-length item")
-                return val
             if vr is None:
+                if tag == ITEM_DELIM:
+                    if end is not None:
+                        raise Malformed("item delimiter in a defined-length item")
+                    return val
                 raise Malformed(f"unexpected item tag (FFFE,{tag & 0xFFFF:04X}) in a data set")
             if tag <= last:
                 raise Malformed(f"elements out of order at ({tag >> 16:04X},{tag & 0xFFFF:04X})")
             last = tag
-            el = Element(tag, vr, off, val, length, 0, coding)
-            if tag == PIXEL_REPRESENTATION and depth == 0 and length == 2:
-                self.pixrep = struct.unpack((coding.endian) + "H", self.src.read(val, 2))[0]
-            if vr == "SQ" or (length == UNDEFINED and (vr == "UN" or not coding.explicit)):
-                inner = coding if vr == "SQ" else IMPLICIT_LE
+            if vr == "SQ" or (length == UNDEFINED and (vr == "UN" or not explicit)):
+                el = Element(tag, vr, off, val, length, 0, coding)
                 el.items = []
-                el.end = self.items(val, length, inner, depth + 1, el.items)
+                el.end = self.items(val, length, coding if vr == "SQ" else IMPLICIT_LE,
+                                    depth + 1, el.items)
             elif length == UNDEFINED:
+                el = Element(tag, vr, off, val, length, 0, coding)
                 el.frags = []
                 el.end = self.fragments(val, el.frags, coding)
             else:
-                el_end = el.end = val + length
+                el_end = val + length
                 if el_end > size:
                     raise Malformed(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) runs past the end "
                                     "of the file", code="DICOM_TRUNCATED")
-                if length <= small:
-                    el.value = data[val:el_end] if fast else self.src.read(val, length)
+                el = Element(tag, vr, off, val, length, el_end, coding,
+                             (data[val:el_end] if fast else src.read(val, length))
+                             if length <= small else None)
+                if tag == PIXEL_REPRESENTATION and depth == 0 and length == 2:
+                    self.pixrep = struct.unpack(coding.endian + "H", src.read(val, 2))[0]
             append(el)
             off = el.end
 
@@ -504,7 +521,6 @@ def parse_part10(src: Source) -> Part10:
         raise NotDicomError("not a DICOM Part 10 file (no DICM at byte 128)")
     p = _Parser(src)
     off = 132
-    meta = Item(None, 132, 0, 0, EXPLICIT_LE)
     ts = None
     while off + 8 <= src.size:
         if src.read(off, 2) != b"\x02\x00":
@@ -514,7 +530,6 @@ def parse_part10(src: Source) -> Part10:
             raise Malformed("bad file meta information")
         if tag == 0x00020010:
             ts = src.read(val, length).rstrip(b"\0 ").decode("ascii", "replace")
-        meta.elements.append(Element(tag, vr, off, val, length, val + length, EXPLICIT_LE))
         off = val + length
     if ts is None:
         raise NotDicomError("no Transfer Syntax UID in the file meta information")
@@ -565,7 +580,6 @@ def swap_value(vr: str, value: bytes) -> bytes:
 def pad(vr: str, value: bytes) -> bytes:
     if len(value) % 2 == 0:
         return value
-    from mediasec.dicom._elements import TEXT_VRS
     return value + (b" " if vr in TEXT_VRS else b"\0")
 
 

@@ -86,7 +86,13 @@ def new_hash(mac: str, *, force_fallback: bool = False):
     name = MAC_ALGORITHMS[mac][0]
     if name == "ripemd160" and (force_fallback or not _HASHLIB_RIPEMD):
         return _PyRIPEMD160()
-    return hashlib.new(name)
+    make = _CONSTRUCTORS.get(name)
+    return make() if make is not None else hashlib.new(name)
+
+
+#: hashlib's named constructors (faster than ``hashlib.new(name)``)
+_CONSTRUCTORS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
+                 "sha512": hashlib.sha512, "md5": hashlib.md5}
 
 
 def hash_oid(mac: str) -> str:
@@ -130,14 +136,18 @@ def _contains_un(el: Element) -> bool:
 
 def is_signable(el: Element) -> bool:
     """PS3.15 C.12.1.1.3.1.1 as dcmsign applies it."""
-    if _tag_excluded(el.tag) or el.vr == "UN":
+    tag = el.tag
+    # _tag_excluded and UN, inlined (called for every element of every level checked)
+    if (not tag & 0xFFFF or tag < 0x00080000 or (tag >> 16) in _EXCLUDED_GROUPS
+            or tag in NOT_SIGNABLE_TAGS or el.vr == "UN"):
         return False
-    if el.vr not in LONG_VRS and el.items is None and 0xFFFF < el.length != 0xFFFFFFFF:
-        return False        # implicit VR only: no explicit VR encoding exists for it
+    if el.items is None:
+        # implicit VR only: a short-VR value over 64 KiB has no explicit VR encoding
+        return el.vr in LONG_VRS or el.length <= 0xFFFF or el.length == 0xFFFFFFFF
+    return not _contains_un(el)
 
-    if el.items is not None and _contains_un(el):
-        return False
-    return True
+
+_EXCLUDED_GROUPS = frozenset({0xFFFA, 0xFFFE})
 
 
 # -- the stream --------------------------------------------------------------------------------
@@ -195,9 +205,11 @@ class StreamBuilder:
         explicit VR little endian elements straight from the file: their stored bytes *are*
         their canonical encoding (same header layout, even length)."""
         run_start = run_end = None
+        raw_ok = not self.old_format
         for el in els:
-            if (el.items is None and el.frags is None and not el.length & 1
-                    and el.coding.explicit and el.coding.little and not self.old_format
+            c = el.coding
+            if (raw_ok and el.items is None and el.frags is None and not el.length & 1
+                    and c.explicit and c.little
                     and (el.vr not in LONG_VRS or self._reserved_zero(el))):
                 if run_end == el.hdr:
                     run_end = el.end

@@ -320,7 +320,7 @@ def _next_mac_id(item: Item, src) -> int:
 
 def _choose_tags(level: Level, profile, req: SignRequest, src) -> list[int]:
     item = level.item
-    present = {el.tag: el for el in item.elements}
+    present = item.index()
     if req.tags is None:
         # every signable element (each judged once)
         is_signable = macs.is_signable
@@ -485,9 +485,21 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
     return plan_signature(part, signer.certificate, req, policy=policy).execute(signer)
 
 
-@functools.lru_cache(maxsize=16)
 def _der_of(cert) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
+    """The certificate's DER, remembered by identity (a certificate object hashes its whole
+    DER on every lookup; the entry holds the object, so its id is not reused meanwhile)."""
+    hit = _DER_BY_ID.get(id(cert))
+    if hit is not None and hit[0] is cert:
+        return hit[1]
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if len(_DER_BY_ID) >= 16:
+        _DER_BY_ID.clear()
+    _DER_BY_ID[id(cert)] = (cert, der)
+    return der
+
+
+#: id(certificate) -> (certificate, DER): derived data of immutable objects only
+_DER_BY_ID: dict = {}
 
 
 def _parse_items(elements) -> Item:
@@ -502,10 +514,14 @@ def _parse_items(elements) -> Item:
 
 def _feed_tail(item: Item, update, src=None) -> None:
     src = src or item._src
-    sb = macs.StreamBuilder(src, update)
-    for el in sorted(item.elements, key=lambda e: e.tag):
-        if el.tag not in macs.SIGNATURE_TAIL_EXCLUDED and macs.is_signable(el):
-            sb.element(el)
+    excluded, is_signable = macs.SIGNATURE_TAIL_EXCLUDED, macs.is_signable
+    macs.StreamBuilder(src, update).elements(
+        [el for el in sorted(item.elements, key=_by_tag)
+         if el.tag not in excluded and is_signable(el)])
+
+
+def _by_tag(el: Element) -> int:
+    return el.tag
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -680,9 +696,10 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
     if tag_el is None or mac is None or mac_ts is None:
         r.message = "MAC Parameters item lacks a required attribute"
         return
-    tags = sorted(set(_at_list(tag_el, src)))
+    listed = _tag_list(tag_el, src)
+    tags = list(listed.tags)
     r.signed_tags = tags
-    r.covers_status = bool(set(tags) & set(STATUS_TAGS)) and not level.path
+    r.covers_status = listed.covers_status and not level.path
     cert_el, sig_el = sig_item.get(CERT_OF_SIGNER), sig_item.get(SIGNATURE)
     cert_type = _text(sig_item.get(CERT_TYPE), src)
     if cert_el is None or sig_el is None or r.uid is None or r.datetime is None:
@@ -691,34 +708,42 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
     if cert_type != "X509_1993_SIG":
         r.message = f"certificate type {cert_type!r} is not X509_1993_SIG"
         return
-    try:
-        cert = pcerts.from_der(_der_trim(cert_el.read_value(src)))   # cached by DER
-    except (ValueError, InvalidVersion):
-        r.message = "the Certificate of Signer does not parse"
-        return
-    try:
-        r.signer = pcerts.describe(cert)
-        r.serial = f"{cert.serial_number:x}"
-    except ValueError:
-        r.message = "the Certificate of Signer does not parse"
-        return
+    cert_raw = cert_el.read_value(src)
+    facts = _SIGNERS.lookup(cert_raw)
+    if facts is None:
+        try:
+            cert = pcerts.from_der(_der_trim(cert_raw))   # cached by DER
+        except (ValueError, InvalidVersion):
+            r.message = "the Certificate of Signer does not parse"
+            return
+        try:
+            r.signer = pcerts.describe(cert)
+            r.serial = f"{cert.serial_number:x}"
+        except ValueError:
+            r.message = "the Certificate of Signer does not parse"
+            return
+        try:
+            pub = cert.public_key()
+        except (UnsupportedAlgorithm, ValueError):
+            r.status, r.message = ("unsupported_algorithm",
+                                   "the signer's key type is not supported")
+            return
+        facts = _SignerFacts(cert, r.signer, r.serial, pub)
+        _SIGNERS.put(cert_raw, facts)
+    else:
+        cert, pub = facts.cert, facts.pub
+        r.signer, r.serial = facts.signer, facts.serial
     signature = sig_el.read_value(src)
-    try:
-        pub = cert.public_key()
-    except (UnsupportedAlgorithm, ValueError):
-        r.status, r.message = "unsupported_algorithm", "the signer's key type is not supported"
-        return
+    is_rsa = facts.is_rsa
     r.timestamp = _timestamp_info(sig_item, src, _der_trim(signature) if
-                                  not isinstance(pub, rsa.RSAPublicKey) else signature)
-    if isinstance(pub, rsa.RSAPublicKey):
-        r.key = f"RSA-{pub.key_size}"
-        if pub.key_size < 2048:
-            r.weak.append(f"an RSA-{pub.key_size} key")
-    elif isinstance(pub, ec.EllipticCurvePublicKey):
-        r.key = f"ECDSA-{pub.curve.name}"
+                                  not is_rsa else signature)
+    r.key = facts.key
+    if is_rsa:
+        if facts.weak_key:
+            r.weak.append(facts.weak_key)
+    elif facts.is_ec:
         r.dicom_profile_key = False
     else:
-        r.key = type(pub).__name__.removeprefix("_")
         r.status, r.message = "unsupported_algorithm", f"a {r.key} key"
         return
     if mac not in macs.MAC_ALGORITHMS:
@@ -733,26 +758,38 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
     # S || T
     h = macs.new_hash(mac)
     item = level.item
+    index = item.index()
+    get, is_signable = index.get, macs.is_signable
     present_els = []
     for t in tags:
-        el = item.get(t)
+        el = get(t)
         if el is None:
             r.missing_elements.append(tag_str(t))
             continue
-        if not macs.is_signable(el):
+        if not is_signable(el):
             r.status, r.message = "not_signable", f"listed element ({tag_str(t)}) is not signable"
             return
         present_els.append(el)
+    # T (a few small values) and the facts judged once the crypto holds are made before
+    # S is hashed: the Python that follows a pass over the pixel data runs on cold caches
+    tail: list = []
+    _feed_tail(sig_item, tail.append, src)
+    profiles = profiles_satisfied(
+        rsa=is_rsa, mac_ok=True, ts_ok=True,
+        top_level=not level.path, signed=listed.tag_set, present=frozenset(index),
+        sop_class=sop_class, purpose=(r.purpose or {}).get("code"), verified=verified)
+    when = _parse_dt(r.datetime)
     pre = digests(level, mac, tags) if digests is not None else None
     if pre is not None:
         h = pre
     else:
         macs.StreamBuilder(src, h.update).elements(present_els)
-    _feed_tail(sig_item, h.update, src)
+    for piece in tail:
+        h.update(piece)
     digest = h.digest()
-    if isinstance(pub, rsa.RSAPublicKey):
+    if is_rsa:
         try:
-            recovered = pub.recover_data_from_signature(signature, padding.PKCS1v15(), None)
+            recovered = pub.recover_data_from_signature(signature, _PKCS1, None)
         except (InvalidSignature, ValueError, TypeError):
             recovered = None
         if recovered is not None and recovered == macs.digest_info_prefix(mac) + digest:
@@ -796,39 +833,35 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
                 r.message += f"; listed elements now missing: {', '.join(r.missing_elements)}"
             return
     # the crypto holds: the certificate
-    present = {el.tag for el in item.elements}
-    r.profiles = profiles_satisfied(
-        rsa=isinstance(pub, rsa.RSAPublicKey), mac_ok=True, ts_ok=True,
-        top_level=not level.path, signed=set(tags), present=present, sop_class=sop_class,
-        purpose=(r.purpose or {}).get("code"), verified=verified)
-    when = _parse_dt(r.datetime)
+    r.profiles = profiles
     if when is None:
         r.status, r.message = "malformed", f"Digital Signature DateTime {r.datetime!r} is invalid"
         return
     # dcmsign: notBefore < DateTime < notAfter, whole seconds, offset ignored
     naive = when.replace(tzinfo=_dt.timezone.utc, microsecond=0)
-    if naive <= cert.not_valid_before_utc:
+    not_before, not_after = facts.validity()
+    if naive <= not_before:
         r.status = "not_yet_valid_at_signing"
         r.message = (f"the signer's certificate was not yet valid when it signed "
-                     f"({r.datetime}; valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S})")
+                     f"({r.datetime}; valid from {not_before:%Y-%m-%d %H:%M:%S})")
         return
-    if naive >= cert.not_valid_after_utc:
+    if naive >= not_after:
         r.status = "expired_at_signing"
         r.message = (f"the signer's certificate had expired when it signed ({r.datetime}; "
-                     f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S})")
+                     f"valid until {not_after:%Y-%m-%d %H:%M:%S})")
         return
     current = now or _dt.datetime.now(_dt.timezone.utc)
     if trust is not None and trust.has_anchors:
         try:
-            _check_chain(cert, trust, trust.at or when)
+            _check_chain(cert, trust, trust.at or when, facts)
         except SignatureError as exc:
             r.status = "key_usage" if exc.code == "SIG_KEYUSAGE" else "untrusted"
             r.message = exc.message
             return
-    if current > cert.not_valid_after_utc:
+    if current > not_after:
         r.status = "expired"
         r.message = (f"the signer's certificate expired on "
-                     f"{cert.not_valid_after_utc:%Y-%m-%d} (valid when it signed)")
+                     f"{not_after:%Y-%m-%d} (valid when it signed)")
         return
     if trust is None or not trust.has_anchors:
         r.status = "trust_not_checked"
@@ -836,6 +869,9 @@ def _check_one(part, level: Level, sig_item: Item, r: SignatureResult, trust, no
         return
     r.status = "valid"
     r.message = f"valid signature by {r.signer}"
+
+
+_PKCS1 = padding.PKCS1v15()
 
 
 def _old_format_digest_or_none(src, item: Item, tags, sig_item: Item, mac: str):
@@ -867,15 +903,86 @@ def _old_format_digest(src, item: Item, tags, sig_item: Item, mac: str) -> bytes
 _CHAIN_OK = pcerts.Memo(64)
 
 
-def _check_chain(cert, trust: TrustContext, at: _dt.datetime) -> None:
+def _check_chain(cert, trust: TrustContext, at: _dt.datetime,
+                 facts: "_SignerFacts | None" = None) -> None:
+    if facts is not None:
+        # the job's trust sets are the same objects file after file: found by identity
+        # (the entry holds them, so their ids cannot be reused while it lives), without
+        # hashing three certificates per file
+        hit = facts.windows.get((id(trust.anchors), id(trust.intermediates)))
+        if (hit is not None and hit[0] is trust.anchors and hit[1] is trust.intermediates
+                and hit[2] < at < hit[3]):
+            return
     key = (cert, trust.anchors, trust.intermediates)
     window = _CHAIN_OK.lookup(key)
-    if window is not None and window[0] < at < window[1]:
-        return
-    chain = check_signer_certificate(cert, trust=TrustContext(
-        anchors=trust.anchors, intermediates=trust.intermediates, at=at), signing_time=at)
-    _CHAIN_OK.put(key, (max(c.not_valid_before_utc for c in chain),
-                        min(c.not_valid_after_utc for c in chain)))
+    if window is None or not window[0] < at < window[1]:
+        chain = check_signer_certificate(cert, trust=TrustContext(
+            anchors=trust.anchors, intermediates=trust.intermediates, at=at),
+            signing_time=at)
+        window = (max(c.not_valid_before_utc for c in chain),
+                  min(c.not_valid_after_utc for c in chain))
+        _CHAIN_OK.put(key, window)
+    if facts is not None:
+        facts.windows[(id(trust.anchors), id(trust.intermediates))] = (
+            trust.anchors, trust.intermediates, window[0], window[1])
+
+
+class _SignerFacts:
+    """What the check needs of one Certificate of Signer value, derived once per job (the
+    files of a study carry the same signer): kept only once the certificate parsed and
+    gave its description and key, so a damaged one takes the full steps every time."""
+
+    __slots__ = ("cert", "signer", "serial", "pub", "is_rsa", "is_ec", "key", "weak_key",
+                 "_validity", "windows")
+
+    def __init__(self, cert, signer: str, serial: str, pub):
+        self.cert, self.signer, self.serial, self.pub = cert, signer, serial, pub
+        self.is_rsa = isinstance(pub, rsa.RSAPublicKey)
+        self.is_ec = not self.is_rsa and isinstance(pub, ec.EllipticCurvePublicKey)
+        self.weak_key = None
+        if self.is_rsa:
+            self.key = f"RSA-{pub.key_size}"
+            if pub.key_size < 2048:
+                self.weak_key = f"an RSA-{pub.key_size} key"
+        elif self.is_ec:
+            self.key = f"ECDSA-{pub.curve.name}"
+        else:
+            self.key = type(pub).__name__.removeprefix("_")
+        self._validity = None
+        #: (id(anchors), id(intermediates)) -> (anchors, intermediates, from, until)
+        self.windows: dict = {}
+
+    def validity(self) -> tuple[_dt.datetime, _dt.datetime]:
+        """(notBefore, notAfter), read on first use (where the check first needs them)."""
+        if self._validity is None:
+            self._validity = (self.cert.not_valid_before_utc, self.cert.not_valid_after_utc)
+        return self._validity
+
+
+#: Certificate of Signer value (as stored) -> _SignerFacts; job-scoped
+_SIGNERS = pcerts.Memo(64)
+
+
+@dataclass(frozen=True)
+class _TagList:
+    tags: tuple          # ascending, each once
+    tag_set: frozenset
+    covers_status: bool  # lists a SOP Instance Status tag
+
+
+#: (Data Elements Signed value, byte order) -> _TagList; job-scoped
+_TAG_LISTS = pcerts.Memo(256)
+
+
+def _tag_list(el: Element, src) -> _TagList:
+    raw = el.read_value(src)
+    key = (raw, el.coding.endian)
+    hit = _TAG_LISTS.lookup(key)
+    if hit is None:
+        tags = tuple(sorted(set(_at_list(el, src))))
+        hit = _TagList(tags, frozenset(tags), bool(set(tags) & set(STATUS_TAGS)))
+        _TAG_LISTS.put(key, hit)
+    return hit
 
 
 def _digest_info(recovered: bytes | None):
