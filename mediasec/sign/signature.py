@@ -486,20 +486,19 @@ def sign_part10(part: Part10, signer, req: SignRequest = SignRequest(), *,
 
 
 def _der_of(cert) -> bytes:
-    """The certificate's DER, remembered by identity (a certificate object hashes its whole
-    DER on every lookup; the entry holds the object, so its id is not reused meanwhile)."""
-    hit = _DER_BY_ID.get(id(cert))
+    """The certificate's DER, remembered by identity for the running job (a certificate
+    object hashes its whole DER on every lookup; the entry holds the object, so its id is
+    not reused while the entry lives)."""
+    hit = _DER_BY_ID.lookup(id(cert))
     if hit is not None and hit[0] is cert:
         return hit[1]
     der = cert.public_bytes(serialization.Encoding.DER)
-    if len(_DER_BY_ID) >= 16:
-        _DER_BY_ID.clear()
-    _DER_BY_ID[id(cert)] = (cert, der)
+    _DER_BY_ID.put(id(cert), (cert, der))
     return der
 
 
-#: id(certificate) -> (certificate, DER): derived data of immutable objects only
-_DER_BY_ID: dict = {}
+#: id(certificate) -> (certificate, DER); job-scoped
+_DER_BY_ID = pcerts.Memo(16)
 
 
 def _parse_items(elements) -> Item:
