@@ -194,6 +194,16 @@ def scaling(args, base: str | None) -> int:
     return 0
 
 
+def compile_package() -> None:
+    """Byte-compile mediasec once, untimed, as an installed package is (pip compiles on
+    install). Otherwise, with PYTHONDONTWRITEBYTECODE set (as in some shells and CI), every
+    timed run would recompile about 85 modules from source: 0.15-0.3 s of CPU per run that no
+    user pays."""
+    import compileall
+    import mediasec
+    compileall.compile_dir(os.path.dirname(mediasec.__file__), quiet=1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="mixed-256m", choices=sorted(SHAPES))
@@ -210,6 +220,7 @@ def main() -> int:
     for tool in ("openssl", "dcmmkdir", "genisoimage", "xargs", "/usr/bin/time"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed")
+    compile_package()
     if args.scaling:
         return scaling(args, args.workdir)
     base = args.workdir
