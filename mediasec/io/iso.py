@@ -22,8 +22,6 @@ import stat
 import struct
 from typing import Iterator
 
-import pycdlib
-from pycdlib.pycdlibexception import PyCdlibException
 
 from mediasec.errors import InputError, InternalError, UsageError
 from mediasec.io.fs import env_error
@@ -31,10 +29,37 @@ from mediasec.io.isoread import Decline, read_listing
 from mediasec.io.isowrite import IsoFile, IsoImage  # noqa: F401 (our writer, re-exported)
 from mediasec.media.source import MediumEntry
 
-#: what pycdlib raises on a damaged image besides its own exception: it decodes names,
-#: unpacks records and indexes lists straight from the image's bytes
-_ISO_DAMAGE = (PyCdlibException, ValueError, struct.error, IndexError, KeyError, TypeError,
-               AttributeError, ZeroDivisionError, OverflowError, RecursionError)
+# pycdlib is imported on first use: the fast reader (``io.isoread``) lists most images and
+# the build writes with ``io.isowrite``, so verify and build rarely need it at all.
+_LAZY: dict[str, object] = {}
+
+
+def _pycdlib():
+    """The pycdlib module (imported on first use)."""
+    mod = _LAZY.get("pycdlib")
+    if mod is None:
+        import pycdlib as mod
+        _LAZY["pycdlib"] = mod
+    return mod
+
+
+def _pycdlib_error() -> type:
+    """pycdlib's own exception class."""
+    _pycdlib()
+    from pycdlib.pycdlibexception import PyCdlibException
+    return PyCdlibException
+
+
+def _iso_damage() -> tuple:
+    """What pycdlib raises on a damaged image besides its own exception: it decodes names,
+    unpacks records and indexes lists straight from the image's bytes. A function (evaluated
+    by ``except`` only when something is raised) so pycdlib loads only when it is used."""
+    damage = _LAZY.get("damage")
+    if damage is None:
+        damage = _LAZY["damage"] = (_pycdlib_error(), ValueError, struct.error, IndexError,
+                                    KeyError, TypeError, AttributeError, ZeroDivisionError,
+                                    OverflowError, RecursionError)
+    return damage  # type: ignore[return-value]
 
 __all__ = ["LazyReader", "IsoFile", "IsoImage", "PycdlibImage", "SECTOR", "IsoSource",
            "RawImage", "CHUNK"]
@@ -108,15 +133,20 @@ def _iso_name(components: tuple[str, ...]) -> str:
     return "/" + "/".join(components[:-1] + (last + (";1" if "." in last else ".;1"),))
 
 
-class _PyCdlib(pycdlib.PyCdlib):
-    """pycdlib, able to write an image's metadata without the files' data."""
+def _metadata_writer():
+    """pycdlib, able to write an image's metadata without the files' data (the class is
+    made on first use, with pycdlib)."""
+    cls = _LAZY.get("writer")
+    if cls is None:
+        class _PyCdlib(_pycdlib().PyCdlib):
+            __slots__ = ("metadata_only",)
 
-    __slots__ = ("metadata_only",)
-
-    def _output_file_data(self, outfp, blocksize, ino):
-        if getattr(self, "metadata_only", False):
-            return iter(())
-        return super()._output_file_data(outfp, blocksize, ino)
+            def _output_file_data(self, outfp, blocksize, ino):
+                if getattr(self, "metadata_only", False):
+                    return iter(())
+                return super()._output_file_data(outfp, blocksize, ino)
+        cls = _LAZY["writer"] = _PyCdlib
+    return cls()
 
 
 class PycdlibImage:
@@ -126,13 +156,13 @@ class PycdlibImage:
     def __init__(self, files: list[IsoFile], *, volume_id: str = "", udf: bool = False,
                  interchange_level: int = 1, set_size: int = 1, seqnum: int = 1,
                  name: str = "image"):
-        self._iso = iso = _PyCdlib()
+        self._iso = iso = _metadata_writer()
         self._closed = False
         try:
             iso.new(interchange_level=interchange_level, sys_ident="", vol_ident=volume_id,
                     set_size=set_size, seqnum=seqnum, udf="2.60" if udf else None,
                     app_ident_str="MEDIASEC")
-        except PyCdlibException as exc:
+        except _pycdlib_error() as exc:
             raise UsageError(f"cannot make the image: {exc}", path=name,
                              code="ISO_PARAMETERS") from exc
         made = set()
@@ -158,7 +188,7 @@ class PycdlibImage:
                   if ino.get_data_length() > 0}
             self.offsets: list[int | None] = [at.get(id(r)) if f.producer.size else None
                                               for f, r in zip(files, readers)]
-        except PyCdlibException as exc:
+        except _pycdlib_error() as exc:
             raise InternalError(f"image layout failed: {exc}") from exc
         if any(o is None for f, o in zip(files, self.offsets) if f.producer.size):
             raise InternalError("image layout failed: a file has no extent")
@@ -351,10 +381,10 @@ class IsoSource:
             self.description = f"ISO 9660 image ({self._NAMES[self.namespace]} names)"
             self._entries = _entries(self.namespace, fast.iso_files, fast.files)
             return
-        iso = pycdlib.PyCdlib()
+        iso = _pycdlib().PyCdlib()
         try:
             iso.open(self.path)
-        except _ISO_DAMAGE as exc:
+        except _iso_damage() as exc:
             self._raw.close()
             raise InputError(f"not a readable ISO 9660 image ({' '.join(str(exc).split())})",
                              path=path, code="MEDIUM_NOT_ISO") from exc
@@ -376,7 +406,7 @@ class IsoSource:
         self.volume_id = (vol.decode("latin-1") if isinstance(vol, bytes) else str(vol)).strip()
         try:
             self._entries = self._list()
-        except _ISO_DAMAGE as exc:
+        except _iso_damage() as exc:
             self.close()
             raise InputError(f"the image's directory structure is damaged "
                              f"({' '.join(str(exc).split())})", path=path,
@@ -389,7 +419,7 @@ class IsoSource:
         if self._iso is not None:
             try:
                 self._iso.close()
-            except _ISO_DAMAGE:
+            except _iso_damage():
                 pass
             self._iso = None
 
@@ -411,7 +441,7 @@ class IsoSource:
         for full in self._walk(ns):
             try:
                 yield full, self._extents(ns, full)
-            except _ISO_DAMAGE:
+            except _iso_damage():
                 if not skip_bad:
                     yield full, None
 
