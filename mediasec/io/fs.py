@@ -271,30 +271,18 @@ class AtomicOutput:
         exists in which a hidden partial name is on disk."""
         assert self._fd is not None
         parent = os.path.dirname(self.target)
-        if exclusive and self.anonymous:
-            try:
-                os.fsync(self._fd)
-                os.fchmod(self._fd, self.mode)
-                _link_fd(self._fd, self.target)
-                fsync_dir(parent)
-            except FileExistsError:
-                raise
-            except OSError as exc:
-                raise env_error(exc, self.target) from exc
-            self.committed = True
-            self._close()
-            return
         if self.anonymous:
             # a new target (the usual case): linked straight to its name, complete and
             # durable, in one step (no hidden name, no rename); one that exists is
-            # replaced the way below
+            # replaced the way below, unless ``exclusive``
             try:
                 os.fsync(self._fd)
                 os.fchmod(self._fd, self.mode)
                 _link_fd(self._fd, self.target)
                 fsync_dir(parent)
             except FileExistsError:
-                pass
+                if exclusive:
+                    raise
             except OSError as exc:
                 raise env_error(exc, self.target) from exc
             else:
