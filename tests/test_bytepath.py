@@ -21,7 +21,8 @@ import pytest
 
 from mediasec.cms.keys import KeyDecrypter, PasswordDecrypter
 from mediasec.cms.secure import ProtectOptions, open_secure_file
-from mediasec.io.iso import IsoFile, IsoImage, LazyReader, PycdlibImage
+from mediasec.io.iso import IsoFile, IsoImage
+from _pycdlib_image import LazyReader, PycdlibImage
 from mediasec.media.extract import ExtractTask, extract_file
 from mediasec.media.plan import BytesProducer, write_producer
 from mediasec.media.stages import ChunkReader, FileItem, ProtectStage

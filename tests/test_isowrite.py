@@ -1,8 +1,8 @@
 """Our ISO 9660 / UDF writer (``mediasec.io.isowrite``), the one the build uses.
 
 * **Oracle: pycdlib.** For the same files, pinned clock and pinned random part of the UDF
-  Volume Set Identifier, our image equals pycdlib's (``io.iso.PycdlibImage``) byte for
-  byte, CD (ISO 9660 only) and DVD (UDF 2.60 bridge): one file, empty files, seven levels
+  Volume Set Identifier, our image equals pycdlib's (``_pycdlib_image.PycdlibImage``)
+  byte for byte, CD (ISO 9660 only) and DVD (the UDF bridge): one file, empty files, seven levels
   deep, hundreds of files in one directory (directory records and UDF File Identifier
   Descriptors over several sectors), hundreds of directories (path tables over several
   sectors), files at the sector thresholds, over 1 GiB (two UDF allocation descriptors)
@@ -42,7 +42,8 @@ import pytest
 from conftest import run_peer
 from mediasec.errors import InternalError, UsageError
 from mediasec.io.fs import AtomicOutput
-from mediasec.io.iso import IsoSource, PycdlibImage
+from mediasec.io.iso import IsoSource
+from _pycdlib_image import PycdlibImage
 from mediasec.io.isowrite import SECTOR, IsoFile, IsoImage
 from mediasec.media.disc import Overhead
 
