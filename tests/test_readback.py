@@ -106,10 +106,9 @@ def test_a_byte_flipped_after_writing_fails_the_build_and_leaves_nothing(
     assert _left_over(tmp_path, name) == ["unchecked-" + name], os.listdir(tmp_path)
 
 
-def test_ciphertext_damaged_before_hashing_is_found_by_decryption(tmp_path, pile,
-                                                                 monkeypatch):
-    """The stored bytes match their hash (the damage happened before it): only opening the
-    Secure DICOM File finds it. The damaged file is the largest, always in the sample."""
+def _damage_ciphertext_before_hashing(monkeypatch) -> None:
+    """One bit of the first large ciphertext chunk of a file over 1 MiB is flipped as the
+    protect step makes it, before the writer hashes it: the stored bytes match their hash."""
     orig = stages._Protect.run
 
     def run(self, upstream):
@@ -122,6 +121,13 @@ def test_ciphertext_damaged_before_hashing_is_found_by_decryption(tmp_path, pile
             yield c
 
     monkeypatch.setattr(stages._Protect, "run", run)
+
+
+def test_ciphertext_damaged_before_hashing_is_found_by_decryption(tmp_path, pile,
+                                                                 monkeypatch):
+    """The stored bytes match their hash (the damage happened before it): only opening the
+    Secure DICOM File finds it. The damaged file is the largest, always in the sample."""
+    _damage_ciphertext_before_hashing(monkeypatch)
     args = ["--profile", "STD-GEN-SEC-DVD-JPEG", *RECIP]
     res = run_cli("build", pile, "-o", tmp_path / "none.iso", *args, "--verify", "none")
     assert res.code == 0, res
@@ -249,18 +255,7 @@ def test_read_back_in_worker_processes_checks_every_file_and_finds_a_flip(
 
 def test_read_back_in_worker_processes_decrypts_and_finds_a_bad_signature(
         tmp_path, pile, monkeypatch, spread):
-    orig = stages._Protect.run
-
-    def run(self, upstream):
-        done = False
-        for c in orig(self, upstream):
-            if self.size > 1 << 20 and len(c) >= 1 << 19 and not done:   # ciphertext
-                c = bytearray(c)
-                c[len(c) // 2] ^= 0x40
-                done = True
-            yield c
-
-    monkeypatch.setattr(stages._Protect, "run", run)
+    _damage_ciphertext_before_hashing(monkeypatch)
     res = run_cli("build", pile, "-o", tmp_path / "quick.iso", "--profile",
                   "STD-GEN-SEC-DVD-JPEG", *RECIP, *SIGN, "--verify", "quick", "--workers", "2")
     assert_one_line_error(res, 1, "read-back", "nothing was written", "messageDigest")
