@@ -228,22 +228,21 @@ def read_back(source, expected: list[Expected], *, mode: str, label: str,
         raise ValueError(f"read-back mode {mode!r}")
     t0 = clock()
     rng = rng or random.Random(secrets.randbits(64))
-    by_name = {e.path: e for e in source.entries()}
+    entries = {e.path: e for e in source.entries()}
     # an image listed by its UDF (or Joliet) names also has ISO 9660 names, which readers
     # without UDF use: each file's ISO 9660 name (at the same extent) is checked too
     iso_too = getattr(source, "namespace", None) in ("udf_path", "joliet_path", "rr_path")
     for f in expected:
-        e = by_name.pop(f.name, None)
+        e = entries.get(f.name)
         if e is None or e.kind != "file":
             raise _mismatch(f.name, label, "the file is missing from the written medium")
         if e.size != f.size:
             raise _mismatch(f.name, label, f"{e.size} bytes stored, {f.size} written")
         if iso_too:
             _check_iso9660_name(f.name, e.iso9660, label)
-    if by_name:
-        extra = sorted(by_name)[0]
-        raise _mismatch(extra, label, "a file on the written medium was never planned")
-    entries = {e.path: e for e in source.entries()}
+    extra = entries.keys() - {f.name for f in expected}
+    if extra:
+        raise _mismatch(min(extra), label, "a file on the written medium was never planned")
     sample = choose_sample(expected, mode, rng)
     handles = [entries[f.name].handle for f in expected]
 
