@@ -309,3 +309,22 @@ def test_read_back_compares_the_writers_checksum_else_sha256():
     with pytest.raises(IntegrityError, match="MANIFEST.SHA line"):
         read_back(medium, exp(check=check, sha256="1" * 64), mode="quick", label="m",
                   manifest=manifest)
+
+
+def test_read_back_names_a_missing_and_an_unplanned_file():
+    """The listing must hold exactly the planned files: one missing, or one more than
+    planned, is a read-back mismatch naming that file."""
+    import hashlib
+
+    from mediasec.errors import IntegrityError
+    from mediasec.media.readback import read_back
+
+    data = b"x" * 40
+    exp = [Expected("A", "content", len(data), hashlib.sha256(data).hexdigest())]
+    with pytest.raises(IntegrityError, match="missing") as err:
+        read_back(_Mem({}), exp, mode="quick", label="m")
+    assert err.value.path == "A"
+    with pytest.raises(IntegrityError, match="never planned") as err:
+        read_back(_Mem({"A": data, "B/ZZ": b"y", "B/Z0": b"y"}), exp, mode="quick",
+                  label="m")
+    assert err.value.path == "B/Z0"
