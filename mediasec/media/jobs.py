@@ -162,10 +162,12 @@ class DiscWriter(Protocol):
     layout) or None (a folder). ``write`` makes every file once (the ``manifest`` role
     last: ``manifest(digests)`` gives its bytes from the SHA-256 of every file, in
     ``files`` order) and returns the bytes written; then ``digests`` holds the SHA-256 of
-    each file as stored, in ``files`` order."""
+    each file as stored, in ``files`` order, and ``checks`` (where the writer computed
+    them) the read-back's XXH3-128 of the same bytes (``media.readback.new_check``)."""
 
     size: int | None
     digests: list
+    checks: list
 
     def write(self, manifest: Callable[[list], bytes] | None) -> int: ...
 
@@ -406,7 +408,7 @@ def _read_back(req: BuildRequest, writer, disc: _Disc, digests: list, manifest: 
     if req.verify == "none":
         return ReadbackCost("none")
     expected = []
-    checks = list(getattr(writer, "checks", None) or [None] * len(digests))
+    checks = getattr(writer, "checks", None) or [None] * len(digests)   # None: SHA-256
     for f, digest, check in zip(disc.files, digests, checks):
         if f.role == "manifest":
             sha = hashlib.sha256(manifest or b"").hexdigest()
