@@ -240,3 +240,18 @@ def test_held_search_skips_the_pixel_data_value_only_when_its_header_checks_out(
     signed = signed_bytes(write_instance(tmp_path / "s.dcm", rows=64, cols=64))
     sel = open_part10(signed).dataset.get(0x7FE00010)
     assert "SIG_VALID" in run(signed, sel.hdr)
+
+
+def test_signature_header_search_stops_at_the_held_objects_end():
+    """The held buffer is reused file after file: bytes past the current object's end are
+    a previous file's, and a header there (or one crossing the end) is not this file's."""
+    from mediasec.media.dsig_check import has_signature_sequence
+
+    implicit = b"\xfa\xff\xfa\xff" + b"\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0"
+    explicit_be = b"\xff\xfa\xff\xfaSQ\x00\x00"
+    for header in (implicit, explicit_be):
+        buf = bytearray(b"\x00" * 64 + header + b"\x00" * 8)
+        assert has_signature_sequence(buf, len(buf))
+        assert has_signature_sequence(bytes(buf))
+        assert not has_signature_sequence(buf, 64)                 # wholly past the end
+        assert not has_signature_sequence(buf, 64 + len(header) - 1)   # crossing it

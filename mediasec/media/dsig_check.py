@@ -70,20 +70,23 @@ _LE_HH = struct.Struct("<HH").unpack_from
 _BE_HH = struct.Struct(">HH").unpack_from
 
 
-def has_signature_sequence(buf: bytes) -> bool:
-    """Whether ``buf`` holds the element header of a Digital Signatures Sequence (two
-    searches for the 4-byte tag, each hit checked against the bytes after it). Used only
+def has_signature_sequence(buf, end: int | None = None) -> bool:
+    """Whether ``buf[:end]`` holds the element header of a Digital Signatures Sequence (two
+    searches for the 4-byte tag, each hit checked against the bytes after it, never past
+    ``end``: a reused buffer holds stale bytes there). Used for the implicit VR form and
     once the structure walk has failed (a damaged data set)."""
-    i = buf.find(_IMPLICIT_TAG)
+    n = len(buf) if end is None else end
+    i = buf.find(_IMPLICIT_TAG, 0, n)
     while i >= 0:
-        if buf[i + 4:i + 8] == b"SQ\x00\x00" or buf[i + 8:i + 12] == _ITEM_LE:
+        if (i + 8 <= n and buf[i + 4:i + 8] == b"SQ\x00\x00") or \
+                (i + 12 <= n and buf[i + 8:i + 12] == _ITEM_LE):
             return True
-        i = buf.find(_IMPLICIT_TAG, i + 1)
-    i = buf.find(_BE_TAG)
+        i = buf.find(_IMPLICIT_TAG, i + 1, n)
+    i = buf.find(_BE_TAG, 0, n)
     while i >= 0:
-        if buf[i + 4:i + 8] == b"SQ\x00\x00":
+        if i + 8 <= n and buf[i + 4:i + 8] == b"SQ\x00\x00":
             return True
-        i = buf.find(_BE_TAG, i + 1)
+        i = buf.find(_BE_TAG, i + 1, n)
     return False
 
 
@@ -198,7 +201,7 @@ class DatasetSignatureProbe:
         buf, n = self._buf, self.count
         form = _form(bytes(buf[:min(n, 4096)]))
         if form not in ("explicit", "big"):
-            return has_signature_sequence(bytes(buf[:n]))
+            return has_signature_sequence(buf, n)   # no copy of the held object
         needle = _EXPLICIT[0] if form == "explicit" else _EXPLICIT[1]
         if pixel_header is None and form == "explicit":
             pixel_header = _find_pixel_header(buf, n)
