@@ -320,9 +320,7 @@ class Item:
         return self.length == UNDEFINED
 
     def get(self, tag: int) -> Element | None:
-        if self._index is None:
-            self._index = {e.tag: e for e in self.elements}
-        return self._index.get(tag)
+        return self.index().get(tag)
 
     def index(self) -> dict:
         """Tag -> element (built once; read only)."""
@@ -356,7 +354,6 @@ class Part10:
 _LE_HH = struct.Struct("<HH").unpack_from
 _BE_HH = struct.Struct(">HH").unpack_from
 _LE_I = struct.Struct("<I").unpack_from
-_LE_H = struct.Struct("<H").unpack_from
 _LE_HDR = struct.Struct("<HH2sH").unpack_from
 
 
