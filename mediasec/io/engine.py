@@ -54,7 +54,7 @@ BATCH_BYTES = 4 << 20
 BATCH_FILES = 64
 #: chunks shorter than this are gathered into one buffer before they are written
 GATHER = 64 << 10
-_ZEROS = memoryview(bytes(2048))   # a sector's padding at most
+_ZEROS = memoryview(bytes(SECTOR))   # a sector's padding at most
 
 _SYNC_FILE_RANGE_WRITE = 2
 _libc = None
